@@ -101,6 +101,7 @@ class MockUpstream:
         self.default: str | Reply | None = None
         self.requests: list[Received] = []
         self.sent_log: list[tuple[int, int, float]] = []
+        self.errors: list[BaseException] = []  # unexpected server-side failures, for debugging
         self.port = 0
         self.ca_path: Path | None = None
         self._lock = threading.Lock()  # guards script and records; never held across loop calls
@@ -203,6 +204,7 @@ class MockUpstream:
             self._script.clear()
             self.requests.clear()
             self.sent_log.clear()
+            self.errors.clear()
 
     @property
     def request_count(self) -> int:
@@ -239,6 +241,9 @@ class MockUpstream:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, _BadRequest, ssl.SSLError):
             pass  # the client went away or spoke garbage; nothing to report
+        except Exception as exc:  # keep serving other connections, but leave a trace
+            with self._lock:
+                self.errors.append(exc)
         finally:
             self._conns.discard(task)
             writer.transport.abort()
