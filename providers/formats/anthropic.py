@@ -1,0 +1,141 @@
+"""Anthropic Messages API wire format (also the inner format of Bedrock invoke streams)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.formats.base import ParseResult, RequestInfo, StreamParser, Usage
+from providers.formats.common import (
+    JSON_CT,
+    FramedStreamParser,
+    as_int,
+    as_str,
+    body_result,
+    dig,
+    dumps,
+    error_text,
+    request_object,
+)
+
+_ERROR_TYPES = {
+    "not_found": "not_found_error",
+    "rate_limited": "rate_limit_error",
+    "upstream_unavailable": "api_error",
+    "bad_request": "invalid_request_error",
+    "timeout": "api_error",
+}
+
+
+def apply_usage(usage: Usage, u: Any) -> None:
+    """Overwrite the counters present in an Anthropic usage object. Anthropic's counts are
+    cumulative (message_delta repeats and finalizes message_start's), so later values win."""
+    if not isinstance(u, dict):
+        return
+    for key, attr in (
+        ("input_tokens", "input_tokens"),
+        ("output_tokens", "output_tokens"),
+        ("cache_read_input_tokens", "cached_input_tokens"),
+        ("cache_creation_input_tokens", "cache_creation_input_tokens"),
+    ):
+        v = as_int(u.get(key))
+        if v is not None:
+            setattr(usage, attr, v)
+
+
+def error_from(doc: Any) -> str | None:
+    err = dig(doc, "error")
+    if isinstance(err, dict):
+        return error_text(err.get("type"), err.get("message"))
+    if isinstance(err, str):
+        return err
+    return None
+
+
+def content_text(content: Any) -> str | None:
+    if not isinstance(content, list):
+        return None
+    parts = [
+        b["text"]
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    ]
+    return "".join(parts) if parts else None
+
+
+class AnthropicFamily:
+    name = "anthropic"
+
+    def parse_request(self, path: str, body: bytes) -> RequestInfo:
+        obj, err = request_object(body)
+        if obj is None:
+            return RequestInfo(parse_error=err)
+        return RequestInfo(model=as_str(obj.get("model")), stream=obj.get("stream") is True)
+
+    def stream_kind(self, path: str, content_type: str) -> str | None:
+        return "sse" if "text/event-stream" in content_type.lower() else None
+
+    def parse_response(self, path: str, status: int, body: bytes) -> ParseResult:
+        doc, result = body_result(status, body)
+        if not isinstance(doc, dict):
+            if doc is not None:
+                result.parse_error, result.complete = "response body is not a JSON object", False
+            return result
+        result.error = error_from(doc)
+        if status >= 400 and result.error is None:
+            result.error = error_text(status, doc.get("message"))
+        result.model = as_str(doc.get("model"))
+        apply_usage(result.usage, doc.get("usage"))
+        result.text = content_text(doc.get("content"))
+        result.finish_reason = as_str(doc.get("stop_reason"))
+        return result
+
+    def stream_parser(self, path: str, kind: str) -> StreamParser:
+        return AnthropicStreamParser(kind)
+
+    def error_body(self, status: int, message: str, kind: str) -> tuple[bytes, str]:
+        err = {"type": _ERROR_TYPES.get(kind, "api_error"), "message": message}
+        return dumps({"type": "error", "error": err}), JSON_CT
+
+
+class AnthropicEvents:
+    """State machine over Anthropic stream events, shared with Bedrock's invoke stream."""
+
+    def __init__(self, result: ParseResult, parts: list[str]) -> None:
+        self.result = result
+        self.parts = parts
+
+    def handle(self, obj: Any, event: str | None) -> None:
+        if not isinstance(obj, dict):
+            return
+        etype = obj.get("type") if isinstance(obj.get("type"), str) else event
+        r = self.result
+        if etype == "message_start":
+            msg = obj.get("message")
+            r.model = as_str(dig(msg, "model")) or r.model
+            apply_usage(r.usage, dig(msg, "usage"))
+        elif etype == "content_block_delta":
+            text = dig(obj, "delta", "text")
+            if dig(obj, "delta", "type") == "text_delta" and isinstance(text, str):
+                self.parts.append(text)
+        elif etype == "message_delta":
+            apply_usage(r.usage, obj.get("usage"))
+            r.finish_reason = as_str(dig(obj, "delta", "stop_reason")) or r.finish_reason
+        elif etype == "message_stop":
+            r.complete = True
+        elif etype == "error":
+            r.error = error_from(obj) or "error"
+
+
+class AnthropicStreamParser(FramedStreamParser):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.events = AnthropicEvents(self.result, self.parts)
+
+    def on_json(self, obj: Any, event: str | None) -> None:
+        self.events.handle(obj, event)
+
+    def on_done(self) -> None:
+        pass  # not an Anthropic end marker; message_stop is
+
+
+FAMILY = AnthropicFamily()

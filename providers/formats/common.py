@@ -1,0 +1,214 @@
+"""Small helpers shared by the family handlers: defensive JSON access and a stream-parser driver
+that turns framing-decoder output into calls on the family's handler, never letting an exception
+escape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from providers.formats.base import ParseResult, Usage
+from providers.formats.eventstream import EventStreamDecoder
+from providers.formats.jsonarray import JSONArrayDecoder
+from providers.formats.ndjson import NDJSONDecoder
+from providers.formats.sse import SSEDecoder, SSEEvent
+
+JSON_CT = "application/json"
+ERROR_KINDS = ("not_found", "rate_limited", "upstream_unavailable", "bad_request", "timeout")
+
+
+def loads(data: bytes | str) -> tuple[Any, str | None]:
+    """``json.loads`` that reports instead of raising."""
+    try:
+        return json.loads(data), None
+    except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"invalid JSON: {e}"
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def dig(obj: Any, *keys: str | int) -> Any:
+    """``obj[k1][k2]...`` or None when any step is missing or of the wrong type."""
+    for k in keys:
+        if isinstance(k, int):
+            if not isinstance(obj, list) or not -len(obj) <= k < len(obj):
+                return None
+        elif not isinstance(obj, dict):
+            return None
+        obj = obj[k] if isinstance(k, int) else obj.get(k)
+    return obj
+
+
+def as_int(v: Any) -> int | None:
+    # bool is an int subclass; a provider never means True as a token count.
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
+def first_int(*values: Any) -> int | None:
+    for v in values:
+        i = as_int(v)
+        if i is not None:
+            return i
+    return None
+
+
+def as_str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def path_only(path: str) -> str:
+    return urlsplit(path).path
+
+
+def query(path: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(path).query)
+
+
+def request_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    if not body:
+        return None, "empty request body"
+    obj, err = loads(body)
+    if err:
+        return None, err
+    if not isinstance(obj, dict):
+        return None, "request body is not a JSON object"
+    return obj, None
+
+
+def error_text(kind: Any, message: Any) -> str:
+    """"<type>: <message>" as the gateway reports provider errors."""
+    msg = message if isinstance(message, str) else (json.dumps(message) if message is not None else "")
+    if kind is None or kind == "":
+        return msg or "unknown error"
+    return f"{kind}: {msg}" if msg else str(kind)
+
+
+def http_error_fallback(status: int, body: bytes) -> str:
+    snippet = body[:200].decode("utf-8", errors="replace").strip()
+    return f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
+
+
+def body_result(status: int, body: bytes) -> tuple[Any, ParseResult]:
+    """Parse a whole JSON body into (document, result-with-parse/HTTP-error filled)."""
+    result = ParseResult()
+    doc, err = loads(body)
+    if err:
+        result.parse_error = err
+        if status >= 400:
+            result.error = http_error_fallback(status, body)
+        return None, result
+    result.complete = True
+    return doc, result
+
+
+class Decoder(Protocol):
+    error: str | None
+
+    def feed(self, chunk: bytes) -> list[Any]: ...
+
+    def finish(self) -> list[Any]: ...
+
+
+def make_decoder(kind: str) -> Decoder:
+    if kind == "sse":
+        return SSEDecoder()
+    if kind == "ndjson":
+        return NDJSONDecoder()
+    if kind == "json-array":
+        return JSONArrayDecoder()
+    if kind == "aws-eventstream":
+        return EventStreamDecoder()
+    raise KeyError(f"unknown stream kind {kind!r}")
+
+
+class FramedStreamParser:
+    """Drives a framing decoder and hands each frame to ``on_frame``. Subclasses keep their state
+    in ``self.result`` / ``self.parts`` and may override ``on_json``, ``on_done`` or ``on_frame``.
+    Any exception from a handler becomes ``parse_error``: one odd event must not lose the usage
+    of a whole stream, nor break the proxy."""
+
+    def __init__(self, kind: str) -> None:
+        try:
+            self.decoder: Decoder | None = make_decoder(kind)
+        except KeyError as e:
+            self.decoder = None
+            self._init_error: str | None = str(e)
+        else:
+            self._init_error = None
+        self.result = ParseResult()
+        self.usage: Usage = self.result.usage
+        self.parts: list[str] = []
+        self._final: ParseResult | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.decoder is None or self._final is not None:
+            return
+        try:
+            frames = self.decoder.feed(chunk)
+        except Exception as e:  # a decoder bug must not break the proxy
+            self._parse_error(f"stream decoder failed: {e!r}")
+            self.decoder = None
+            return
+        self._handle_all(frames)
+
+    def finish(self) -> ParseResult:
+        if self._final is not None:
+            return self._final
+        if self.decoder is not None:
+            try:
+                self._handle_all(self.decoder.finish())
+            except Exception as e:
+                self._parse_error(f"stream decoder failed: {e!r}")
+            if self.decoder.error:
+                self._parse_error(self.decoder.error)
+        elif self._init_error:
+            self._parse_error(self._init_error)
+        r = self.result
+        if self.parts:
+            r.text = "".join(self.parts)
+        self._final = r
+        return r
+
+    def _handle_all(self, frames: list[Any]) -> None:
+        for frame in frames:
+            try:
+                self.on_frame(frame)
+            except Exception as e:
+                self._parse_error(f"unexpected event shape: {e!r}")
+
+    def on_frame(self, frame: Any) -> None:
+        if isinstance(frame, SSEEvent):
+            if frame.data.strip() == "[DONE]":
+                self.on_done()
+                return
+            text, event = frame.data, frame.event
+        else:
+            text, event = frame, None
+        obj, err = loads(text)
+        if err:
+            self._parse_error(err)
+            return
+        self.on_json(obj, event)
+
+    def on_json(self, obj: Any, event: str | None) -> None:
+        pass
+
+    def on_done(self) -> None:
+        self.result.complete = True
+
+    def _parse_error(self, message: str) -> None:
+        # Keep the first one: later errors are usually consequences of it.
+        if self.result.parse_error is None:
+            self.result.parse_error = message
+
+    def set_usage(self, usage: Usage) -> None:
+        self.result.usage = self.usage = usage
