@@ -139,6 +139,9 @@ class Pricer:
     ) -> PriceResult:
         if not model or (input_tokens is None and output_tokens is None):
             return UNPRICED
+        counts = (input_tokens, output_tokens, cached, cache_write)
+        if not all(c is None or (type(c) is int and c >= 0) for c in counts):
+            return UNPRICED  # garbage counts: better no figure than a wrong one
         name = _provider_name(provider)
         includes = input_includes_cached
         if includes is None:
