@@ -1,0 +1,260 @@
+"""Property tests for the framing decoders and family stream parsers: chunking never changes the
+result, garbage never raises, event-stream frames round-trip, and the usage-chunk stripper removes
+exactly one event."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import zlib
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from providers.formats import FAMILIES, get_family
+from providers.formats.base import ParseResult
+from providers.formats.eventstream import EventStreamDecoder, Message
+from providers.formats.include_usage import UsageChunkStripper, inject_include_usage
+from providers.formats.jsonarray import JSONArrayDecoder
+from providers.formats.sse import SSEDecoder
+from tests.test_formats_corpus import content_type, family_for, load, request_path, response_bytes
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+STREAMS = [
+    "openai-chat-stream-1",
+    "openai-responses-stream-1",
+    "openrouter-chat-stream-2",
+    "anthropic-messages-stream-3",
+    "gemini-streamgeneratecontent-stream-1",
+    "gemini-streamgeneratecontent-stream-2",
+    "cohere-v2chat-stream-1",
+    "cohere-v1chat-stream-1",
+    "bedrock-converse-stream-2",
+    "bedrock-invoke-stream-1",
+    "ollama-chat-stream-1",
+]
+KINDS = ["sse", "ndjson", "json-array", "aws-eventstream"]
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    bounds = [0, *points, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def run(name: str, chunks: list[bytes]) -> ParseResult:
+    case = load(name)
+    family = family_for(case)
+    path = request_path(case)
+    kind = family.stream_kind(path, content_type(case))
+    assert kind is not None
+    parser = family.stream_parser(path, kind)
+    for c in chunks:
+        parser.feed(c)
+    return parser.finish()
+
+
+@SETTINGS
+@given(name=st.sampled_from(STREAMS), cuts=st.lists(st.integers(min_value=0), max_size=40))
+def test_any_chunking_gives_the_same_result(name: str, cuts: list[int]) -> None:
+    data = response_bytes(load(name))
+    whole = run(name, [data])
+    assert whole.complete and whole.parse_error is None
+    assert dataclasses.asdict(run(name, split(data, cuts))) == dataclasses.asdict(whole)
+
+
+@SETTINGS
+@given(
+    family=st.sampled_from(sorted(FAMILIES)),
+    kind=st.sampled_from(KINDS),
+    garbage=st.binary(max_size=300),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_garbage_never_raises(family: str, kind: str, garbage: bytes, cuts: list[int]) -> None:
+    fam = get_family(family)
+    parser = fam.stream_parser("/model/x/converse-stream", kind)
+    for c in split(garbage, cuts):
+        parser.feed(c)
+    assert isinstance(parser.finish(), ParseResult)
+    assert isinstance(fam.parse_response("/v1/x", 200, garbage), ParseResult)
+    assert isinstance(fam.parse_response("/v1/x", 500, garbage), ParseResult)
+    assert fam.parse_request("/v1/x?alt=sse", garbage) is not None
+
+
+@SETTINGS
+@given(name=st.sampled_from(STREAMS), data=st.data())
+def test_corrupted_streams_never_raise(name: str, data: st.DataObject) -> None:
+    raw = bytearray(response_bytes(load(name)))
+    for _ in range(data.draw(st.integers(1, 5))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    assert isinstance(run(name, [bytes(raw[:cut]), bytes(raw[cut:])]), ParseResult)
+
+
+@SETTINGS
+@given(
+    payload=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=20), max_size=4),
+    sep=st.sampled_from(["\n", "\r\n", "\r"]),
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_sse_line_endings_and_chunking(payload: dict[str, Any], sep: str, cuts: list[int]) -> None:
+    text = json.dumps(payload, ensure_ascii=False)
+    stream = sep.join([": comment", "event: x", f"data: {text}", "data: second", "", "data: [DONE]", "", ""])
+    decoder = SSEDecoder()
+    events = [e for c in split(stream.encode(), cuts) for e in decoder.feed(c)] + decoder.finish()
+    assert [(e.event, e.data) for e in events] == [("x", f"{text}\nsecond"), (None, "[DONE]")]
+
+
+@SETTINGS
+@given(
+    items=st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=10) | st.integers()), max_size=5),
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_json_array_elements(items: list[dict[str, Any]], cuts: list[int]) -> None:
+    body = ("[" + "\n,\n".join(json.dumps(i, ensure_ascii=False) for i in items) + "]").encode()
+    decoder = JSONArrayDecoder()
+    out = [e for c in split(body, cuts) for e in decoder.feed(c)] + decoder.finish()
+    assert [json.loads(e) for e in out] == items
+    assert decoder.error is None and decoder.closed
+
+
+# --- AWS event stream -------------------------------------------------------------------------
+
+
+def encode_header(name: str, value: bool | int | bytes | str) -> bytes:
+    out = bytes([len(name.encode())]) + name.encode()
+    if isinstance(value, bool):
+        return out + bytes([0 if value else 1])
+    if isinstance(value, int):
+        return out + b"\x05" + struct.pack(">q", value)
+    if isinstance(value, bytes):
+        return out + b"\x06" + struct.pack(">H", len(value)) + value
+    raw = value.encode()
+    return out + b"\x07" + struct.pack(">H", len(raw)) + raw
+
+
+def encode_frame(headers: dict[str, bool | int | bytes | str], payload: bytes) -> bytes:
+    hdr = b"".join(encode_header(k, v) for k, v in headers.items())
+    total = 12 + len(hdr) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(hdr))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    body = prelude + hdr + payload
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+header_values = st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.binary(max_size=30) | st.text(max_size=30)
+messages = st.lists(
+    st.tuples(
+        st.dictionaries(st.text(min_size=1, max_size=20).filter(lambda s: len(s.encode()) < 256), header_values, max_size=4),
+        st.binary(max_size=200),
+    ),
+    max_size=5,
+)
+
+
+@SETTINGS
+@given(msgs=messages, cuts=st.lists(st.integers(min_value=0), max_size=20))
+def test_eventstream_round_trip(msgs: list[tuple[dict[str, Any], bytes]], cuts: list[int]) -> None:
+    wire = b"".join(encode_frame(h, p) for h, p in msgs)
+    decoder = EventStreamDecoder()
+    out = [m for c in split(wire, cuts) for m in decoder.feed(c)] + decoder.finish()
+    assert decoder.error is None
+    assert out == [Message(h, p) for h, p in msgs]
+
+
+@SETTINGS
+@given(msgs=messages.filter(bool), data=st.data())
+def test_eventstream_bad_checksum_is_a_parse_error(msgs: list[tuple[dict[str, Any], bytes]], data: st.DataObject) -> None:
+    wire = bytearray(b"".join(encode_frame(h, p) for h, p in msgs))
+    i = data.draw(st.integers(0, len(wire) - 1))
+    wire[i] ^= data.draw(st.integers(1, 255))
+    decoder = EventStreamDecoder()
+    decoder.feed(bytes(wire))
+    decoder.finish()
+    assert decoder.error is not None
+    parser = get_family("bedrock").stream_parser("/model/m/converse-stream", "aws-eventstream")
+    parser.feed(bytes(wire))
+    assert parser.finish().parse_error is not None
+
+
+def test_bedrock_exception_frame_is_an_error() -> None:
+    headers = {":message-type": "exception", ":exception-type": "throttlingException", ":content-type": "application/json"}
+    frame = encode_frame(headers, b'{"message":"Too many requests, please wait."}')
+    parser = get_family("bedrock").stream_parser("/model/m/converse-stream", "aws-eventstream")
+    parser.feed(frame)
+    result = parser.finish()
+    assert result.error == "throttlingException: Too many requests, please wait."
+    assert result.parse_error is None
+
+
+# --- include_usage ----------------------------------------------------------------------------
+
+USAGE_EVENT = (
+    'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[],'
+    '"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}'
+)
+AZURE_FIRST = 'data: {"choices":[],"created":0,"id":"","model":"","prompt_filter_results":[]}'
+PLAIN = 'data: {"choices":[{"index":0,"delta":{"content":"h\u00e9"}}],"usage":null}'
+
+
+@SETTINGS
+@given(
+    before=st.lists(st.sampled_from([AZURE_FIRST, PLAIN, ": OPENROUTER PROCESSING"]), max_size=5),
+    sep=st.sampled_from(["\n", "\r\n", "\r"]),
+    cuts=st.lists(st.integers(min_value=0), max_size=30),
+)
+def test_stripper_removes_only_the_usage_event(before: list[str], sep: str, cuts: list[int]) -> None:
+    def event(text: str) -> bytes:
+        return (text + sep + sep).encode()
+
+    head = b"".join(event(e) for e in before)
+    tail = event("data: [DONE]")
+    wire = head + event(USAGE_EVENT) + tail
+    stripper = UsageChunkStripper()
+    out = b"".join(stripper.feed(c) for c in split(wire, cuts)) + stripper.finish()
+    assert out == head + tail
+    assert stripper.stripped == 1
+
+
+@SETTINGS
+@given(name=st.sampled_from(["openai-chat-stream-1", "openai-chat-stream-2", "azure-openai-chat-stream-1",
+                             "mistral-chat-stream-1", "openrouter-chat-stream-1"]),
+       cuts=st.lists(st.integers(min_value=0), max_size=30))
+def test_stripper_on_corpus_streams(name: str, cuts: list[int]) -> None:
+    data = response_bytes(load(name))
+    stripper = UsageChunkStripper()
+    out = b"".join(stripper.feed(c) for c in split(data, cuts)) + stripper.finish()
+    whole = UsageChunkStripper()
+    assert out == whole.feed(data) + whole.finish()
+    # Only OpenAI proper sends a separate usage-only chunk; the others put usage on a content chunk.
+    assert whole.stripped == (1 if name.startswith("openai-") else 0)
+    assert len(out) == len(data) or b'"choices":[]' in data
+
+
+@SETTINGS
+@given(garbage=st.binary(max_size=200), cuts=st.lists(st.integers(min_value=0), max_size=10))
+def test_stripper_passes_garbage_through(garbage: bytes, cuts: list[int]) -> None:
+    stripper = UsageChunkStripper()
+    out = b"".join(stripper.feed(c) for c in split(garbage, cuts)) + stripper.finish()
+    assert out == garbage
+
+
+def test_inject_include_usage() -> None:
+    body = json.dumps({"model": "m", "stream": True, "stream_options": {"x": 1}}).encode()
+    new = inject_include_usage(body)
+    assert new is not None
+    assert json.loads(new)["stream_options"] == {"x": 1, "include_usage": True}
+    assert inject_include_usage(new) is None
+    assert inject_include_usage(b'{"model":"m"}') is None
+    assert inject_include_usage(b'{"model":"m","stream":false}') is None
+    assert inject_include_usage(b"[1,2]") is None
+    assert inject_include_usage(b"\xff not json") is None
+    assert json.loads(inject_include_usage(b'{"stream":true,"stream_options":null}') or b"")["stream_options"] == {
+        "include_usage": True
+    }
+    info = get_family("openai").parse_request("/v1/chat/completions", new)
+    assert info.stream and info.include_usage
