@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from genai_prices import Usage, calc_price
 
-from providers.catalog import Provider
+from providers.catalog import Catalog, CatalogError, Provider
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,18 @@ class _Tokens:
 
 
 class Pricer:
-    def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None, *, model_fallback: bool = True) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        catalog: Catalog | None = None,
+        model_fallback: bool = True,
+    ) -> None:
         """``overrides``: the ``[prices]`` table of corral.toml. Raises PricingConfigError if invalid.
+
+        ``catalog``: resolves provider *names* passed to ``price`` (format family, pricing id).
+        Defaults to the built-in catalog; pass the loaded one so custom providers resolve too.
+        A name found in neither is priced as a custom OpenAI-compatible provider.
 
         ``model_fallback``: when a provider is unknown to genai-prices (custom relays, the
         Hugging Face router), let genai-prices pick the provider from the model name alone.
@@ -99,6 +109,7 @@ class Pricer:
         """
         self._overrides = tuple((key.lower(), _parse_override(key, table)) for key, table in (overrides or {}).items())
         self._model_fallback = model_fallback
+        self._catalog = catalog
         # Per instance, not module-wide: the answer depends on this instance's overrides.
         self._match_override = lru_cache(maxsize=4096)(self._match_override_uncached)
 
@@ -123,7 +134,7 @@ class Pricer:
                 family, input_includes_cached,
             )
         except Exception:  # pricing must never break a flow
-            log.exception("pricing failed for %r %r", _provider_name(provider), model)
+            log.exception("pricing failed for %r %r", provider, model)
             return UNPRICED
 
     def _price(
@@ -142,19 +153,26 @@ class Pricer:
         counts = (input_tokens, output_tokens, cached, cache_write)
         if not all(c is None or (type(c) is int and c >= 0) for c in counts):
             return UNPRICED  # garbage counts: better no figure than a wrong one
-        name = _provider_name(provider)
+        p = self._resolve_provider(provider)
         includes = input_includes_cached
         if includes is None:
-            includes = _input_includes_cached(provider, family, model)
+            includes = _input_includes_cached(p, family, model)
         tokens = _normalise(input_tokens or 0, output_tokens or 0, cached or 0, cache_write or 0, includes)
-        override = self._match_override(name, model.lower())
+        override = self._match_override(p.name, model.lower())
         if override is not None:
             return PriceResult(_override_cost(override, tokens), False, "override")
-        return self._genai_price(provider, model, tokens)
+        return self._genai_price(p, model, tokens)
 
-    def _genai_price(self, provider: Provider | str, model: str, tokens: _Tokens) -> PriceResult:
-        pricing_id = provider.genai_prices_id if isinstance(provider, Provider) else provider
-        if pricing_id is None:
+    def _resolve_provider(self, provider: Provider | str) -> Provider:
+        if isinstance(provider, Provider):
+            return provider
+        known = (self._catalog or _builtin_catalog()).get(provider)
+        # Unknown name: a custom provider, OpenAI-compatible and priced under its own name.
+        return known or Provider(name=provider, prefix=provider, upstream="https://unknown.invalid")
+
+    def _genai_price(self, provider: Provider, model: str, tokens: _Tokens) -> PriceResult:
+        pricing_id = provider.genai_prices_id
+        if not pricing_id:
             return UNPRICED
         resolved = _resolve(pricing_id, model, self._model_fallback)
         if resolved is None:
@@ -207,20 +225,21 @@ def _resolve(pricing_id: str, model: str, model_fallback: bool) -> str | None:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _provider_name(provider: Provider | str) -> str:
-    return provider.name if isinstance(provider, Provider) else provider
+@lru_cache(maxsize=1)
+def _builtin_catalog() -> Catalog:
+    try:
+        return Catalog.load()
+    except CatalogError:  # a broken catalog is reported by the router; pricing just degrades
+        log.exception("cannot load the built-in catalog for pricing")
+        return Catalog(())
 
 
-def _input_includes_cached(provider: Provider | str, family: str | None, model: str) -> bool:
-    fam = family or (provider.format if isinstance(provider, Provider) else _family_from_name(provider))
+def _input_includes_cached(provider: Provider, family: str | None, model: str) -> bool:
+    fam = family or provider.format
     if fam in _EXCLUDING_FAMILIES:
         return False
     # Bedrock reports Claude usage the Anthropic way (inputTokens exclude cache reads/writes).
     return not (fam == "bedrock" and ("claude" in model.lower() or "anthropic" in model.lower()))
-
-
-def _family_from_name(name: str) -> str:
-    return {"anthropic": "anthropic", "bedrock": "bedrock", "aws": "bedrock"}.get(name.lower(), "openai")
 
 
 def _normalise(input_tokens: int, output_tokens: int, cached: int, cache_write: int, includes: bool) -> _Tokens:

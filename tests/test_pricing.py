@@ -162,3 +162,22 @@ def test_catalog_pricing_ids_exist_in_genai_prices(catalog: Catalog) -> None:
     for p in catalog:
         if p.pricing_id:
             assert find_provider_by_id(providers, p.pricing_id) is not None, p.name
+
+
+def test_provider_names_resolve_through_the_catalog(catalog: Catalog) -> None:
+    """The recorder passes names: they must price exactly like the Provider objects."""
+    pricer = Pricer()
+    claude = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+    by_object = pricer.price(catalog.get("bedrock"), claude, 1000, 10, 2000, 0)
+    assert pricer.price("bedrock", claude, 1000, 10, 2000, 0) == by_object
+    assert pricer.price("anthropic", CLAUDE, 1000, 0, 500, 0).cost_usd > pricer.price(
+        "anthropic", CLAUDE, 1000, 0, 500, 0, input_includes_cached=True
+    ).cost_usd
+    assert pricer.price("gemini", "gemini-2.5-flash", 1000, 100).source == "genai-prices"  # pricing_id google
+    assert pricer.price("ollama", "gpt-4o-mini", 1000, 100).unpriced
+
+
+def test_custom_catalog_resolves_custom_providers() -> None:
+    cat = Catalog.load({"mylocal": {"upstream": "http://127.0.0.1:9000", "pricing_id": ""}})
+    assert Pricer(catalog=cat).price("mylocal", "gpt-4o-mini", 1000, 100).unpriced
+    assert not Pricer().price("mylocal", "gpt-4o-mini", 1000, 100).unpriced  # unknown name: by-model fallback
