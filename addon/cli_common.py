@@ -1,0 +1,49 @@
+"""Settings shared by every command, resolved the same way so `corral start`, `corral flows`,
+`corral env` ... always agree on the listen address, database and certificates."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import exceptions
+
+from addon import config, paths
+
+
+def add_config_args(parser: argparse.ArgumentParser, listen: bool = False, db: bool = True) -> None:
+    parser.add_argument("--config", metavar="FILE", help="corral.toml (default: ./corral.toml, else the checkout's)")
+    if listen:
+        parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8080)")
+    if db:
+        parser.add_argument("--db", metavar="URL", help=f"database URL (default {paths.default_db_url()})")
+
+
+def file_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Options from the config file named by --config (or found by default)."""
+    path = Path(args.config).expanduser() if getattr(args, "config", None) else paths.default_config_file()
+    if path is None:
+        return {}
+    return config.toml_to_options(config.read_file(path))
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """File settings overlaid with command-line flags."""
+    try:
+        settings = file_settings(args)
+    except exceptions.OptionsError as e:
+        raise SystemExit(f"corral: {e}") from None
+    if getattr(args, "listen", None):
+        settings["corral_gateway_listen"] = args.listen
+    if getattr(args, "db", None):
+        settings["corral_storage_db"] = args.db
+    return settings
+
+
+def db_url(settings: dict[str, Any]) -> str:
+    return settings.get("corral_storage_db") or paths.default_db_url()
+
+
+def listen(settings: dict[str, Any]) -> str:
+    return settings.get("corral_gateway_listen") or "127.0.0.1:8080"

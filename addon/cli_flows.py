@@ -1,0 +1,78 @@
+"""`corral flows`: the latest recorded flows, as a table or as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from typing import Any
+
+from addon import cli_common
+from addon.storage import db as dbmod
+from addon.storage.models import FLOW_SUMMARY_FIELDS, Flow
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flows", help="show recorded flows, newest first")
+    cli_common.add_config_args(p)
+    p.add_argument("--limit", type=int, default=50, help="how many flows (default 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--full", action="store_true", help="with --json: include headers and bodies")
+    p.add_argument("--provider", help="only this provider")
+    p.set_defaults(func=run)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.replace(tzinfo=datetime.UTC).isoformat()
+    return value
+
+
+def _fmt_tokens(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _fmt_cost(row: Flow) -> str:
+    if row.cost_usd is None:
+        return "unpriced" if row.unpriced else "-"
+    return f"${row.cost_usd:.6f}"
+
+
+def table(rows: list[Flow]) -> str:
+    headers = ["time", "mode", "provider", "model", "status", "stream", "ttfb", "dur", "in", "out", "cost", "cache", "error"]
+    lines = []
+    for r in rows:
+        lines.append([
+            r.started_at.strftime("%H:%M:%S") if r.started_at else "-",
+            r.mode, r.provider or "-", (r.model or "-")[:32], str(r.status or "-"), "yes" if r.stream else "no",
+            f"{r.ttfb_ms:.0f}ms" if r.ttfb_ms is not None else "-",
+            f"{r.duration_ms:.0f}ms" if r.duration_ms is not None else "-",
+            _fmt_tokens(r.input_tokens), _fmt_tokens(r.output_tokens), _fmt_cost(r), r.cache,
+            (r.error or r.parse_error or "")[:48].replace("\n", " "),
+        ])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = cli_common.resolve(args)
+    try:
+        dbmod.connect(cli_common.db_url(settings), create=False)
+    except dbmod.DatabaseError as e:
+        print(f"corral: {e}")
+        return 1
+    query = Flow.select().order_by(Flow.started_at.desc(), Flow.id.desc()).limit(max(0, args.limit))
+    if args.provider:
+        query = query.where(Flow.provider == args.provider)
+    rows = list(query)
+    if args.json:
+        fields = None if args.full else FLOW_SUMMARY_FIELDS
+        for row in rows:
+            data = row.__data__
+            keys = fields or list(data)
+            print(json.dumps({k: _jsonable(data.get(k)) for k in keys}))
+    else:
+        print(table(rows))
+    return 0

@@ -1,0 +1,80 @@
+"""Credentials never reach the database or the logs: they are replaced by a short fingerprint.
+
+The fingerprint is the first 12 hex digits of SHA-256 over the secret, enough to tell keys apart
+(cache isolation, per-key limits, the viewer) and useless for recovering them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.parse
+from collections.abc import Iterable
+
+# Request and response headers whose values are secrets (lower-case names).
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "x-amz-security-token",
+        "cookie",
+        "set-cookie",
+        "x-corral-token",
+    }
+)
+# Headers that carry the client's API credential, in the order they are looked for.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+# Query parameters that carry secrets (Gemini `key=`, Azure SAS `sig=`, ...).
+SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "access_token", "token", "sig", "x-amz-security-token", "x-amz-signature", "x-amz-credential"})
+
+_SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)")
+
+
+def fingerprint(secret: str) -> str:
+    return "fp_" + hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def _secret_part(header_value: str) -> str:
+    """The secret inside a header value: the token of `Bearer <token>`, the access key id of a
+    SigV4 `Authorization` (the signature changes on every request; the key id does not)."""
+    value = header_value.strip()
+    if value.startswith("AWS4-HMAC-SHA256"):
+        match = _SIGV4_CREDENTIAL.search(value)
+        return match.group(1) if match else value
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if rest and scheme.lower() in ("bearer", "basic", "token") else value
+
+
+def credential_fingerprint(headers: Iterable[tuple[str, str]], query: Iterable[tuple[str, str]] = ()) -> str | None:
+    """Fingerprint of the client's API credential, or None when the request carries none."""
+    found = {name.lower(): value for name, value in headers}
+    for name in CREDENTIAL_HEADERS:
+        if found.get(name):
+            return fingerprint(_secret_part(found[name]))
+    for name, value in query:
+        if name.lower() in SECRET_QUERY_KEYS and value:
+            return fingerprint(value)
+    return None
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Header list with every secret value replaced by its fingerprint."""
+    return [
+        (name, fingerprint(_secret_part(value)) if name.lower() in SECRET_HEADERS else value)
+        for name, value in headers
+    ]
+
+
+def redact_url_path(path: str) -> str:
+    """Path with query string whose secret parameters are replaced by fingerprints."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if not any(k.lower() in SECRET_QUERY_KEYS for k, _ in pairs):
+        return path
+    cleaned = [(k, fingerprint(v) if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
+    return base + "?" + urllib.parse.urlencode(cleaned, safe=":/,")

@@ -1,0 +1,64 @@
+"""The ``flow.metadata`` keys through which Corral's addons talk to each other: the one place they are
+documented. An addon reads only keys written by addons *before* it in the chain (see addon/chain.py).
+
+Values are plain JSON-like data (str, int, float, bool, None, dict, list) because mitmproxy serialises
+``flow.metadata`` with saved flows; per-flow working state (stream buffers, parsers) lives in the
+addons themselves, keyed by ``flow.id``.
+
+| key | type | written by | meaning |
+|---|---|---|---|
+| corral.mode | "reverse" / "explicit" | router | how the client reached Corral |
+| corral.provider | str | router | catalog name of the target provider |
+| corral.format | str | router | wire-format family handling this flow (providers/formats) |
+| corral.upstream | str | router (retrier on fallback) | base URL the request was sent to |
+| corral.credential | str / None | router | fingerprint of the client's credential, never the credential |
+| corral.route_error | str | router | why the request could not be routed; router answers it itself |
+| corral.model | str / None | meter | model: response's echo, else request's, else URL's |
+| corral.stream | bool | meter | the response was streamed (any framing) |
+| corral.request_parse_error | str | meter | request body is not what the family expects (passed on unchanged) |
+| corral.include_usage_injected | bool | meter | Corral asked upstream for stream usage the client did not ask for |
+| corral.first_byte_at | float | meter | epoch time the first response body byte went to the client |
+| corral.usage | dict | meter (cache on hit) | Usage.as_dict(): None for every counter not reported |
+| corral.complete | bool | meter | the body/stream reached its own end marker |
+| corral.response_error | str | meter | provider error (error status body, or error inside a 200 stream) |
+| corral.parse_error | str | meter | response body could not be parsed (passed on unchanged) |
+| corral.text | str | meter | reassembled output text, for the viewer |
+| corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off |
+| corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
+| corral.retries | int | retrier | extra upstream attempts made |
+| corral.attempts | list[dict] | retrier | per attempt: status / error / wait |
+| corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
+| corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down) |
+| corral.recorded | bool | recorder | the flow's row was queued for the database |
+"""
+
+from __future__ import annotations
+
+MODE = "corral.mode"
+PROVIDER = "corral.provider"
+FORMAT = "corral.format"
+UPSTREAM = "corral.upstream"
+CREDENTIAL = "corral.credential"
+ROUTE_ERROR = "corral.route_error"
+MODEL = "corral.model"
+STREAM = "corral.stream"
+REQUEST_PARSE_ERROR = "corral.request_parse_error"
+INCLUDE_USAGE_INJECTED = "corral.include_usage_injected"
+FIRST_BYTE_AT = "corral.first_byte_at"
+USAGE = "corral.usage"
+COMPLETE = "corral.complete"
+RESPONSE_ERROR = "corral.response_error"
+PARSE_ERROR = "corral.parse_error"
+TEXT = "corral.text"
+CACHE = "corral.cache"
+SAVED_COST_USD = "corral.saved_cost_usd"
+RETRIES = "corral.retries"
+ATTEMPTS = "corral.attempts"
+WAIT_MS = "corral.wait_ms"
+GATEWAY_ERROR = "corral.gateway_error"
+RECORDED = "corral.recorded"
+
+
+def is_llm_flow(flow) -> bool:
+    """True for flows Corral handles: routed to a provider, or refused by the router."""
+    return PROVIDER in flow.metadata or ROUTE_ERROR in flow.metadata

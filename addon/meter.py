@@ -1,0 +1,188 @@
+"""Meter: reads model, usage and errors from requests and responses, streaming or not.
+
+2xx streams are never buffered: ``responseheaders`` installs a tee as ``flow.response.stream`` that
+forwards every wire chunk at once and feeds a decoded copy to the family's incremental parser. The tee
+also keeps the bytes (up to the record limit) and, when the stream ends, puts them into
+``flow.response`` so the recorder and mitmweb see the body of a streamed response too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+
+from mitmproxy import ctx, http
+
+from addon import metadata as md
+from providers.formats import get_family
+from providers.formats.base import Family, ParseResult, StreamParser
+from providers.formats.include_usage import UsageChunkStripper, inject_include_usage
+
+logger = logging.getLogger(__name__)
+
+# Bodies above this are parsed on a worker thread, not on the event loop.
+INLINE_PARSE_LIMIT = 1 << 20
+
+
+def _decoder(content_encoding: str):
+    """Incremental decoder for a compressed stream; None for identity or an unknown coding."""
+    coding = content_encoding.strip().lower()
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(wbits=31)
+    if coding == "deflate":
+        return zlib.decompressobj()
+    return None
+
+
+class StreamTee:
+    """The callable mitmproxy calls with each response chunk (then b"" at the end)."""
+
+    def __init__(self, flow: http.HTTPFlow, parser: StreamParser, keep_limit: int, stripper: UsageChunkStripper | None) -> None:
+        self.flow = flow
+        self.parser = parser
+        self.keep_limit = keep_limit
+        self.kept = bytearray()
+        self.truncated = False
+        self.stripper = stripper
+        self.decoder = _decoder(flow.response.headers.get("content-encoding", "")) if flow.response else None
+        self.decode_error: str | None = None
+        self.finished = False
+
+    def __call__(self, chunk: bytes) -> bytes | list[bytes]:
+        try:
+            if chunk:
+                self._observe(chunk)
+                if self.stripper is not None:
+                    out = self.stripper.feed(chunk)
+                    return out if out else []  # never b"": a zero-length chunk ends the body
+                return chunk
+            tail = self.stripper.finish() if self.stripper is not None else b""
+            self.finish(complete_body=True)
+            return tail
+        except Exception:  # the client's bytes must flow even if metering breaks
+            logger.exception("corral: stream metering failed for %s", self.flow.request.path)
+            self.stripper = None
+            return chunk
+
+    def _observe(self, chunk: bytes) -> None:
+        if md.FIRST_BYTE_AT not in self.flow.metadata:
+            self.flow.metadata[md.FIRST_BYTE_AT] = time.time()
+        if len(self.kept) < self.keep_limit:
+            self.kept += chunk[: self.keep_limit - len(self.kept)]
+        else:
+            self.truncated = True
+        data = chunk
+        if self.decoder is not None and self.decode_error is None:
+            try:
+                data = self.decoder.decompress(chunk)
+            except zlib.error as e:
+                self.decode_error = f"stream is not valid {self.flow.response.headers.get('content-encoding')}: {e}"
+                return
+        elif self.decode_error is not None:
+            return
+        self.parser.feed(data)
+
+    def finish(self, complete_body: bool) -> None:
+        """Close the parser and publish what it found. Runs at the end of the stream, or from the
+        error hook when the stream broke off (client abort, upstream truncation)."""
+        if self.finished:
+            return
+        self.finished = True
+        result = self.parser.finish()
+        if self.decode_error:
+            result.parse_error = result.parse_error or self.decode_error
+        publish(self.flow, result)
+        if self.flow.response is not None and complete_body:
+            self.flow.response.data.content = bytes(self.kept)
+
+
+def publish(flow: http.HTTPFlow, result: ParseResult) -> None:
+    meta = flow.metadata
+    meta[md.MODEL] = result.model or meta.get(md.MODEL)
+    meta[md.USAGE] = result.usage.as_dict()
+    meta[md.COMPLETE] = bool(result.complete)
+    if result.error:
+        meta[md.RESPONSE_ERROR] = result.error
+    if result.parse_error:
+        meta[md.PARSE_ERROR] = result.parse_error
+    if result.text:
+        meta[md.TEXT] = result.text
+
+
+class Meter:
+    def __init__(self) -> None:
+        self.tees: dict[str, StreamTee] = {}
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "corral_usage_inject", bool, True,
+            "Ask OpenAI-compatible upstreams for stream usage (stream_options.include_usage) when the "
+            "client did not, and remove the extra usage chunk from what the client receives.",
+        )
+        loader.add_option(
+            "corral_storage_body_limit", int, 4 * 1024 * 1024,
+            "Bytes of each request/response body kept for the record (the client always gets all).",
+        )
+
+    @staticmethod
+    def _family(flow: http.HTTPFlow) -> Family | None:
+        name = flow.metadata.get(md.FORMAT)
+        return get_family(name) if name and md.PROVIDER in flow.metadata else None
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        family = self._family(flow)
+        if family is None or flow.response is not None:
+            return
+        body = flow.request.raw_content or b""
+        info = family.parse_request(flow.request.path, body)
+        flow.metadata[md.MODEL] = info.model
+        if info.parse_error:
+            flow.metadata[md.REQUEST_PARSE_ERROR] = info.parse_error
+        if (
+            family.name == "openai" and info.stream and not info.include_usage
+            and ctx.options.corral_usage_inject
+            and not flow.request.headers.get("content-encoding")
+        ):
+            rewritten = inject_include_usage(body)
+            if rewritten is not None:
+                flow.request.content = rewritten
+                flow.metadata[md.INCLUDE_USAGE_INJECTED] = True
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        family = self._family(flow)
+        response = flow.response
+        if family is None or response is None or not (200 <= response.status_code < 300):
+            return
+        kind = family.stream_kind(flow.request.path, response.headers.get("content-type", ""))
+        if kind is None:
+            return
+        flow.metadata[md.STREAM] = True
+        stripper = UsageChunkStripper() if flow.metadata.get(md.INCLUDE_USAGE_INJECTED) and kind == "sse" else None
+        tee = StreamTee(flow, family.stream_parser(flow.request.path, kind), ctx.options.corral_storage_body_limit, stripper)
+        self.tees[flow.id] = tee
+        response.stream = tee
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        tee = self.tees.pop(flow.id, None)
+        if tee is not None:
+            tee.finish(complete_body=True)
+            return
+        family = self._family(flow)
+        if family is None or flow.response is None or md.USAGE in flow.metadata:
+            return
+        body = flow.response.get_content(strict=False) or b""
+        flow.metadata.setdefault(md.STREAM, False)
+        if len(body) > INLINE_PARSE_LIMIT:
+            result = await asyncio.to_thread(family.parse_response, flow.request.path, flow.response.status_code, body)
+        else:
+            result = family.parse_response(flow.request.path, flow.response.status_code, body)
+        publish(flow, result)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        tee = self.tees.pop(flow.id, None)
+        if tee is not None:
+            tee.finish(complete_body=False)
+            if flow.response is not None:
+                flow.response.data.content = bytes(tee.kept)

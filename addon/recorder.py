@@ -1,0 +1,193 @@
+"""Recorder: one database row per flow Corral handled, whatever happened to it.
+
+Rows are built on the event loop from the flow and its metadata (cheap), priced, and handed to the
+RecordWriter thread (addon/storage/writer.py), which writes them in batches. Flows still in flight at
+shutdown are recorded as aborted, then the writer drains: SIGTERM loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import time
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from addon import config, metadata as md, paths
+from addon.credentials import redact_headers, redact_url_path
+from addon.storage.db import DatabaseError
+from addon.storage.writer import RecordWriter
+from addon.router import Router
+from providers.pricing import Pricer
+
+logger = logging.getLogger(__name__)
+
+BODY_MODES = ("full", "metadata")
+
+
+def _body_text(raw: bytes | None, limit: int) -> str | None:
+    if not raw:
+        return None
+    clipped = raw[:limit]
+    try:
+        text = clipped.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(clipped).decode("ascii")
+    return text
+
+
+def _headers_json(headers: http.Headers | None) -> str | None:
+    if headers is None:
+        return None
+    return json.dumps(redact_headers(headers.items(multi=True)))
+
+
+def _error_text(flow: http.HTTPFlow) -> str | None:
+    meta = flow.metadata
+    if meta.get(md.GATEWAY_ERROR):
+        return meta[md.GATEWAY_ERROR]
+    if meta.get(md.ROUTE_ERROR):
+        return meta[md.ROUTE_ERROR]
+    if flow.error is not None:
+        msg = flow.error.msg
+        if flow.response is not None and meta.get(md.STREAM):
+            who = "client aborted the stream" if "client" in msg.lower() else "stream broke off"
+            return f"{who}: {msg}"
+        return msg
+    return meta.get(md.RESPONSE_ERROR)
+
+
+class Recorder:
+    def __init__(self, router: Router) -> None:
+        self.router = router  # for the provider catalog, which the pricer needs
+        self.writer: RecordWriter | None = None
+        self.pricer = Pricer()
+        self.inflight: dict[str, http.HTTPFlow] = {}
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "corral_storage_db", str, "",
+            f"Database URL (peewee): sqlite:///path.db or postgresql://user@host/db. "
+            f"Empty: {paths.default_db_url()}",
+        )
+        loader.add_option(
+            "corral_storage_bodies", str, "full",
+            "What is kept of bodies: full (headers and bodies) or metadata (no bodies).",
+        )
+        loader.add_option(
+            "corral_prices", str, "",
+            "JSON of corral.toml's [prices.\"<provider>/<model>\"] tables: USD per million tokens.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "corral_storage_bodies" in updated and ctx.options.corral_storage_bodies not in BODY_MODES:
+            raise exceptions.OptionsError(f"corral_storage_bodies must be one of {', '.join(BODY_MODES)}")
+        if "corral_prices" in updated:
+            self.pricer = Pricer(config.parse_json_option("corral_prices", ctx.options.corral_prices))
+        if "corral_storage_db" in updated:
+            url = ctx.options.corral_storage_db or paths.default_db_url()
+            writer = RecordWriter(url)
+            try:
+                writer.start()
+            except DatabaseError as e:
+                raise exceptions.OptionsError(str(e)) from None
+            old, self.writer = self.writer, writer
+            if old is not None:
+                old.close()
+            logger.info("corral: recording to %s", url)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if md.is_llm_flow(flow):
+            self.inflight[flow.id] = flow
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.record(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.record(flow)
+
+    def done(self) -> None:
+        for flow in list(self.inflight.values()):
+            if flow.error is None:
+                flow.metadata.setdefault(md.GATEWAY_ERROR, "gateway shut down before the exchange finished")
+            self.record(flow)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def record(self, flow: http.HTTPFlow) -> None:
+        self.inflight.pop(flow.id, None)
+        if not md.is_llm_flow(flow) or flow.metadata.get(md.RECORDED) or self.writer is None:
+            return
+        flow.metadata[md.RECORDED] = True
+        try:
+            row = self.build_row(flow)
+        except Exception:  # a bug here must never cost the client its answer, nor lose the row
+            logger.exception("corral: could not build the record of %s", flow.id)
+            row = {"id": flow.id, "started_at": datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
+                   "mode": flow.metadata.get(md.MODE, "reverse"), "method": flow.request.method,
+                   "path": redact_url_path(flow.request.path), "error": "corral: record incomplete (internal error)"}
+        self.writer.submit(row)
+
+    def build_row(self, flow: http.HTTPFlow) -> dict[str, Any]:
+        meta = flow.metadata
+        req, resp = flow.request, flow.response
+        usage = meta.get(md.USAGE) or {}
+        started = req.timestamp_start
+        end = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or time.time()
+        ttfb_at = meta.get(md.FIRST_BYTE_AT) or (resp.timestamp_start if resp is not None else None)
+        provider_name = meta.get(md.PROVIDER) or ""
+        price = self.pricer.price(
+            self.router.catalog.get(provider_name) or provider_name, meta.get(md.MODEL),
+            usage.get("input_tokens"), usage.get("output_tokens"),
+            usage.get("cached_input_tokens"), usage.get("cache_creation_input_tokens"),
+            family=meta.get(md.FORMAT),
+        )
+        cache = meta.get(md.CACHE, "off")
+        cost = price.cost_usd
+        saved = None
+        if cache == "hit":  # a hit cost nothing; what it would have cost is the saving
+            saved, cost = meta.get(md.SAVED_COST_USD, cost), 0.0
+        full = ctx.options.corral_storage_bodies == "full"
+        limit = ctx.options.corral_storage_body_limit
+        return {
+            "id": flow.id,
+            "started_at": datetime.datetime.fromtimestamp(started, datetime.UTC).replace(tzinfo=None),
+            "mode": meta.get(md.MODE, "reverse"),
+            "provider": meta.get(md.PROVIDER),
+            "method": req.method,
+            "host": req.host,
+            "path": redact_url_path(req.path),
+            "model": meta.get(md.MODEL),
+            "status": resp.status_code if resp is not None else None,
+            "stream": bool(meta.get(md.STREAM)),
+            "ttfb_ms": round((ttfb_at - started) * 1000, 2) if ttfb_at else None,
+            "duration_ms": round((end - started) * 1000, 2),
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+            "cached_input_tokens": usage.get("cached_input_tokens"),
+            "cache_creation_input_tokens": usage.get("cache_creation_input_tokens"),
+            "reasoning_tokens": usage.get("reasoning_tokens"),
+            "total_tokens": usage.get("total_tokens"),
+            "cost_usd": cost,
+            "unpriced": price.unpriced and bool(usage),
+            "saved_cost_usd": saved,
+            "cache": cache,
+            "retries": meta.get(md.RETRIES, 0),
+            "wait_ms": meta.get(md.WAIT_MS),
+            "upstream": meta.get(md.UPSTREAM),
+            "complete": bool(meta.get(md.COMPLETE)),
+            "error": _error_text(flow),
+            "parse_error": meta.get(md.PARSE_ERROR) or meta.get(md.REQUEST_PARSE_ERROR),
+            "credential": meta.get(md.CREDENTIAL),
+            "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            "request_headers": _headers_json(req.headers),
+            "response_headers": _headers_json(resp.headers if resp is not None else None),
+            "request_body": _body_text(req.raw_content, limit) if full else None,
+            "response_body": _body_text(resp.get_content(strict=False) if resp is not None else None, limit) if full else None,
+            "response_text": meta.get(md.TEXT) if full else None,
+            "attempts": json.dumps(meta[md.ATTEMPTS]) if meta.get(md.ATTEMPTS) else None,
+        }

@@ -1,0 +1,135 @@
+"""Router: decides which provider a flow is for and where it goes upstream.
+
+One `regular`-mode listener serves two kinds of client:
+- reverse mode: origin-form requests addressed to the gateway itself, ``/<prefix>/<rest>``; the
+  request is rewritten onto ``<provider upstream><rest>`` (rest = path and query, unchanged);
+- explicit mode: requests to a catalog host through the proxy (CONNECT + TLS interception, or
+  absolute-form plain HTTP); they go to the provider's configured upstream when one is set.
+
+Anything else is left untouched and is not Corral's business (no metadata, so never recorded).
+Unknown reverse prefixes are answered here with a 404 and never forwarded: no open relay.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+
+from mitmproxy import ctx, exceptions, http
+
+from addon import config, metadata as md
+from addon.credentials import credential_fingerprint
+from addon.responses import make_error
+from providers.catalog import Catalog, CatalogError, Provider
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+class Router:
+    def __init__(self) -> None:
+        self.catalog: Catalog = Catalog.load()
+        self.overridden_upstreams: set[str] = set()
+        self.gateway_names: frozenset[str] = LOOPBACK_NAMES
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "corral_providers", str, "",
+            "JSON of corral.toml's [providers.<name>] tables: upstream overrides and custom providers.",
+        )
+        loader.add_option(
+            "corral_gateway_names", Sequence[str], [],
+            "Extra host names clients use to reach the gateway itself (reverse mode), e.g. a DNS name.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "corral_providers" in updated:
+            overrides = config.parse_json_option("corral_providers", ctx.options.corral_providers)
+            try:
+                self.catalog = Catalog.load(overrides)
+            except CatalogError as e:
+                raise exceptions.OptionsError(f"[providers]: {e}") from None
+            self.overridden_upstreams = {
+                name for name, table in overrides.items() if isinstance(table, dict) and "upstream" in table
+            }
+        if "corral_gateway_names" in updated:
+            names = {n.lower() for n in ctx.options.corral_gateway_names}
+            names.add(socket.gethostname().lower())
+            self.gateway_names = LOOPBACK_NAMES | names
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or md.PROVIDER in flow.metadata:
+            return  # answered or routed already (e.g. a replayed flow)
+        if self._addressed_to_gateway(flow):
+            self._route_reverse(flow)
+        else:
+            provider = self.catalog.by_host(flow.request.host, flow.request.port)
+            if provider is not None:
+                self._route_explicit(flow, provider)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        error = flow.metadata.get(md.ROUTE_ERROR)
+        if error and flow.response is None:
+            status, kind = (400, "bad_request") if md.PROVIDER in flow.metadata else (404, "not_found")
+            flow.response = make_error(flow, status, error, kind)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _addressed_to_gateway(self, flow: http.HTTPFlow) -> bool:
+        if flow.client_conn.tls:
+            return False  # inside an intercepted TLS tunnel: an explicit-proxy client
+        sockname = flow.client_conn.sockname
+        if not sockname or flow.request.port != sockname[1]:
+            return False
+        host = flow.request.host.lower()
+        return host in self.gateway_names or host == str(sockname[0])
+
+    def _route_reverse(self, flow: http.HTTPFlow) -> None:
+        flow.metadata[md.MODE] = "reverse"
+        path, sep, query = flow.request.path.partition("?")
+        prefix, _, remainder = path.lstrip("/").partition("/")
+        rest = "/" + remainder + (sep + query)
+        provider = self.catalog.by_prefix(prefix)
+        if provider is None:
+            shown = prefix[:64] or "(empty)"
+            flow.metadata[md.ROUTE_ERROR] = (
+                f"corral: unknown route prefix '/{shown}/'; use /<provider>/... "
+                "(see `corral providers`)"
+            )
+            return
+        self._set_provider(flow, provider, rest)
+        if not provider.reverse:
+            flow.metadata[md.ROUTE_ERROR] = (
+                f"corral: {provider.name} requests are signed for the provider's own host "
+                "(AWS SigV4), so they cannot be re-addressed in reverse mode; send them through "
+                "Corral as an explicit proxy instead (HTTPS_PROXY, see `corral env`)"
+            )
+            return
+        self._rewrite(flow, provider.upstream_url(rest))
+
+    def _route_explicit(self, flow: http.HTTPFlow, provider: Provider) -> None:
+        flow.metadata[md.MODE] = "explicit"
+        self._set_provider(flow, provider, flow.request.path)
+        if provider.name in self.overridden_upstreams:
+            self._rewrite(flow, provider.upstream_url(flow.request.path))
+        else:
+            flow.metadata[md.UPSTREAM] = f"{flow.request.scheme}://{flow.request.host}:{flow.request.port}"
+
+    def _set_provider(self, flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
+        flow.metadata[md.PROVIDER] = provider.name
+        flow.metadata[md.FORMAT] = self.catalog.format_for(provider, rest)
+        flow.metadata[md.CREDENTIAL] = credential_fingerprint(
+            flow.request.headers.items(), flow.request.query.items(multi=True)
+        )
+
+    @staticmethod
+    def _rewrite(flow: http.HTTPFlow, url: str) -> None:
+        flow.request.url = url
+        # Origin-form on the wire, and a Host header naming the upstream (SNI follows host).
+        flow.request.authority = ""
+        req = flow.request
+        default_port = {"http": 80, "https": 443}.get(req.scheme)
+        req.host_header = req.host if req.port == default_port else f"{req.host}:{req.port}"
+        flow.metadata[md.UPSTREAM] = f"{req.scheme}://{req.host_header}"

@@ -1,0 +1,76 @@
+"""The tables. Plain columns with readable names, so the SQLite file opens as-is in Datasette,
+sqlite-utils or any SQL client. Times are UTC.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+database_proxy = peewee.DatabaseProxy()
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class Flow(BaseModel):
+    """One row per flow Corral handled: every exchange, also errors, aborts and refusals."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    started_at = peewee.DateTimeField(index=True)
+    mode = peewee.CharField(max_length=16)  # reverse | explicit
+    provider = peewee.CharField(max_length=64, null=True)
+    method = peewee.CharField(max_length=16)
+    host = peewee.CharField(max_length=255, null=True)  # upstream host
+    path = peewee.TextField()  # path + query sent upstream (secret query values fingerprinted)
+    model = peewee.CharField(max_length=255, null=True)
+    status = peewee.IntegerField(null=True)  # HTTP status the client got; NULL if none was sent
+    stream = peewee.BooleanField(default=False)
+    ttfb_ms = peewee.FloatField(null=True)
+    duration_ms = peewee.FloatField(null=True)
+    input_tokens = peewee.IntegerField(null=True)
+    output_tokens = peewee.IntegerField(null=True)
+    cached_input_tokens = peewee.IntegerField(null=True)
+    cache_creation_input_tokens = peewee.IntegerField(null=True)
+    reasoning_tokens = peewee.IntegerField(null=True)
+    total_tokens = peewee.IntegerField(null=True)
+    cost_usd = peewee.FloatField(null=True)
+    unpriced = peewee.BooleanField(default=False)  # usage known but no price: cost stays NULL, never 0
+    saved_cost_usd = peewee.FloatField(null=True)  # cache hits: what the replayed answer cost originally
+    cache = peewee.CharField(max_length=16, default="off")
+    retries = peewee.IntegerField(default=0)
+    wait_ms = peewee.FloatField(null=True)  # time held by a queueing rate limit
+    upstream = peewee.TextField(null=True)  # base URL that answered
+    complete = peewee.BooleanField(default=False)
+    error = peewee.TextField(null=True)  # provider error, abort/truncation, gateway error
+    parse_error = peewee.TextField(null=True)  # request/response body not understood (passed on unchanged)
+    credential = peewee.CharField(max_length=32, null=True)  # fingerprint, never the secret
+    client = peewee.CharField(max_length=64, null=True)
+    request_headers = peewee.TextField(null=True)  # JSON list of [name, value]
+    response_headers = peewee.TextField(null=True)
+    request_body = peewee.TextField(null=True)  # text; binary bodies as "base64:..."
+    response_body = peewee.TextField(null=True)
+    response_text = peewee.TextField(null=True)  # reassembled output text of streams and JSON answers
+    attempts = peewee.TextField(null=True)  # JSON list: per upstream attempt status/error/wait
+
+    class Meta:
+        table_name = "flows"
+        indexes = (
+            (("provider", "started_at"), False),
+            (("model", "started_at"), False),
+            (("status", "started_at"), False),
+            (("cache", "started_at"), False),
+        )
+
+
+ALL_MODELS: list[type[BaseModel]] = [Flow]
+
+# Field names `corral flows --json` prints, in order.
+FLOW_SUMMARY_FIELDS = [
+    "id", "started_at", "mode", "provider", "method", "path", "model", "status", "stream",
+    "ttfb_ms", "duration_ms", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cache_creation_input_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced",
+    "cache", "retries", "wait_ms", "upstream", "complete", "error", "parse_error", "credential",
+]
