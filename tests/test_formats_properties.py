@@ -258,3 +258,79 @@ def test_inject_include_usage() -> None:
     }
     info = get_family("openai").parse_request("/v1/chat/completions", new)
     assert info.stream and info.include_usage
+
+
+# --- synthetic edge cases the corpus does not cover -------------------------------------------
+
+
+def feed_all(family: str, path: str, kind: str, data: bytes) -> ParseResult:
+    parser = get_family(family).stream_parser(path, kind)
+    parser.feed(data)
+    return parser.finish()
+
+
+def test_anthropic_error_event_mid_stream() -> None:
+    stream = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-x",'
+        b'"usage":{"input_tokens":9,"output_tokens":1}}}\n\n'
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
+    result = feed_all("anthropic", "/v1/messages", "sse", stream)
+    assert result.error == "overloaded_error: Overloaded"
+    assert result.complete is False
+    assert result.usage.input_tokens == 9 and result.model == "claude-x"
+
+
+def test_truncated_streams_are_not_complete() -> None:
+    data = response_bytes(load("openai-chat-stream-1"))
+    cut = data.index(b"data: [DONE]")
+    result = feed_all("openai", "/v1/chat/completions", "sse", data[:cut])
+    assert result.complete is False and result.parse_error is None
+    data = response_bytes(load("gemini-streamgeneratecontent-stream-2"))
+    result = feed_all("gemini", "/v1beta/models/m:streamGenerateContent", "json-array", data[: len(data) // 2])
+    assert result.complete is False and result.parse_error is not None
+    data = response_bytes(load("bedrock-converse-stream-2"))
+    result = feed_all("bedrock", "/model/m/converse-stream", "aws-eventstream", data[:-7])
+    assert result.complete is True  # messageStop arrived; only the metadata frame was cut
+    assert result.usage.input_tokens is None and "truncated" in (result.parse_error or "")
+
+
+def test_text_is_reassembled() -> None:
+    assert run("anthropic-messages-stream-3", [response_bytes(load("anthropic-messages-stream-3"))]).text == "Goodbye."
+    assert run("openai-responses-stream-1", [response_bytes(load("openai-responses-stream-1"))]).text == "pong"
+    gemini = run("gemini-streamgeneratecontent-stream-1", [response_bytes(load("gemini-streamgeneratecontent-stream-1"))])
+    assert gemini.text == "The capital of France is Paris.\n"
+    assert (run("cohere-v1chat-stream-1", [response_bytes(load("cohere-v1chat-stream-1"))]).text or "").startswith("Arrrr")
+
+
+def test_request_stream_flags() -> None:
+    ollama = get_family("ollama")
+    assert ollama.parse_request("/api/chat", b'{"model":"llama3"}').stream is True
+    assert ollama.parse_request("/api/chat", b'{"model":"llama3","stream":false}').stream is False
+    assert ollama.parse_request("/api/embed", b'{"model":"e"}').stream is False
+    gemini = get_family("gemini")
+    info = gemini.parse_request("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", b"")
+    assert info.model == "gemini-2.5-flash" and info.stream is True
+    assert gemini.stream_kind("/v1beta/models/g:streamGenerateContent", "application/json") == "json-array"
+    assert gemini.stream_kind("/v1beta/models/g:generateContent", "application/json") is None
+    bedrock = get_family("bedrock")
+    info = bedrock.parse_request("/model/us.anthropic.claude-sonnet-4-6%3A0/invoke-with-response-stream", b"\x00")
+    assert info.model == "us.anthropic.claude-sonnet-4-6:0" and info.stream is True
+    assert bedrock.parse_request("/model/m/converse", b"{}").stream is False
+    azure = get_family("openai").parse_request("/openai/deployments/dep-1/chat/completions?api-version=x", b"{}")
+    assert azure.model == "dep-1"
+    assert get_family("openai").parse_request("/v1/audio/transcriptions", b"--multipart").parse_error
+
+
+def test_error_body_shapes() -> None:
+    def body(family: str, kind: str) -> Any:
+        return json.loads(get_family(family).error_body(404, "nope", kind)[0])
+
+    assert body("openai", "not_found") == {
+        "error": {"message": "nope", "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+    }
+    assert body("anthropic", "rate_limited") == {"type": "error", "error": {"type": "rate_limit_error", "message": "nope"}}
+    assert body("gemini", "upstream_unavailable") == {"error": {"code": 404, "message": "nope", "status": "UNAVAILABLE"}}
+    assert body("cohere", "bad_request") == {"message": "nope"}
+    assert body("bedrock", "timeout") == {"message": "nope"}
+    assert body("ollama", "not_found") == {"error": "nope"}

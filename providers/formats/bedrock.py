@@ -180,7 +180,6 @@ class BedrockStreamParser(FramedStreamParser):
         if not isinstance(inner, dict):
             return
         self.inner.handle(inner, None)
-        self.usage = self.result.usage
         if apply_invocation_metrics(self.result.usage, inner):
             self.result.complete = True
         # Non-Anthropic invoke streams (Llama, Mistral, Titan) put text and stop reason flat.

@@ -145,7 +145,6 @@ class FramedStreamParser:
         else:
             self._init_error = None
         self.result = ParseResult()
-        self.usage: Usage = self.result.usage
         self.parts: list[str] = []
         self._final: ParseResult | None = None
 
@@ -193,6 +192,8 @@ class FramedStreamParser:
             text, event = frame.data, frame.event
         else:
             text, event = frame, None
+        if not text.strip():
+            return  # an empty data: line is a keep-alive, not a broken event
         obj, err = loads(text)
         if err:
             self._parse_error(err)
@@ -211,4 +212,4 @@ class FramedStreamParser:
             self.result.parse_error = message
 
     def set_usage(self, usage: Usage) -> None:
-        self.result.usage = self.usage = usage
+        self.result.usage = usage
