@@ -1,5 +1,14 @@
 """The addon chain, in order. Each addon reads only metadata written by the ones before it
-(addon/metadata.py documents every key)."""
+(addon/metadata.py documents every key). mitmproxy runs each hook through the addons in list order.
+
+Target order as features land:
+    ConfigFile, Router, CacheLookup, RateLimiter, Retrier, Meter, CacheStore, Recorder,
+    Annotator (mitmweb comments), Viewer (web UI + JSON API), Metrics
+- CacheLookup before RateLimiter: a hit never counts against a provider quota.
+- Retrier before Meter: the meter parses only the final response the client gets.
+- CacheStore after Meter: it stores what the meter judged complete, and wraps the meter's stream tee
+  to keep the chunks (with timings) that the client received.
+"""
 
 from __future__ import annotations
 

@@ -13,9 +13,11 @@ addons themselves, keyed by ``flow.id``.
 | corral.upstream | str | router (retrier on fallback) | base URL the request was sent to |
 | corral.credential | str / None | router | fingerprint of the client's credential, never the credential |
 | corral.route_error | str | router | why the request could not be routed; router answers it itself |
-| corral.model | str / None | meter | model: response's echo, else request's, else URL's |
+| corral.model | str / None | router (request), meter (response) | model: response's echo, else request's, else URL's |
+| corral.stream_requested | bool | router | the request asked for a stream |
+| corral.include_usage_requested | bool | router | OpenAI-compatible: the client set stream_options.include_usage |
+| corral.request_parse_error | str | router | request body is not what the family expects (passed on unchanged) |
 | corral.stream | bool | meter | the response was streamed (any framing) |
-| corral.request_parse_error | str | meter | request body is not what the family expects (passed on unchanged) |
 | corral.include_usage_injected | bool | meter | Corral asked upstream for stream usage the client did not ask for |
 | corral.first_byte_at | float | meter | epoch time the first response body byte went to the client |
 | corral.usage | dict | meter (cache on hit) | Usage.as_dict(): None for every counter not reported |
@@ -23,7 +25,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.response_error | str | meter | provider error (error status body, or error inside a 200 stream) |
 | corral.parse_error | str | meter | response body could not be parsed (passed on unchanged) |
 | corral.text | str | meter | reassembled output text, for the viewer |
-| corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off |
+| corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself and the meter leaves the flow alone |
 | corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
 | corral.retries | int | retrier | extra upstream attempts made |
 | corral.attempts | list[dict] | retrier | per attempt: status / error / wait |
@@ -42,6 +44,8 @@ CREDENTIAL = "corral.credential"
 ROUTE_ERROR = "corral.route_error"
 MODEL = "corral.model"
 STREAM = "corral.stream"
+STREAM_REQUESTED = "corral.stream_requested"
+INCLUDE_USAGE_REQUESTED = "corral.include_usage_requested"
 REQUEST_PARSE_ERROR = "corral.request_parse_error"
 INCLUDE_USAGE_INJECTED = "corral.include_usage_injected"
 FIRST_BYTE_AT = "corral.first_byte_at"

@@ -129,23 +129,21 @@ class Meter:
     @staticmethod
     def _family(flow: http.HTTPFlow) -> Family | None:
         name = flow.metadata.get(md.FORMAT)
-        return get_family(name) if name and md.PROVIDER in flow.metadata else None
+        if not name or md.PROVIDER not in flow.metadata or flow.metadata.get(md.CACHE) == "hit":
+            return None  # not an LLM flow, or a cache hit whose facts the cache already published
+        return get_family(name)
 
     def request(self, flow: http.HTTPFlow) -> None:
         family = self._family(flow)
         if family is None or flow.response is not None:
             return
-        body = flow.request.raw_content or b""
-        info = family.parse_request(flow.request.path, body)
-        flow.metadata[md.MODEL] = info.model
-        if info.parse_error:
-            flow.metadata[md.REQUEST_PARSE_ERROR] = info.parse_error
         if (
-            family.name == "openai" and info.stream and not info.include_usage
+            family.name == "openai" and flow.metadata.get(md.STREAM_REQUESTED)
+            and not flow.metadata.get(md.INCLUDE_USAGE_REQUESTED)
             and ctx.options.corral_usage_inject
             and not flow.request.headers.get("content-encoding")
         ):
-            rewritten = inject_include_usage(body)
+            rewritten = inject_include_usage(flow.request.raw_content or b"")
             if rewritten is not None:
                 flow.request.content = rewritten
                 flow.metadata[md.INCLUDE_USAGE_INJECTED] = True

@@ -22,6 +22,7 @@ from addon import config, metadata as md
 from addon.credentials import credential_fingerprint
 from addon.responses import make_error
 from providers.catalog import Catalog, CatalogError, Provider
+from providers.formats import get_family
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,16 @@ class Router:
         if error and flow.response is None:
             status, kind = (400, "bad_request") if md.PROVIDER in flow.metadata else (404, "not_found")
             flow.response = make_error(flow, status, error, kind)
+            return
+        if md.FORMAT in flow.metadata and flow.response is None:
+            # Parsed once here, so every later addon (cache key, limits, meter) can use it.
+            info = get_family(flow.metadata[md.FORMAT]).parse_request(flow.request.path, flow.request.raw_content or b"")
+            flow.metadata[md.MODEL] = info.model
+            flow.metadata[md.STREAM_REQUESTED] = info.stream
+            if info.include_usage:
+                flow.metadata[md.INCLUDE_USAGE_REQUESTED] = True
+            if info.parse_error:
+                flow.metadata[md.REQUEST_PARSE_ERROR] = info.parse_error
 
     # --- helpers -----------------------------------------------------------------------------
 
