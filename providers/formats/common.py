@@ -81,7 +81,19 @@ def request_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, err
     if not isinstance(obj, dict):
         return None, "request body is not a JSON object"
-    return obj, None
+    return obj, field_type_error(obj)
+
+
+def field_type_error(obj: dict[str, Any]) -> str | None:
+    """Wrong types for the fields every family shares: the request still goes upstream unchanged (the
+    provider answers it), but the record says Corral could not read it."""
+    if "model" in obj and not isinstance(obj["model"], str):
+        return "request field 'model' is not a string"
+    if "stream" in obj and not isinstance(obj["stream"], bool):
+        return "request field 'stream' is not a boolean"
+    if "messages" in obj and not isinstance(obj["messages"], list):
+        return "request field 'messages' is not a list"
+    return None
 
 
 def error_text(kind: Any, message: Any) -> str:
