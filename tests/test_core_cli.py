@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import httpx
+import pytest
 
 from providers.catalog import Catalog
 from providers.formats.include_usage import is_usage_only_event
@@ -101,3 +102,17 @@ def test_unknown_model_is_unpriced_not_free(gateway: Gateway, fresh_mock, tag: s
     assert row["cost_usd"] is None and row["unpriced"]
     table = corral("flows", "--db", gateway.db, "--limit", "1")
     assert "unpriced" in table
+
+
+def test_known_model_cost_is_the_genai_prices_figure(gateway: Gateway, fresh_mock, tag: str) -> None:
+    from genai_prices import Usage, calc_price
+
+    name = "openai-chat-json-1"
+    make_call(gateway, tag, name)
+    row = gateway.row_for(tag)
+    expect = corpus.load(name)["expect"]
+    usage = Usage(input_tokens=expect["input_tokens"], output_tokens=expect["output_tokens"],
+                  cache_read_tokens=expect.get("cached_input_tokens") or 0)
+    price = calc_price(usage, model_ref=expect["model"], provider_id="openai")
+    assert row["cost_usd"] == pytest.approx(float(price.total_price), rel=1e-9)
+    assert not row["unpriced"]
