@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import Reply
+from tests.support.reliability import reliability
 
 CHAT = "/openai/v1/chat/completions"
 
@@ -23,15 +24,25 @@ def post(gateway: Gateway, path: str, body: bytes, tag: str, content_type: str =
 OK = Reply(status=200, headers={"content-type": "application/json"}, body=b'{"ok": true}')
 
 
-@pytest.mark.parametrize("body,content_type", [
-    (b'{"model": "gpt-4o", "messages": [', "application/json"),  # truncated JSON
-    (b"[1, 2, 3]", "application/json"),  # JSON, but not an object
-    (b"model=gpt-4o&prompt=hi", "application/x-www-form-urlencoded"),
-    (b"", "application/json"),
-    (b'{"model": 42, "stream": "yes", "messages": {}}', "application/json"),  # wrong types
-    (b"\xff\xfe\x00garbage\x80", "application/json"),  # not UTF-8
-])
-def test_bad_request_bodies_pass_through_unchanged(gateway: Gateway, fresh_mock, tag: str, body: bytes, content_type: str) -> None:
+BAD_BODIES = {
+    "malformed (truncated) JSON": (b'{"model": "gpt-4o", "messages": [', "application/json"),
+    "JSON that is not an object": (b"[1, 2, 3]", "application/json"),
+    "JSON string literal": (b'"hello"', "application/json"),
+    "JSON null": (b"null", "application/json"),
+    "non-JSON content type (form)": (b"model=gpt-4o&prompt=hi", "application/x-www-form-urlencoded"),
+    "binary body (octet-stream)": (bytes(range(256)) * 4, "application/octet-stream"),
+    "multipart body": (b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--b--\r\n", "multipart/form-data; boundary=b"),
+    "empty body": (b"", "application/json"),
+    "wrong types for model/stream/messages": (b'{"model": 42, "stream": "yes", "messages": {}}', "application/json"),
+    "invalid UTF-8": (b"\xff\xfe\x00garbage\x80", "application/json"),
+    "deeply nested JSON (200,000 levels)": (b"[" * 200_000 + b"]" * 200_000, "application/json"),
+    "deeply nested object in a field": (b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_BODIES))
+def test_bad_request_bodies_pass_through_unchanged(gateway: Gateway, fresh_mock, tag: str, kind: str) -> None:
+    body, content_type = BAD_BODIES[kind]
     fresh_mock.enqueue(OK)
     resp = post(gateway, CHAT, body, tag, content_type)
     assert resp.status_code == 200 and resp.json() == {"ok": True}
@@ -42,6 +53,13 @@ def test_bad_request_bodies_pass_through_unchanged(gateway: Gateway, fresh_mock,
         assert row["parse_error"], "a body Corral could not read is flagged"
 
 
+for _kind in BAD_BODIES:
+    test_bad_request_bodies_pass_through_unchanged = reliability(
+        "bad client input", _kind, "forwarded unchanged; the provider's answer",
+        "row with parse_error", )(test_bad_request_bodies_pass_through_unchanged)
+
+
+@reliability("bad client input", "enormous body (20 MB)", "forwarded unchanged", "row; stored body clipped to body_limit")
 def test_huge_body_passes_through_and_the_record_is_clipped(gateway: Gateway, fresh_mock, tag: str) -> None:
     big = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "' + b"x" * (20 * 1024 * 1024) + b'"}]}'
     fresh_mock.enqueue(OK)
@@ -53,6 +71,7 @@ def test_huge_body_passes_through_and_the_record_is_clipped(gateway: Gateway, fr
     assert len(row["request_body"]) <= 4 * 1024 * 1024
 
 
+@reliability("upstream faults", "broken SSE from upstream", "bytes unchanged", "row with parse_error, usage NULL")
 def test_broken_upstream_json_and_sse_pass_through_with_parse_error(gateway: Gateway, fresh_mock, tag: str) -> None:
     broken = [b"data: {\"id\": 1, \"choices\": [\n\n", b"data: not json at all\n\n", b"data: [DONE]\n\n"]
     fresh_mock.enqueue(Reply(status=200, headers={"content-type": "text/event-stream"}, chunks=broken))
@@ -63,6 +82,7 @@ def test_broken_upstream_json_and_sse_pass_through_with_parse_error(gateway: Gat
     assert row["input_tokens"] is None
 
 
+@reliability("upstream faults", "non-JSON answer (HTML) with 200", "bytes unchanged", "row with parse_error")
 def test_non_json_upstream_answer_passes_through(gateway: Gateway, fresh_mock, tag: str) -> None:
     fresh_mock.enqueue(Reply(status=200, headers={"content-type": "text/html"}, body=b"<html>maintenance</html>"))
     resp = post(gateway, CHAT, b'{"model": "gpt-4o", "messages": []}', tag)
@@ -70,6 +90,7 @@ def test_non_json_upstream_answer_passes_through(gateway: Gateway, fresh_mock, t
     assert gateway.row_for(tag)["parse_error"]
 
 
+@reliability("bad client input", "unknown reverse prefix, '/', dot-segment prefix", "JSON 404, never forwarded", "row: provider NULL, status 404, 'unknown route'")
 @pytest.mark.parametrize("path", ["/nope/v1/chat/completions", "/", "/favicon.ico", "/%2e%2e/openai/v1/models"])
 def test_unknown_prefix_gets_json_404_and_is_never_forwarded(gateway: Gateway, fresh_mock, tag: str, path: str) -> None:
     resp = post(gateway, path, b"{}", tag)
@@ -81,6 +102,7 @@ def test_unknown_prefix_gets_json_404_and_is_never_forwarded(gateway: Gateway, f
     assert row["provider"] is None and row["status"] == 404 and "unknown route" in row["error"]
 
 
+@reliability("bad client input", "SigV4 (Bedrock) request in reverse mode", "400 explaining to use the explicit proxy", "row with the error")
 def test_bedrock_in_reverse_mode_explains_why_not(gateway: Gateway, fresh_mock, tag: str) -> None:
     resp = post(gateway, "/bedrock/model/x/converse", b"{}", tag)
     assert resp.status_code == 400
@@ -88,6 +110,7 @@ def test_bedrock_in_reverse_mode_explains_why_not(gateway: Gateway, fresh_mock, 
     assert fresh_mock.request_count == 0
 
 
+@reliability("isolation", "path traversal / '//host' / query tricks in reverse mode", "request goes only to the provider's upstream", "row per request")
 def test_path_tricks_stay_on_the_provider_upstream(gateway: Gateway, fresh_mock, tag: str) -> None:
     # Raw bytes on the socket: no client-side normalisation of the dot segments.
     fresh_mock.default = OK

@@ -12,8 +12,10 @@ import httpx
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.reliability import reliability
 
 
+@reliability("load and shutdown", "SIGTERM with a stream in flight", "finished calls answered; the stream ends", "every finished flow flushed; the in-flight stream recorded as aborted")
 def test_sigterm_flushes_every_flow_and_records_inflight_ones(tmp_path) -> None:
     with MockUpstream() as mock:
         mock.default = "openai-chat-json-2"

@@ -18,6 +18,7 @@ from tests.support.mock_upstream import MockUpstream
 
 JSON_NAME = "openai-chat-json-2"
 STREAM_NAME = "openai-chat-stream-1"
+from tests.support.reliability import reliability
 
 
 async def _hammer(gw: Gateway, total: int, concurrency: int) -> list[int]:
@@ -44,6 +45,7 @@ async def _hammer(gw: Gateway, total: int, concurrency: int) -> list[int]:
     return statuses
 
 
+@reliability("load and shutdown", "20,000 requests at concurrency 64, JSON and streams mixed", "20,000 answers", "exactly 20,000 rows, usage on all")
 @pytest.mark.heavy
 def test_20000_requests_at_concurrency_64_give_exactly_20000_rows(tmp_path) -> None:
     total = 20_000
@@ -60,6 +62,7 @@ def test_20000_requests_at_concurrency_64_give_exactly_20000_rows(tmp_path) -> N
     assert counts["missing"] == 0, "the mock sent usage on every exchange"
 
 
+@reliability("load and shutdown", "SIGKILL, then restart on the same database", "the restarted gateway works", "database intact (WAL), integrity_check ok")
 def test_after_sigkill_the_database_opens_cleanly_and_the_gateway_works(tmp_path) -> None:
     with MockUpstream(chunk_delay=0.0) as mock:
         mock.default = JSON_NAME

@@ -24,6 +24,8 @@ def loads(data: bytes | str) -> tuple[Any, str | None]:
         return json.loads(data), None
     except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None, f"invalid JSON: {e}"
+    except RecursionError:  # nesting deeper than the interpreter's stack
+        return None, "invalid JSON: nested too deeply"
 
 
 def dumps(obj: Any) -> bytes:
