@@ -16,7 +16,7 @@ from tests.support.gateway import Gateway
 
 # corpus "provider" -> catalog prefix. Bedrock is signed for its own host: explicit mode only.
 PREFIX = {
-    "openai": "openai", "azure": "azure", "anthropic": "anthropic", "gemini": "gemini", "groq": "groq",
+    "openai": "openai", "azure-openai": "azure", "anthropic": "anthropic", "gemini": "gemini", "groq": "groq",
     "mistral": "mistral", "cohere": "cohere", "deepseek": "deepseek", "openrouter": "openrouter",
     "together": "together", "ollama": "ollama",
 }
