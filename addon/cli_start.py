@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from addon import cli_common, gateway, paths
+from addon import cli_common, gateway, paths, workers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("start", help="start the gateway (reverse and explicit-proxy mode on one port)")
     cli_common.add_config_args(p, listen=True)
     p.add_argument("--certs", metavar="DIR", help="CA directory (mitmproxy confdir)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="gateway processes sharing the port and the database (default 1; [gateway] workers)")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                    help="any mitmproxy or corral_* option, like mitmdump's --set")
     p.set_defaults(func=run)
+
+
+def _worker_args(args: argparse.Namespace, listen: str, db: str, certs: str) -> list[str]:
+    """The command line of one worker: the same settings, one process."""
+    out = ["start", "--workers", "1", "--listen", listen, "--db", db, "--certs", certs]
+    if args.config:
+        out += ["--config", args.config]
+    for spec in args.set:
+        out += ["--set", spec]
+    return out
+
+
+def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, certs: str) -> int:
+    from mitmproxy import certs as mitm_certs
+
+    from addon.storage import db as dbmod
+
+    try:
+        host, port = gateway.parse_listen(listen)
+        workers.check_port_free(host, port)
+    except (ValueError, OSError) as e:
+        print(f"corral: cannot listen on {listen}: {e}")
+        return 2
+    try:  # schema migrations once, before any worker writes
+        dbmod.connect(db).close()
+    except dbmod.DatabaseError as e:
+        print(f"corral: {e}")
+        return 2
+    # The CA is made on first start; made here once, or each worker would make its own.
+    mitm_certs.CertStore.from_store(Path(certs).expanduser(), "mitmproxy", 2048)
+    print(f"corral: {count} workers (SO_REUSEPORT), supervisor pid {os.getpid()}", flush=True)
+    return workers.Supervisor(count, _worker_args(args, listen, db, certs)).run()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +58,16 @@ def run(args: argparse.Namespace) -> int:
     found = paths.default_config_file()
     settings["corral_config"] = args.config or (str(found) if found else "-")
     listen = cli_common.listen(settings)
-    print(f"corral: listening on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
-    print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
+    count = args.workers if args.workers is not None else int(settings.get("corral_gateway_workers") or 1)
+    if count < 1:
+        print("corral: --workers must be at least 1")
+        return 2
+    if os.environ.get(workers.WORKER_ENV) is None:  # a worker's supervisor has said all this already
+        print(f"corral: listening on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
+        print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
+    if count > 1:
+        certs = args.certs or str(paths.default_certs_dir())
+        return _start_workers(args, count, listen, cli_common.db_url(settings), certs)
+    if os.environ.get(workers.REUSE_PORT_ENV) == "1":
+        workers.enable_reuse_port()
     return gateway.start(listen, settings, args.set, args.certs)

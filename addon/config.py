@@ -88,6 +88,10 @@ class ConfigFile:
             "corral_gateway_listen", str, "127.0.0.1:8080",
             "HOST:PORT that `corral start` and `corral env` use (under mitmdump use --listen-host/--listen-port).",
         )
+        loader.add_option(
+            "corral_gateway_workers", int, 1,
+            "Gateway processes `corral start` runs on the one port (SO_REUSEPORT), sharing the database.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "corral_config" not in updated:

@@ -11,6 +11,7 @@ import base64
 import datetime
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -76,6 +77,9 @@ class Recorder:
         self.writer: RecordWriter | None = None
         self.pricer = Pricer()
         self.inflight: dict[str, http.HTTPFlow] = {}
+        # Set by `corral start --workers N` for each gateway process (addon/workers.py).
+        worker = os.environ.get("CORRAL_WORKER", "")
+        self.worker = int(worker) if worker.isdigit() else None
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -200,4 +204,5 @@ class Recorder:
             "response_body": _body_text(resp.get_content(strict=False) if resp is not None else None, limit) if full else None,
             "response_text": meta.get(md.TEXT) if full else None,
             "attempts": json.dumps(meta[md.ATTEMPTS]) if meta.get(md.ATTEMPTS) else None,
+            "worker": self.worker,
         }

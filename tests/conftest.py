@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import pgdb
 from tests.support.gateway import Gateway, new_tag
 from tests.support.mock_upstream import MockUpstream
 
@@ -45,3 +46,11 @@ def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture
 def tag() -> str:
     return new_tag()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"corral record backend: {pgdb.backend()} (CORRAL_TEST_DB)"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    pgdb.drop_all()  # the throwaway PostgreSQL databases of CORRAL_TEST_DB=postgres

@@ -6,9 +6,11 @@ import stat
 from pathlib import Path
 
 from tests.support.gateway import Gateway
+from tests.support.pgdb import sqlite_only
 from tests.support.reliability import reliability
 
 
+@sqlite_only
 @reliability("file safety", "SQLite database, -wal and -shm", "-", "created mode 0600")
 def test_database_and_its_wal_files_are_mode_0600(gateway: Gateway, fresh_mock, tag: str) -> None:
     import httpx

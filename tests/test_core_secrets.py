@@ -36,8 +36,11 @@ def test_no_secret_reaches_the_database_or_log(gateway: Gateway, fresh_mock, tag
     rows = gateway.wait_rows(lambda r: tag in (r["request_headers"] or ""), len(SECRETS))
     # The upstream did get the credentials: Corral passes them through untouched.
     assert any(r.headers.get("authorization") == SECRETS["authorization"] for r in fresh_mock.requests)
-    db_path = Path(gateway.db.removeprefix("sqlite:///"))
-    stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
+    if gateway.is_postgres:  # every stored value of every row
+        stored = json.dumps(gateway.query("SELECT * FROM flows"), default=str).encode()
+    else:  # the raw SQLite files, WAL included
+        db_path = Path(gateway.db.removeprefix("sqlite:///"))
+        stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
     log = gateway.log()
     for value in [*SECRETS.values(), QUERY_KEY]:
         secret = value.split(" ")[-1].split("=")[-1]

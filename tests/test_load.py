@@ -74,7 +74,8 @@ def test_after_sigkill_the_database_opens_cleanly_and_the_gateway_works(tmp_path
         try:
             assert asyncio.run(_hammer(gw, 20, 4)) == [200] * 20
             gw.wait_rows(lambda r: True, 220)
-            integrity = gw.query("PRAGMA integrity_check")[0]
-            assert list(integrity.values()) == ["ok"]
+            if not gw.is_postgres:  # PostgreSQL recovers by itself; SQLite must replay its WAL
+                integrity = gw.query("PRAGMA integrity_check")[0]
+                assert list(integrity.values()) == ["ok"]
         finally:
             gw.stop()

@@ -1,4 +1,5 @@
-"""Opening the database named by a URL (peewee's playhouse.db_url), creating tables on first use."""
+"""Opening the database named by a URL (peewee's playhouse.db_url) and bringing its schema up to date
+(addon/storage/migrations.py): SQLite by default, PostgreSQL with ``postgresql://user@host[:port]/db``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import peewee
 from playhouse import db_url
 
-from addon.storage.models import ALL_MODELS, database_proxy
+from addon.storage import migrations
+from addon.storage.models import database_proxy
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",  # readers (CLI, viewer) never block the writer; survives SIGKILL
@@ -18,8 +20,17 @@ SQLITE_PRAGMAS = {
 }
 
 
+# peewee maps FloatField to REAL, which PostgreSQL stores in 4 bytes (~7 digits): costs would lose
+# precision. DOUBLE PRECISION is what SQLite's REAL is anyway.
+POSTGRES_FIELD_TYPES = {"FLOAT": "DOUBLE PRECISION"}
+
+
 class DatabaseError(RuntimeError):
     pass
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.split(":", 1)[0] in ("postgres", "postgresql", "postgresext", "postgresqlext", "postgres+pool", "postgresql+pool")
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -36,8 +47,20 @@ def _prepare_sqlite_file(path: Path) -> None:
         os.close(fd)
 
 
+def open_url(url: str) -> peewee.Database:
+    """The peewee Database for ``url`` (not connected yet), with Corral's settings per engine."""
+    path = sqlite_path(url)
+    if path is not None:
+        return db_url.connect(url, pragmas=SQLITE_PRAGMAS)
+    if is_postgres_url(url):
+        return db_url.connect(url, field_types=POSTGRES_FIELD_TYPES)
+    return db_url.connect(url)
+
+
 def connect(url: str, create: bool = True) -> peewee.Database:
-    """Open the database at ``url``, bind the models to it and create missing tables."""
+    """Open the database at ``url``, bind the models to it and bring its schema up to date.
+
+    ``create=False`` (readers such as `corral flows`) refuses a SQLite file that does not exist yet."""
     path = sqlite_path(url)
     try:
         if path is not None:
@@ -45,15 +68,16 @@ def connect(url: str, create: bool = True) -> peewee.Database:
                 _prepare_sqlite_file(path)
             elif not path.exists():
                 raise DatabaseError(f"no database at {path} (has the gateway run yet?)")
-            db = db_url.connect(url, pragmas=SQLITE_PRAGMAS)
-        else:
-            db = db_url.connect(url)
+        db = open_url(url)
     except (ValueError, RuntimeError, peewee.PeeweeException) as e:
         if isinstance(e, DatabaseError):
             raise
         raise DatabaseError(f"cannot open database {url!r}: {e}") from e
+    try:
+        migrations.apply(db)
+    except migrations.SchemaError as e:
+        raise DatabaseError(str(e)) from None
+    except peewee.PeeweeException as e:
+        raise DatabaseError(f"cannot open database {url!r}: {e}") from e
     database_proxy.initialize(db)
-    if create:
-        with db.connection_context():
-            db.create_tables(ALL_MODELS, safe=True)
     return db

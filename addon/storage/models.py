@@ -54,6 +54,7 @@ class Flow(BaseModel):
     response_body = peewee.TextField(null=True)
     response_text = peewee.TextField(null=True)  # reassembled output text of streams and JSON answers
     attempts = peewee.TextField(null=True)  # JSON list: per upstream attempt status/error/wait
+    worker = peewee.IntegerField(null=True)  # `corral start --workers N`: 1..N of the process; NULL if one
 
     class Meta:
         table_name = "flows"

@@ -3,6 +3,12 @@
 Rows are queued from the event loop (``submit`` never blocks) and written by one thread in batches:
 whatever arrived within ``interval`` seconds, up to ``batch_size`` rows per transaction. ``close``
 drains the queue before returning, which is how SIGTERM loses nothing.
+
+Several gateway processes (``--workers``) may write to one database, each with its own writer:
+on SQLite a batch takes the write lock up front (BEGIN IMMEDIATE) and waits for it up to
+busy_timeout; on PostgreSQL rows simply interleave. A lost connection (server restart, idle
+timeout, pg_terminate_backend) is reopened and the batch retried; a batch that was in fact
+committed before the connection broke is not doubled (primary key; see ``_write_one_by_one``).
 """
 
 from __future__ import annotations
@@ -67,7 +73,10 @@ class RecordWriter:
 
     def _run(self) -> None:
         assert self._db is not None
-        self._db.connect(reuse_if_open=True)
+        try:
+            self._db.connect(reuse_if_open=True)
+        except Exception as e:  # noqa: BLE001 - each write reconnects (peewee autoconnect)
+            logger.warning("corral: database connect failed: %s", e)
         stopping = False
         while not stopping:
             batch: list[dict[str, Any]] = []
@@ -94,11 +103,17 @@ class RecordWriter:
                     self._idle.notify_all()
         self._db.close()
 
+    def _transaction(self):
+        assert self._db is not None
+        if isinstance(self._db, peewee.SqliteDatabase):
+            return self._db.atomic("IMMEDIATE")
+        return self._db.atomic()
+
     def _write(self, batch: list[dict[str, Any]]) -> None:
         assert self._db is not None
         for attempt in range(5):
             try:
-                with self._db.atomic():
+                with self._transaction():
                     Flow.insert_many(batch).execute()
                 self.written += len(batch)
                 return
@@ -106,7 +121,7 @@ class RecordWriter:
                 # A duplicate id in the batch: write row by row so one bad row loses nothing else.
                 self._write_one_by_one(batch)
                 return
-            except peewee.PeeweeException as e:
+            except Exception as e:  # noqa: BLE001 - a dead connection may raise the driver's own errors
                 logger.warning("corral: database write failed (attempt %d): %s", attempt + 1, e)
                 time.sleep(0.2 * (attempt + 1))
                 self._reconnect()
@@ -117,15 +132,18 @@ class RecordWriter:
         assert self._db is not None
         try:
             self._db.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail; drop it anyway
+            self._db._state.reset()
+        try:
             self._db.connect(reuse_if_open=True)
-        except peewee.PeeweeException as e:
+        except Exception as e:  # noqa: BLE001
             logger.warning("corral: database reconnect failed: %s", e)
 
     def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
         assert self._db is not None
         for row in batch:
             try:
-                with self._db.atomic():
+                with self._transaction():
                     Flow.insert(row).execute()
                 self.written += 1
             except peewee.IntegrityError:

@@ -21,6 +21,8 @@ from typing import Any
 
 from playhouse import db_url
 
+from tests.support import pgdb
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORRAL = [sys.executable, "-m", "addon.cli"]
 
@@ -66,13 +68,17 @@ class Gateway:
         sets: list[str] | None = None,
         workdir: Path | None = None,
         port: int | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="corral-test-"))
         self.port = port or free_port()
-        self.db = db or f"sqlite:///{self.workdir / 'corral.db'}"
+        if db is None:  # CORRAL_TEST_DB=postgres: a fresh PostgreSQL database per gateway
+            db = pgdb.create_database() if pgdb.backend() == "postgres" else f"sqlite:///{self.workdir / 'corral.db'}"
+        self.db = db
         self.config_path = self.workdir / "corral.toml"
         write_config(self.config_path, upstream, config)
         self.sets = sets or []
+        self.args = args or []  # more `corral start` arguments, e.g. ["--workers", "2"]
         self.log_path = self.workdir / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._reader = None
@@ -84,7 +90,7 @@ class Gateway:
                "--config", str(self.config_path), "--certs", str(self.workdir / "certs")]
         for spec in self.sets:
             cmd += ["--set", spec]
-        return cmd
+        return cmd + self.args
 
     def start(self, timeout: float = 20.0) -> Gateway:
         log = self.log_path.open("ab")
@@ -143,8 +149,15 @@ class Gateway:
             self._reader = db_url.connect(self.db)
         return self._reader
 
+    @property
+    def is_postgres(self) -> bool:
+        return not self.db.startswith("sqlite:")
+
     def query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        """Rows of ``sql`` as dicts. Write placeholders as ``?``: they become the driver's (``%s``)."""
         db = self._db()
+        if params and db.param != "?":
+            sql = sql.replace("?", db.param)
         cursor = db.execute_sql(sql, params)
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
