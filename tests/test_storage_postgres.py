@@ -1,0 +1,86 @@
+"""The record on PostgreSQL: the writer survives a dropped connection, and `corral flows --json`
+prints the same types as on SQLite (booleans as booleans, times as ISO strings, floats unrounded).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+
+import httpx
+import pytest
+
+from tests.support import corpus, pgdb
+from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.mock_upstream import MockUpstream
+
+NAME = "openai-chat-json-1"
+
+
+@pytest.fixture
+def pg_url():
+    pgdb.require()
+    url = pgdb.create_database()
+    yield url
+    pgdb.drop_database(url)
+
+
+def call(gw: Gateway, tag: str, name: str = NAME) -> None:
+    resp = httpx.post(gw.base("openai") + "/v1/chat/completions", json=corpus.load(name)["request"]["body"],
+                      headers={"x-mock-exchange": name, "x-test-id": tag, "authorization": "Bearer sk-pg"}, timeout=20)
+    assert resp.status_code == 200
+
+
+def terminate_connections(url: str) -> int:
+    conn = pgdb._admin()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (url.rsplit("/", 1)[1],))
+        return len(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def test_writer_reconnects_after_the_connection_is_dropped(tmp_path, pg_url: str) -> None:
+    with MockUpstream(chunk_delay=0.0) as mock, Gateway(mock.url, db=pg_url, workdir=tmp_path) as gw:
+        for i in range(5):
+            call(gw, f"before-{i}")
+        gw.wait_rows(lambda r: "before-" in (r["request_headers"] or ""), 5)
+        assert terminate_connections(pg_url) >= 1  # the gateway's writer (and our reader)
+        gw._reader = None
+        for i in range(5):
+            call(gw, f"after-{i}")
+        rows = gw.wait_rows(lambda r: "after-" in (r["request_headers"] or ""), 5, timeout=20)
+        assert len(rows) == 5
+        assert "dropped" not in gw.log()
+    assert len(gw.rows()) == 10
+
+
+def _flows_json(gw: Gateway) -> dict:
+    out = subprocess.run([*CORRAL, "flows", "--db", gw.db, "--json", "--limit", "1"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.splitlines()[0])
+
+
+def test_flows_json_is_the_same_on_sqlite_and_postgres(tmp_path, pg_url: str) -> None:
+    got = {}
+    with MockUpstream(chunk_delay=0.0) as mock:
+        for backend, db in (("sqlite", f"sqlite:///{tmp_path / 'c.db'}"), ("postgres", pg_url)):
+            (tmp_path / backend).mkdir()
+            with Gateway(mock.url, db=db, workdir=tmp_path / backend) as gw:
+                call(gw, backend)
+                gw.row_for(backend)
+                got[backend] = _flows_json(gw)
+    lite, pg = got["sqlite"], got["postgres"]
+    assert list(lite) == list(pg)
+    for key in lite:
+        assert type(lite[key]) is type(pg[key]), (key, lite[key], pg[key])
+    varying = {"id", "started_at", "ttfb_ms", "duration_ms"}
+    assert {k: v for k, v in lite.items() if k not in varying} == {k: v for k, v in pg.items() if k not in varying}
+    assert pg["stream"] is False and pg["complete"] is True and pg["unpriced"] is False
+    assert isinstance(pg["cost_usd"], float) and pg["cost_usd"] > 0
+    for row in (lite, pg):  # ISO 8601 in UTC, microseconds kept
+        assert datetime.datetime.fromisoformat(row["started_at"]).tzinfo == datetime.UTC
