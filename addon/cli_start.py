@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print("corral: --workers must be at least 1")
         return 2
     if os.environ.get(workers.WORKER_ENV) is None:  # a worker's supervisor has said all this already
-        print(f"corral: listening on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
+        print(f"corral: starting on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
         print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
     if count > 1:
         certs = args.certs or str(paths.default_certs_dir())
