@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import corpus
 from tests.support.gateway import CORRAL, REPO_ROOT, Gateway, free_port
@@ -126,3 +127,20 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path) -> None:
                            "--set", "corral_storage_bodies=everything"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "failed to start" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.heavy
+def test_20000_requests_on_two_workers_give_exactly_20000_rows(tmp_path) -> None:
+    from tests.test_load import _hammer
+
+    total = 20_000
+    with MockUpstream(chunk_delay=0.0) as mock:
+        gw = Gateway(mock.url, workdir=tmp_path, args=["--workers", "2"]).start()
+        try:
+            assert _wait(lambda: _listeners(gw.port) == 2)
+            statuses = asyncio.run(_hammer(gw, total, 64))
+        finally:
+            assert gw.stop() == 0
+    assert statuses.count(200) == total
+    counts = gw.query("SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, COUNT(DISTINCT worker) AS workers FROM flows")[0]
+    assert counts == {"n": total, "ids": total, "workers": 2}
