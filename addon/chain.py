@@ -14,15 +14,20 @@ from __future__ import annotations
 
 from addon.config import ConfigFile
 from addon.meter import Meter
+from addon.metrics import Metrics
 from addon.recorder import Recorder
 from addon.router import Router
+from addon.viewer import Viewer
 
 
 def build() -> list[object]:
     router = Router()
+    metrics = Metrics()
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
         Meter(),  # model, stream tee, usage, errors
         Recorder(router),  # one row per flow, written off the loop in batches
+        Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen
+        metrics,  # Prometheus counters from the flow's metadata; last, so it sees everything
     ]

@@ -32,6 +32,8 @@ addons themselves, keyed by ``flow.id``.
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down) |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
+| corral.cost_usd | float / None | recorder | cost the record carries (0 for a cache hit, None when unpriced) |
+| corral.metrics_counted | bool | metrics | the flow was counted in /metrics (once, at response or error) |
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ ATTEMPTS = "corral.attempts"
 WAIT_MS = "corral.wait_ms"
 GATEWAY_ERROR = "corral.gateway_error"
 RECORDED = "corral.recorded"
+COST_USD = "corral.cost_usd"
+METRICS_COUNTED = "corral.metrics_counted"
 
 
 def is_llm_flow(flow) -> bool:
