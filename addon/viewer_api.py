@@ -99,7 +99,10 @@ class Base(tornado.web.RequestHandler):
 class FlowsHandler(Base):
     async def get(self) -> None:
         filters = self.filters()
-        limit = int(self.get_query_argument("limit", "50") or 50)
+        try:
+            limit = int(self.get_query_argument("limit", "50") or 50)
+        except ValueError:
+            raise queries.QueryError("limit must be a number") from None
         page = await run_query(queries.list_flows, filters, limit,
                                self.get_query_argument("before", None), self.get_query_argument("after", None))
         self.send(page)

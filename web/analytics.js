@@ -4,12 +4,12 @@
 (() => {
   const { api, el, fmt, status } = Corral;
   const RANGES = ["15m", "1h", "6h", "24h", "7d", "30d"];
-  let range = "1h", charts = [], timer = null;
+  let range = "1h", charts = [], timer = null, generation = 0;
 
   function chart(title, id, series, data) {
     const box = el("div", { class: "chart", id }, el("h3", {}, title));
     const opts = { width: 500, height: 200, series: [{}, ...series.map(([label, stroke]) =>
-      ({ label, stroke, width: 2, fill: stroke + "22", spanGaps: true }))], axes: [{}, { size: 60 }] };
+      ({ label, stroke, width: 2, fill: stroke + "22", spanGaps: true, points: { show: true, size: 5 } }))], axes: [{}, { size: 60 }] };
     setTimeout(() => charts.push(new uPlot(opts, data, box)), 0);
     return box;
   }
@@ -57,9 +57,12 @@
         RANGES.map((r) => el("option", { value: r }, "last " + r)));
       select.value = range;
       app.append(el("div", { class: "filters" }, "Time range ", select), body);
-      render(body).catch((e) => status(e.message));
-      timer = setInterval(() => render(body).catch((e) => status(e.message)), 10000);
+      // Refresh 10 s after the previous answer arrived: a slow range never piles up queries.
+      const mine = ++generation;
+      const again = () => render(body).catch((e) => status(e.message))
+        .finally(() => { if (mine === generation) timer = setTimeout(again, 10000); });
+      again();
     },
-    stop() { clearInterval(timer); charts.forEach((c) => c.destroy()); charts = []; },
+    stop() { generation++; clearTimeout(timer); timer = null; charts.forEach((c) => c.destroy()); charts = []; },
   };
 })();
