@@ -55,6 +55,9 @@ class Metrics:
         model = meta.get(md.MODEL) or "-"
         resp = flow.response
         status = resp.status_code if resp is not None else None
+        unreachable = status is None and flow.error is not None and "client" not in flow.error.msg.lower()
+        if unreachable:
+            status = 502  # what mitmproxy answered the client, as the record says too
         cache = meta.get(md.CACHE, "off")
         self.requests.labels(provider, model, status_class(status), cache).inc()
         usage = meta.get(md.USAGE) or {}
@@ -71,10 +74,10 @@ class Metrics:
         gateway_error = meta.get(md.GATEWAY_ERROR)
         if status == 429 and gateway_error:
             self.rate_limited.labels(provider).inc()
+        elif unreachable and md.ROUTE_ERROR not in meta:
+            self.upstream_errors.labels(provider, "unreachable").inc()
         elif status is not None and (status >= 500 or status == 429) and cache != "hit":
             self.upstream_errors.labels(provider, "429" if status == 429 else "5xx").inc()
-        elif status is None and flow.error is not None and md.ROUTE_ERROR not in meta:
-            self.upstream_errors.labels(provider, "unreachable").inc()
         elif flow.error is not None and meta.get(md.STREAM) and "client" not in flow.error.msg.lower():
             self.upstream_errors.labels(provider, "broken_stream").inc()
         started = flow.request.timestamp_start
