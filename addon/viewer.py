@@ -115,6 +115,11 @@ class Viewer:
 
         from addon.viewer_api import make_app
 
+        try:
+            self._database()
+        except dbmod.DatabaseError as e:
+            logger.error("corral: viewer has no database: %s", e)
+            return
         app = make_app(self, WEB_DIR)
         server = HTTPServer(app, xheaders=False)
         host, port = self.address
