@@ -14,7 +14,7 @@ import httpx
 
 from tests.support.gateway import Gateway, free_port
 
-ROWS = 60_000
+ROWS = 120_000
 
 
 def fill(path: str) -> None:
@@ -56,7 +56,7 @@ def test_slow_analytics_does_not_stall_flows(mock, tmp_path) -> None:
 
             worker = threading.Thread(target=analytics)
             worker.start()
-            time.sleep(0.1)
+            time.sleep(0.02)
             during = []
             while worker.is_alive() and len(during) < 30:
                 during.append(one())

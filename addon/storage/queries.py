@@ -218,6 +218,14 @@ class Group:
         if dur is not None:
             self.duration.append(dur)
 
+    def merge(self, other: Group) -> Group:
+        for name in ("requests", "errors", "input_tokens", "output_tokens", "cost_usd", "unpriced", "cache_hits",
+                     "cache_lookups", "saved_cost_usd"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.ttfb += other.ttfb
+        self.duration += other.duration
+        return self
+
     def summary(self) -> dict[str, Any]:
         self.ttfb.sort()
         self.duration.sort()
@@ -264,14 +272,20 @@ def analytics(filters: Filters, bucket: int | None = None) -> dict[str, Any]:
     cursor = query.model._meta.database.execute(query)
     for started, provider, model, status, inp, out, cost, unpriced, cache, saved, ttfb, dur, error in cursor:
         values = (status, inp, out, cost, unpriced, cache, saved, ttfb, dur, error)
-        total.add(*values)
-        by_provider.setdefault(provider or "-", Group()).add(*values)
-        by_model.setdefault((provider or "-", model or "-"), Group()).add(*values)
+        # Per model and per bucket only; provider and total groups are merged from the model groups.
+        key = (provider or "-", model or "-")
+        group = by_model.get(key)
+        if group is None:
+            group = by_model[key] = Group()
+        group.add(*values)
         if isinstance(started, str):
             started = datetime.datetime.fromisoformat(started)
         t = started.replace(tzinfo=datetime.UTC).timestamp()
         slot = int(start + ((t - start) // bucket) * bucket)
         series.setdefault(slot, Group()).add(*values)
+    for (provider, _), group in sorted(by_model.items()):
+        by_provider.setdefault(provider, Group()).merge(group)
+        total.merge(group)
     points = []
     slot = int(start)
     end = until.replace(tzinfo=datetime.UTC).timestamp()
