@@ -12,8 +12,10 @@ Target order as features land:
 
 from __future__ import annotations
 
+from addon.annotate import Annotator
 from addon.config import ConfigFile
 from addon.meter import Meter
+from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
 from addon.router import Router
 
@@ -23,6 +25,8 @@ def build() -> list[object]:
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
+        ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         Meter(),  # model, stream tee, usage, errors
         Recorder(router),  # one row per flow, written off the loop in batches
+        Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
     ]

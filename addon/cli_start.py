@@ -10,7 +10,7 @@ from addon import cli_common, gateway, paths
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("start", help="start the gateway (reverse and explicit-proxy mode on one port)")
     cli_common.add_config_args(p, listen=True)
-    p.add_argument("--certs", metavar="DIR", help="CA directory (mitmproxy confdir)")
+    cli_common.add_certs_arg(p)
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                    help="any mitmproxy or corral_* option, like mitmdump's --set")
     p.set_defaults(func=run)
@@ -24,4 +24,6 @@ def run(args: argparse.Namespace) -> int:
     listen = cli_common.listen(settings)
     print(f"corral: listening on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
     print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
-    return gateway.start(listen, settings, args.set, args.certs)
+    certs = cli_common.certs_dir(settings)
+    print(f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})", flush=True)
+    return gateway.start(listen, settings, args.set, str(certs))
