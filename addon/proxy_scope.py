@@ -82,6 +82,7 @@ class ProxyScope:
         )
 
     def configure(self, updated: set[str]) -> None:
+        self._refuse_open_proxy()  # first: on any change, listen_host/mode/proxyauth may have opened it up
         if "corral_providers" in updated or "corral_gateway_intercept_hosts" in updated:
             ctx.options.allow_hosts = self.router.catalog.intercept_regexes()
         if "corral_gateway_proxyauth" in updated and ctx.options.corral_gateway_proxyauth:
@@ -99,10 +100,8 @@ class ProxyScope:
             if certs != os.path.abspath(os.path.expanduser(ctx.options.confdir)):
                 logger.warning("corral: [gateway] certs is %s but mitmproxy's confdir is %s; "
                                "under mitmdump/mitmweb pass --set confdir=%s", certs, ctx.options.confdir, certs)
-        self._refuse_open_proxy()
 
     def _refuse_open_proxy(self) -> None:
-        # Checked on every change: any of listen_host, mode, proxyauth or the switch may open it up.
         if ctx.options.proxyauth or ctx.options.corral_gateway_allow_open_proxy:
             return
         try:
@@ -111,7 +110,7 @@ class ProxyScope:
             return  # an invalid mode spec is mitmproxy's to report
         if listeners:
             raise exceptions.OptionsError(
-                f"corral: refusing to listen beyond loopback ({', '.join(listeners)}) without proxy "
+                f"refusing to listen beyond loopback ({', '.join(listeners)}) without proxy "
                 "authentication: anyone who can reach the port could tunnel anywhere through it. Set "
                 "[gateway] proxyauth = \"user:pass\" (or --set proxyauth=...), listen on 127.0.0.1, "
                 "or set [gateway] allow_open_proxy = true if the network is yours alone."

@@ -207,3 +207,33 @@ def test_ca_key_is_private(gateway: Gateway) -> None:
     key = gateway.workdir / "certs" / "mitmproxy-ca.pem"
     assert key.is_file()
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_proxyauth_and_extra_intercepted_hosts(fresh_mock: MockUpstream, tmp_path, tag: str) -> None:
+    """[gateway] proxyauth: `corral env` carries the credentials, clients without them get 407.
+    [gateway] intercept_hosts: one more host handled as a provider (here localhost:443 as openai)."""
+    import httpx
+
+    config = {"gateway": {"proxyauth": "corral:s3cr@t", "intercept_hosts": ["openai=^localhost:443$"]}}
+    with Gateway(fresh_mock.url, workdir=tmp_path, config=config) as gw:
+        env = sdk_env(gw, OPENAI_API_KEY="sk-test-explicit")
+        assert env["HTTPS_PROXY"] == f"http://corral:s3cr%40t@127.0.0.1:{gw.port}"
+        fresh_mock.enqueue("openai-chat-json-1")
+        run_sdk(OPENAI_SCRIPT, env, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}, tag)
+        row = gw.row_for(tag)
+        assert row["mode"] == "explicit" and row["provider"] == "openai" and row["status"] == 200
+        assert "s3cr" not in json.dumps(row)
+
+        trust = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+        with httpx.Client(proxy=f"http://127.0.0.1:{gw.port}", verify=trust, trust_env=False, timeout=20) as c:
+            with pytest.raises(httpx.ProxyError, match="407"):
+                c.get("https://api.openai.com/v1/models")
+        fresh_mock.enqueue("openai-chat-json-1")
+        tag2 = tag + "-extra"
+        with httpx.Client(proxy=env["HTTPS_PROXY"], verify=trust, trust_env=False, timeout=20) as c:
+            resp = c.post("https://localhost/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []},
+                          headers={"x-test-id": tag2, "authorization": "Bearer sk-test"})
+        assert resp.status_code == 200
+        row = gw.row_for(tag2)
+        assert row["provider"] == "openai" and row["mode"] == "explicit" and row["upstream"] == fresh_mock.url
+        assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
