@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from addon import cli_common, gateway, paths
+from addon import ca, cli_common, gateway, paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     listen = cli_common.listen(settings)
     print(f"corral: listening on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
     print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
-    certs = cli_common.certs_dir(settings)
+    certs = ca.ensure_ca(cli_common.certs_dir(settings)).confdir  # before listening: clients may fetch it at once
     print(f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})", flush=True)
     return gateway.start(listen, settings, args.set, str(certs))

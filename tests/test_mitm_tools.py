@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,9 @@ def exercise(gw: Gateway, tags: list[str]) -> None:
                                  "authorization": "Bearer sk-test"})
         assert r.status_code == 200
     ca = gw.workdir / "certs" / "mitmproxy-ca-cert.pem"
+    deadline = time.monotonic() + 10  # mitmdump writes its CA in `running`, just after it listens
+    while not ca.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     trust = ssl.create_default_context(cafile=str(ca))
     with httpx.Client(timeout=20, trust_env=False, proxy=gw.url, verify=trust) as client:
         body = corpus.load("anthropic-messages-stream-1")["request"]["body"]
@@ -92,5 +96,5 @@ def test_corral_start_refuses_an_open_proxy(tmp_path: Path) -> None:
     gw = Gateway(None, workdir=tmp_path)
     gw.command = lambda: [*CORRAL, "start", "--listen", f"0.0.0.0:{gw.port}", "--db", gw.db,
                           "--config", str(gw.config_path), "--certs", str(tmp_path / "certs")]
-    with pytest.raises(RuntimeError, match="exited with 2.*refusing to listen beyond loopback"):
+    with pytest.raises(RuntimeError, match="(?s)exited with 2.*refusing to listen beyond loopback"):
         gw.start()
