@@ -8,6 +8,7 @@ corpus provider's upstream), so nothing leaves loopback.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -237,3 +238,13 @@ def test_proxyauth_and_extra_intercepted_hosts(fresh_mock: MockUpstream, tmp_pat
         row = gw.row_for(tag2)
         assert row["provider"] == "openai" and row["mode"] == "explicit" and row["upstream"] == fresh_mock.url
         assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
+
+        # Reverse-mode clients authenticate with a Proxy-Authorization header (mitmproxy's proxyauth).
+        url = gw.base("openai") + "/v1/chat/completions"
+        headers = {"x-mock-exchange": "openai-chat-json-1", "x-test-id": tag + "-reverse"}
+        assert httpx.post(url, json={}, headers=headers, trust_env=False).status_code == 407
+        auth = "Basic " + base64.b64encode(b"corral:s3cr@t").decode()
+        resp = httpx.post(url, json={}, headers={**headers, "proxy-authorization": auth}, trust_env=False)
+        assert resp.status_code == 200
+        row = gw.row_for(tag + "-reverse")
+        assert row["mode"] == "reverse" and "s3cr" not in json.dumps(row)
