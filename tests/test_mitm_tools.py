@@ -3,6 +3,8 @@ records, and `mitmweb -s addon/corral.py` shows each LLM flow with its one-line 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 import sys
 import time
@@ -69,16 +71,47 @@ def test_mitmdump_records_the_same_rows_as_corral_start(gateway: Gateway, mock: 
     assert (tmp_path / "certs" / "mitmproxy-ca.pem").stat().st_mode & 0o777 == 0o600
 
 
+async def watch_updates(web_port: int, token: str, action) -> dict[str, dict]:
+    """Run ``action`` while listening on mitmweb's /updates WebSocket, as its browser UI does;
+    returns the last pushed state of every flow."""
+    from tornado import httpclient, websocket
+
+    request = httpclient.HTTPRequest(f"ws://127.0.0.1:{web_port}/updates",
+                                     headers={"Authorization": f"Bearer {token}"})
+    for _ in range(200):  # the web server comes up just after the proxy listener
+        try:
+            conn = await websocket.websocket_connect(request)
+            break
+        except ConnectionRefusedError:
+            await asyncio.sleep(0.05)
+    last: dict[str, dict] = {}
+    task = asyncio.create_task(asyncio.to_thread(action))
+    while True:
+        try:
+            raw = await asyncio.wait_for(conn.read_message(), timeout=1.0 if task.done() else 20)
+        except asyncio.TimeoutError:
+            break
+        message = json.loads(raw) if raw else {}
+        if message.get("type") in ("flows/add", "flows/update"):
+            flow = message["payload"]["flow"]
+            last[flow["id"]] = flow
+    await task
+    conn.close()
+    return last
+
+
 def test_mitmweb_shows_the_annotation(mock: MockUpstream, tmp_path: Path) -> None:
     web_port, token = free_port(), "corral-test-token"
     extra = ["--no-web-open-browser", "--web-host", "127.0.0.1", "--web-port", str(web_port),
              "--set", f"web_password={token}"]
     tags = [new_tag(), new_tag()]
     with MitmGateway(mock.url, "mitmweb", extra, workdir=tmp_path) as web:
-        exercise(web, tags)
+        pushed = asyncio.run(watch_updates(web_port, token, lambda: exercise(web, tags)))
         web.row_for(tags[1])
         flows = httpx.get(f"http://127.0.0.1:{web_port}/flows", headers={"Authorization": f"Bearer {token}"},
                           timeout=10, trust_env=False).json()
+    # The browser got the comment live: the last state pushed over /updates carries it.
+    assert all(pushed[f["id"]]["comment"] == f["comment"] for f in flows), pushed
     by_tag = {}
     for f in flows:
         headers = dict((k.lower(), v) for k, v in f["request"]["headers"])
