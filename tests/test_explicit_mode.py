@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -52,6 +51,17 @@ else:
     r = client.messages.create(**body, extra_headers={"x-test-id": tag})
     print(json.dumps({"usage": r.usage.model_dump()}))
 """
+
+
+def assert_not_recorded(gateway: Gateway, tag: str) -> None:
+    """No row for ``tag``: checked after a later, recorded request's row is in (rows are written in order)."""
+    import httpx
+
+    marker = tag + "-marker"
+    httpx.post(gateway.base("openai") + "/v1/chat/completions", json={}, trust_env=False, timeout=20,
+               headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": marker})
+    gateway.row_for(marker)
+    assert not [r for r in gateway.rows() if tag in (r.get("request_headers") or "") and marker not in r["request_headers"]]
 
 
 def corral_env(gateway: Gateway) -> dict[str, str]:
@@ -167,8 +177,7 @@ def test_other_hosts_are_tunnelled_not_intercepted(gateway: Gateway, tag: str) -
                     reply += chunk
             assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
         assert tls_mock.request_count == 2
-    gateway.wait_rows(lambda r: True)  # the writer is alive ...
-    assert not [r for r in gateway.rows() if tag in (r.get("request_headers") or "")]  # ... and recorded nothing
+    assert_not_recorded(gateway, tag)
 
 
 def test_look_alike_host_is_not_intercepted(gateway: Gateway, fresh_mock: MockUpstream) -> None:
@@ -186,8 +195,9 @@ def test_look_alike_host_is_not_intercepted(gateway: Gateway, fresh_mock: MockUp
             tls.sendall(b"GET / HTTP/1.1\r\nHost: api.openai.com.example.test\r\n\r\n")
             if not tls.recv(1):
                 raise OSError("tunnel closed")
-    assert len(gateway.rows()) == before
     assert fresh_mock.request_count == 0
+    assert_not_recorded(gateway, "never-sent")
+    assert len(gateway.rows()) == before + 1  # the marker's row only
 
 
 def test_plain_http_absolute_form_is_routed(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
@@ -202,6 +212,16 @@ def test_plain_http_absolute_form_is_routed(gateway: Gateway, fresh_mock: MockUp
     row = gateway.row_for(tag)
     assert row["mode"] == "explicit" and row["provider"] == "openai"
     assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
+
+
+def test_plain_http_to_other_hosts_is_forwarded_not_recorded(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+    import httpx
+
+    fresh_mock.enqueue("openai-chat-json-1")
+    with httpx.Client(proxy=gateway.url, trust_env=False, timeout=20) as client:
+        resp = client.post(f"{fresh_mock.url}/v1/chat/completions", json={}, headers={"x-test-id": tag})
+    assert resp.status_code == 200 and fresh_mock.request_count == 1
+    assert_not_recorded(gateway, tag)
 
 
 def test_ca_key_is_private(gateway: Gateway) -> None:
