@@ -180,24 +180,39 @@ def test_other_hosts_are_tunnelled_not_intercepted(gateway: Gateway, tag: str) -
     assert_not_recorded(gateway, tag)
 
 
-def test_look_alike_host_is_not_intercepted(gateway: Gateway, fresh_mock: MockUpstream) -> None:
-    """api.openai.com.example.test must not get Corral's certificate: the anchored regexes leave it a
-    raw tunnel to a name that does not resolve, so the TLS handshake dies. Control: api.openai.com
-    itself completes the handshake with the same client (Corral intercepts it)."""
-    trust = ssl.create_default_context(cafile=str(gateway.workdir / "certs" / "mitmproxy-ca-cert.pem"))
-    sock, status = connect(gateway, "api.openai.com:443")
-    with trust.wrap_socket(sock, server_hostname="api.openai.com") as tls:
-        assert tls.getpeercert()["subject"]
-    before = len(gateway.rows())
-    sock, status = connect(gateway, "api.openai.com.example.test:443")
-    with pytest.raises((ssl.SSLError, OSError)):
-        with trust.wrap_socket(sock, server_hostname="api.openai.com.example.test") as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: api.openai.com.example.test\r\n\r\n")
-            if not tls.recv(1):
-                raise OSError("tunnel closed")
-    assert fresh_mock.request_count == 0
-    assert_not_recorded(gateway, "never-sent")
-    assert len(gateway.rows()) == before + 1  # the marker's row only
+# A suffix look-alike (caught by the `:443$` end) and a prefix one (caught by the `^` start).
+LOOK_ALIKES = ("api.openai.com.example.test", "evil-api.openai.com")
+
+
+def test_look_alike_host_is_tunnelled_not_intercepted(tmp_path, monkeypatch: pytest.MonkeyPatch, tag: str) -> None:
+    """api.openai.com.example.test:443 must be a raw tunnel (the catalog's regexes are anchored). The gateway
+    resolves that name to a local TLS server (test-only resolver, no DNS query leaves the machine); a
+    client that trusts ONLY that server's certificate completes the handshake, which it could not if
+    Corral had intercepted. Control: api.openai.com:443 is intercepted by the same gateway."""
+    with MockUpstream(tls=True) as tls_mock:
+        tls_mock.default = "openai-chat-json-1"
+        monkeypatch.setenv("PYTHONPATH", f"{REPO_ROOT / 'tests' / 'support' / 'fake_dns'}{os.pathsep}{REPO_ROOT}")
+        monkeypatch.setenv("CORRAL_TEST_HOSTS", ",".join(f"{name}:443=127.0.0.1:{tls_mock.port}" for name in LOOK_ALIKES))
+        with Gateway(tls_mock.url, workdir=tmp_path) as gw:
+            corral_ca = ssl.create_default_context(cafile=str(tmp_path / "certs" / "mitmproxy-ca-cert.pem"))
+            sock, status = connect(gw, "api.openai.com:443")
+            with corral_ca.wrap_socket(sock, server_hostname="api.openai.com") as tls:
+                assert tls.getpeercert()["subject"]  # intercepted: Corral's certificate
+
+            only_mock = ssl.create_default_context(cafile=str(tls_mock.ca_path))
+            only_mock.check_hostname = False  # the mock's cert names localhost; the chain is what matters
+            for name in LOOK_ALIKES:
+                sock, status = connect(gw, f"{name}:443")
+                assert b" 200" in status, status
+                with only_mock.wrap_socket(sock, server_hostname=name) as tls:
+                    tls.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {name}\r\nx-test-id: {tag}\r\n"
+                                "content-length: 2\r\nconnection: close\r\n\r\n{}".encode())
+                    reply = b""
+                    while chunk := tls.recv(65536):
+                        reply += chunk
+                assert reply.startswith(b"HTTP/1.1 200"), name
+            assert tls_mock.request_count == len(LOOK_ALIKES)
+            assert_not_recorded(gw, tag)
 
 
 def test_plain_http_absolute_form_is_routed(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
