@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     found = paths.default_config_file()
     settings["corral_config"] = args.config or (str(found) if found else "-")
     listen = cli_common.listen(settings)
-    print(f"corral: listening on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
+    print(f"corral: starting on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
     print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
     certs = ca.ensure_ca(cli_common.certs_dir(settings)).confdir  # before listening: clients may fetch it at once
     print(f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})", flush=True)
