@@ -45,11 +45,12 @@ class CaFiles:
 
 def ensure_ca(confdir: Path) -> CaFiles:
     """The CA in ``confdir``, created exactly as mitmproxy would if missing; key files made private."""
-    from mitmproxy.certs import CertStore  # imported here: `corral flows` need not pay for it
-
     confdir = Path(confdir).expanduser().resolve()
-    CertStore.from_store(confdir, BASENAME, KEY_SIZE)
     files = CaFiles(confdir)
+    if not files.key.exists():  # the same test mitmproxy makes before creating its store
+        from mitmproxy.certs import CertStore  # imported only when needed: `corral env` stays quick
+
+        CertStore.create_store(confdir, BASENAME, KEY_SIZE)
     secure_keys(files)
     return files
 

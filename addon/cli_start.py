@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from addon import ca, cli_common, gateway, paths
+from addon import ca, cli_common, paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from addon import gateway  # mitmproxy's master: imported only here, so other commands start fast
+
     settings = cli_common.resolve(args)
     # The gateway's own ConfigFile addon reads the same file; "-" tells it there is none.
     found = paths.default_config_file()
