@@ -12,9 +12,11 @@ Target order as features land:
 
 from __future__ import annotations
 
+from addon.annotate import Annotator
 from addon.config import ConfigFile
 from addon.meter import Meter
 from addon.metrics import Metrics
+from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
 from addon.router import Router
 from addon.viewer import Viewer
@@ -26,8 +28,10 @@ def build() -> list[object]:
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
+        ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         Meter(),  # model, stream tee, usage, errors
         Recorder(router),  # one row per flow, written off the loop in batches
+        Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
         Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen
         metrics,  # Prometheus counters from the flow's metadata; last, so it sees everything
     ]

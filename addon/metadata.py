@@ -32,7 +32,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down) |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
-| corral.cost_usd | float / None | recorder | cost the record carries (0 for a cache hit, None when unpriced) |
+| corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
 | corral.metrics_counted | bool | metrics | the flow was counted in /metrics (once, at response or error) |
 """
 
