@@ -5,7 +5,7 @@ loop, so it works the same under `corral start`, ``mitmdump -s`` and ``mitmweb -
 flows; it reads the database the Recorder writes, with every query on a worker thread
 (``asyncio.to_thread``), so a slow query never stalls a flow.
 
-Off loopback it needs a token: ``[viewer] listen = "0.0.0.0:8081"`` without ``[viewer] token`` is
+Off loopback it needs a token: ``[viewer] listen = "0.0.0.0:8082"`` without ``[viewer] token`` is
 refused at configure time, before anything listens.
 """
 
@@ -24,7 +24,7 @@ from addon.storage.models import database_proxy
 logger = logging.getLogger(__name__)
 
 WEB_DIR = paths.PACKAGE_ROOT / "web"
-DEFAULT_LISTEN = "127.0.0.1:8081"
+DEFAULT_LISTEN = "127.0.0.1:8082"  # 8081 is mitmweb's own UI
 
 
 def parse_listen(value: str) -> tuple[str, int]:
