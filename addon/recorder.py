@@ -187,7 +187,8 @@ class Recorder:
             "reasoning_tokens": usage.get("reasoning_tokens"),
             "total_tokens": usage.get("total_tokens"),
             "cost_usd": cost,
-            "unpriced": price.unpriced and bool(usage),
+            # Unpriced means tokens were counted but no price is known; no usage is not "unpriced".
+            "unpriced": price.unpriced and (usage.get("input_tokens") is not None or usage.get("output_tokens") is not None),
             "saved_cost_usd": saved,
             "cache": cache,
             "retries": meta.get(md.RETRIES, 0),

@@ -71,6 +71,10 @@ class Gateway:
         self.port = port or free_port()
         self.db = db or f"sqlite:///{self.workdir / 'corral.db'}"
         self.config_path = self.workdir / "corral.toml"
+        config = dict(config or {})
+        if "viewer" not in config and not any("corral_viewer_listen" in spec for spec in sets or []):
+            # Test gateways run side by side: none of them claims the viewer's default port.
+            config["viewer"] = {"listen": ""}
         write_config(self.config_path, upstream, config)
         self.sets = sets or []
         self.log_path = self.workdir / "gateway.log"
