@@ -16,7 +16,6 @@ import math
 import time
 from typing import Protocol
 
-from limits import RateLimitItem
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
@@ -104,7 +103,3 @@ def counter_wait(prev: float, prev_ttl: float, cur: float, cur_ttl: float, expir
     if cur <= room:
         return max(0.0, left - (room - cur) * expiry / prev) if prev else 0.0
     return max(0.0, left) + expiry * (1 - room / cur)
-
-
-def item_text(item: RateLimitItem) -> str:
-    return str(item)
