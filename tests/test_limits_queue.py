@@ -120,6 +120,10 @@ def test_client_that_leaves_while_queued_is_never_sent_upstream(gw: Gateway, moc
         send(gw, tenant, tag + "-gone", timeout=0.3)  # queued for ~1 s; the client gives up first
     time.sleep(1.5)  # past the moment it would have been let through
     assert len(upstream_times(mock, tag)) == 2
+    report = httpx.get(gw.url + "/_corral/limits").json()
+    limit = next(lim for lim in report["limits"] if lim["name"] == "per-tenant")
+    bucket = next(b for b in limit["buckets"] if b["key"] == f"tenant={tenant}")
+    assert bucket["windows"][0]["used"] == 0 and bucket["queued"] == 0  # it took no slot and left the queue
     assert upstream_times(mock, tag + "-gone") == []
     row = gw.row_for(tag + "-gone")
     assert "client disconnected while queued" in row["error"]
