@@ -14,8 +14,10 @@ Target order as features land:
 
 from __future__ import annotations
 
+from addon.annotate import Annotator
 from addon.config import ConfigFile
 from addon.meter import Meter
+from addon.proxy_scope import ProxyScope
 from addon.ratelimit_accounting import RateLimitAccounting
 from addon.ratelimiter import LimitBook, RateLimiter
 from addon.recorder import Recorder
@@ -28,8 +30,10 @@ def build() -> list[object]:
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
+        ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         RateLimiter(limits),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
         Recorder(router),  # one row per flow, written off the loop in batches
+        Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
     ]
