@@ -44,7 +44,10 @@ class LimitsStore:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self.storage = storage_from_string(storage_uri(url))
+        uri = storage_uri(url)
+        # limits' async Redis defaults to coredis; Corral's optional dependency is redis-py.
+        options = {"implementation": "redispy"} if "redis" in uri.partition("://")[0] else {}
+        self.storage = storage_from_string(uri, **options)
         self.moving = MovingWindowRateLimiter(self.storage)
         self.counter = SlidingWindowCounterRateLimiter(self.storage)
 

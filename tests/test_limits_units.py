@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,6 +17,7 @@ from addon.cli_limits import endpoint
 from addon.limits_adaptive import hold_seconds, parse_reset
 from addon.limits_config import LimitConfigError, actual_tokens, estimate_tokens, parse_limits
 from addon.limits_store import LimitsStore, counter_wait, storage_uri
+from tests.support.gateway import free_port
 
 
 def test_limits_parse_with_scopes_and_defaults() -> None:
@@ -85,12 +91,38 @@ def test_counter_wait_arithmetic() -> None:
     assert counter_wait(0, 0, 95, 90, 60, 100, 10) == pytest.approx(30 + 60 * (1 - 90 / 95))
 
 
-def test_memory_store_charges_corrections_and_waits() -> None:
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The same store contract in memory and on a throwaway loopback Redis (when redis-server exists)."""
+    if request.param == "memory":
+        yield "memory://"
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_store_charges_corrections_and_waits(store_url: str) -> None:
     [lim] = parse_limits([{"name": "t", "tokens_per_minute": 100, "requests_per_second": 2}])
     requests, tokens = [w for w in lim.windows if w.what == "requests"][0], [w for w in lim.windows if w.what == "tokens"][0]
 
     async def run() -> None:
-        store = LimitsStore("memory://")
+        store = LimitsStore(store_url)
         assert await store.fits(tokens, "k", 60)
         await store.charge(tokens, "k", 60)
         assert not await store.fits(tokens, "k", 60)
