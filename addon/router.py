@@ -84,6 +84,11 @@ class Router:
                 self._route_explicit(flow, provider)
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if md.INTERNAL in flow.metadata and flow.response is None:
+            # No addon answered this /_corral/ path in requestheaders: it is not an endpoint.
+            body = b'{"error": "corral: unknown endpoint"}'
+            flow.response = http.Response.make(404, body, {"content-type": "application/json"})
+            return
         error = flow.metadata.get(md.ROUTE_ERROR)
         if error and flow.response is None:
             status, kind = (400, "bad_request") if md.PROVIDER in flow.metadata else (404, "not_found")
@@ -115,6 +120,10 @@ class Router:
         path, sep, query = flow.request.path.partition("?")
         prefix, _, remainder = path.lstrip("/").partition("/")
         rest = "/" + remainder + (sep + query)
+        if prefix == md.INTERNAL_PREFIX:
+            # Corral's own endpoints (/_corral/...): answered in-band by the addon that owns them.
+            flow.metadata[md.INTERNAL] = "/" + remainder
+            return
         provider = self.catalog.by_prefix(prefix)
         if provider is None:
             shown = prefix[:64] or "(empty)"
