@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from addon import cli_common, gateway, paths, workers
+from addon import ca, cli_common, paths, workers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("start", help="start the gateway (reverse and explicit-proxy mode on one port)")
     cli_common.add_config_args(p, listen=True)
-    p.add_argument("--certs", metavar="DIR", help="CA directory (mitmproxy confdir)")
+    cli_common.add_certs_arg(p)
     p.add_argument("--workers", type=int, metavar="N",
                    help="gateway processes sharing the port and the database (default 1; [gateway] workers)")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
@@ -31,8 +30,7 @@ def _worker_args(args: argparse.Namespace, listen: str, db: str, certs: str) -> 
 
 
 def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, certs: str) -> int:
-    from mitmproxy import certs as mitm_certs
-
+    from addon import gateway
     from addon.storage import db as dbmod
 
     try:
@@ -46,13 +44,13 @@ def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, c
     except dbmod.DatabaseError as e:
         print(f"corral: {e}")
         return 2
-    # The CA is made on first start; made here once, or each worker would make its own.
-    mitm_certs.CertStore.from_store(Path(certs).expanduser(), "mitmproxy", 2048)
     print(f"corral: {count} workers (SO_REUSEPORT), supervisor pid {os.getpid()}", flush=True)
     return workers.Supervisor(count, _worker_args(args, listen, db, certs)).run()
 
 
 def run(args: argparse.Namespace) -> int:
+    from addon import gateway  # mitmproxy's master: imported only here, so other commands start fast
+
     settings = cli_common.resolve(args)
     # The gateway's own ConfigFile addon reads the same file; "-" tells it there is none.
     found = paths.default_config_file()
@@ -62,12 +60,14 @@ def run(args: argparse.Namespace) -> int:
     if count < 1:
         print("corral: --workers must be at least 1")
         return 2
+    # The CA is made before listening (clients may fetch it at once), and once: not by each worker.
+    certs = ca.ensure_ca(cli_common.certs_dir(settings)).confdir
     if os.environ.get(workers.WORKER_ENV) is None:  # a worker's supervisor has said all this already
         print(f"corral: starting on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
         print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
+        print(f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})", flush=True)
     if count > 1:
-        certs = args.certs or str(paths.default_certs_dir())
-        return _start_workers(args, count, listen, cli_common.db_url(settings), certs)
+        return _start_workers(args, count, listen, cli_common.db_url(settings), str(certs))
     if os.environ.get(workers.REUSE_PORT_ENV) == "1":
         workers.enable_reuse_port()
-    return gateway.start(listen, settings, args.set, args.certs)
+    return gateway.start(listen, settings, args.set, str(certs))
