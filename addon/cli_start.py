@@ -19,14 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _worker_args(args: argparse.Namespace, listen: str, db: str, certs: str) -> list[str]:
-    """The command line of one worker: the same settings, one process."""
+def _worker_args(args: argparse.Namespace, listen: str, db: str, certs: str, viewer: bool = True) -> list[str]:
+    """The command line of one worker: the same settings, one process; ``viewer=False`` turns it off."""
     out = ["start", "--workers", "1", "--listen", listen, "--db", db, "--certs", certs]
     if args.config:
         out += ["--config", args.config]
     for spec in args.set:
-        out += ["--set", spec]
-    return out
+        if viewer or not spec.startswith("corral_viewer_listen="):
+            out += ["--set", spec]
+    return out if viewer else [*out, "--set", "corral_viewer_listen="]
 
 
 def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, certs: str) -> int:
@@ -45,7 +46,9 @@ def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, c
         print(f"corral: {e}")
         return 2
     print(f"corral: {count} workers (SO_REUSEPORT), supervisor pid {os.getpid()}", flush=True)
-    return workers.Supervisor(count, _worker_args(args, listen, db, certs)).run()
+    # The viewer reads the shared record: one is enough (worker 1), the others leave its port alone.
+    return workers.Supervisor(count, _worker_args(args, listen, db, certs),
+                              _worker_args(args, listen, db, certs, viewer=False)).run()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,9 @@ each worker with its own batching writer thread; or PostgreSQL) and runs the sch
 a lock at start. Per-process state (the cache and rate-limit counters) becomes shared once it is moved
 to Redis; until then each worker keeps its own.
 
+The web viewer (a reader of the shared record) runs in worker 1 only; the other workers start
+with it turned off, so its port is not contended.
+
 Supervision: SIGTERM/SIGINT to the supervisor is forwarded to every worker (each flushes its record
 and exits); the supervisor exits when they have. A worker that fails (non-zero exit) while serving is restarted; one
 that fails within its first seconds (bad config, port trouble) stops everything with its exit code.
@@ -76,9 +79,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class Supervisor:
-    def __init__(self, count: int, child_args: list[str]) -> None:
+    def __init__(self, count: int, child_args: list[str], others_args: list[str] | None = None) -> None:
         self.count = count
-        self.child_args = child_args  # `corral` arguments of one worker (a `start` command line)
+        self.child_args = child_args  # `corral` arguments of worker 1 (a `start` command line)
+        self.others_args = others_args or child_args  # ... of workers 2..N (e.g. without the viewer)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started_at: dict[int, float] = {}
         self.stopping = False
@@ -86,7 +90,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         env = {**os.environ, WORKER_ENV: str(index), REUSE_PORT_ENV: "1"}
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "addon.cli", *self.child_args], env=env,
+            [sys.executable, "-m", "addon.cli", *(self.others_args if index > 1 else self.child_args)], env=env,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.started_at[index] = time.monotonic()

@@ -64,10 +64,14 @@ def _wait(predicate, timeout: float = 20.0) -> bool:
 
 def test_two_workers_record_every_request_exactly_once(tmp_path) -> None:
     total = 300
+    viewer_port = free_port()
     with MockUpstream(chunk_delay=0.0) as mock:
-        gw = Gateway(mock.url, workdir=tmp_path, args=["--workers", "2"]).start()
+        gw = Gateway(mock.url, workdir=tmp_path, args=["--workers", "2"],
+                     sets=[f"corral_viewer_listen=127.0.0.1:{viewer_port}"]).start()
         try:
             assert _wait(lambda: _listeners(gw.port) == 2), "two workers should listen on the port"
+            assert _wait(lambda: _listeners(viewer_port) == 1)  # the viewer runs in worker 1 only
+            assert "could not listen" not in gw.log()
             assert len(_children(gw.proc.pid)) == 2
             statuses = asyncio.run(_mixed(gw, total, 24))
         finally:
