@@ -34,8 +34,10 @@ def db_rows(vg: ViewerGateway) -> list[dict]:
     return vg.gw.query("SELECT * FROM flows ORDER BY started_at, id")
 
 
-def same_time(exported: str, stored: str) -> bool:
-    return datetime.datetime.fromisoformat(exported).replace(tzinfo=None) == datetime.datetime.fromisoformat(stored)
+def same_time(exported: str, stored: str | datetime.datetime) -> bool:
+    if isinstance(stored, str):  # SQLite hands back text; PostgreSQL a datetime
+        stored = datetime.datetime.fromisoformat(stored)
+    return datetime.datetime.fromisoformat(exported).replace(tzinfo=None) == stored
 
 
 def test_stats_tables_per_provider_and_model(vg: ViewerGateway) -> None:
@@ -112,7 +114,7 @@ def test_har_export_validates(vg: ViewerGateway) -> None:
         assert entry.request.method == s["method"]
         assert entry.url.endswith(s["path"]) and entry.url.startswith("http")
         assert entry.response.status == s["status"]
-        assert entry.startTime.replace(tzinfo=None) == datetime.datetime.fromisoformat(s["started_at"])
+        assert same_time(entry.startTime.isoformat(), s["started_at"])
         assert raw["response"]["content"]["text"] == (s["response_body"] or "")
     assert "sk-viewer-test-secret" not in r.stdout
 
