@@ -12,6 +12,8 @@ Target order as features land:
 
 from __future__ import annotations
 
+from addon.cache_lookup import CacheLookup
+from addon.cache_store import CacheStore
 from addon.config import ConfigFile
 from addon.meter import Meter
 from addon.recorder import Recorder
@@ -20,9 +22,13 @@ from addon.router import Router
 
 def build() -> list[object]:
     router = Router()
+    recorder = Recorder(router)
+    cache = CacheLookup()
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
+        cache,  # response cache: answers hits without upstream (before limits: hits are free)
         Meter(),  # model, stream tee, usage, errors
-        Recorder(router),  # one row per flow, written off the loop in batches
+        CacheStore(cache, recorder),  # keeps complete answers (after the meter judged them); x-corral-cache header
+        recorder,  # one row per flow, written off the loop in batches
     ]
