@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 PACES = ("fast", "original")
 # Bodies above this are canonicalised and hashed on a worker thread, not on the event loop.
 INLINE_KEY_LIMIT = 256 * 1024
-EXPIRE_INTERVAL = 2.0
+EXPIRE_INTERVAL = 5.0  # also how soon a running gateway notices `corral cache clear`
 
 
 class CacheLookup:
