@@ -12,10 +12,12 @@ Target order as features land:
 
 from __future__ import annotations
 
+from addon.annotate import Annotator
 from addon.cache_lookup import CacheLookup
 from addon.cache_store import CacheStore
 from addon.config import ConfigFile
 from addon.meter import Meter
+from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
 from addon.router import Router
 
@@ -27,8 +29,10 @@ def build() -> list[object]:
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
+        ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         cache,  # response cache: answers hits without upstream (before limits: hits are free)
         Meter(),  # model, stream tee, usage, errors
         CacheStore(cache, recorder),  # keeps complete answers (after the meter judged them); x-corral-cache header
         recorder,  # one row per flow, written off the loop in batches
+        Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
     ]

@@ -34,6 +34,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down) |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
+| corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ ATTEMPTS = "corral.attempts"
 WAIT_MS = "corral.wait_ms"
 GATEWAY_ERROR = "corral.gateway_error"
 RECORDED = "corral.recorded"
+COST_USD = "corral.cost_usd"
 
 
 def is_llm_flow(flow) -> bool:

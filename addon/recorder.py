@@ -53,6 +53,9 @@ def _error_text(flow: http.HTTPFlow) -> str | None:
         return meta[md.ROUTE_ERROR]
     if flow.error is not None:
         msg = flow.error.msg
+        if meta.get(md.COMPLETE) and "client" in msg.lower():
+            # The openai SDK hangs up as soon as it reads `data: [DONE]`: the stream was complete.
+            return meta.get(md.RESPONSE_ERROR)
         if flow.response is not None and meta.get(md.STREAM):
             who = "client aborted the stream" if "client" in msg.lower() else "stream broke off"
             return f"{who}: {msg}"
@@ -140,6 +143,7 @@ class Recorder:
             row = {"id": flow.id, "started_at": datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
                    "mode": flow.metadata.get(md.MODE, "reverse"), "method": flow.request.method,
                    "path": redact_url_path(flow.request.path), "error": "corral: record incomplete (internal error)"}
+        flow.metadata[md.COST_USD] = row.get("cost_usd")  # for the annotator (mitmweb comments)
         self.writer.submit(row)
 
     def build_row(self, flow: http.HTTPFlow) -> dict[str, Any]:
