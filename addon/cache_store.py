@@ -99,8 +99,10 @@ class CacheStore:
     async def error(self, flow: http.HTTPFlow) -> None:
         rec = self.recorders.pop(flow.id, None)
         # The openai SDK hangs up right after `data: [DONE]`, which mitmproxy may report as a client
-        # disconnect: the stream is whole when it reached its own end marker and its last byte went out.
-        if rec is not None and rec.ended and "client" in (flow.error.msg if flow.error else "").lower():
+        # disconnect, even before the stream's end reached us: the stream is whole when the meter saw its
+        # own end marker (corral.complete), which the client received.
+        if rec is not None and "client" in (flow.error.msg if flow.error else "").lower():
+            rec.ended = True
             await self._store(flow, rec)
 
     def _storable(self, flow: http.HTTPFlow) -> bool:

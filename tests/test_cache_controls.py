@@ -202,3 +202,21 @@ def test_fast_replay_does_not_wait(cgw: Gateway, fresh_mock, tag: str) -> None:
     replayed, second = _arrival_gaps(cgw, body)
     assert second == first and fresh_mock.request_count == 1
     assert sum(replayed) < sum(recorded) / 2, (recorded, replayed)
+
+
+# --- explicit proxy mode ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("pace", ["fast", "original"])
+def test_explicit_mode_hits_with_the_sdk(mock: MockUpstream, fresh_mock, tag: str, tmp_path, pace: str) -> None:
+    from tests.test_explicit_mode import OPENAI_SCRIPT, run_sdk, sdk_env
+
+    body = json.loads(body_for(tag, STREAM_NAME))
+    fresh_mock.default = STREAM_NAME
+    with Gateway(mock.url, config={"cache": {"enabled": True, "replay_pace": pace}}, workdir=tmp_path) as gw:
+        env = sdk_env(gw, OPENAI_API_KEY="sk-test-explicit-cache")
+        first = run_sdk(OPENAI_SCRIPT, env, body, tag)
+        second = run_sdk(OPENAI_SCRIPT, env, body, tag)
+        assert second == first and first["chunks"] >= 2
+        rows = gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 2)
+        assert fresh_mock.request_count == 1, [(r["cache"], r["error"], r["complete"]) for r in rows]
+        assert [(r["mode"], r["cache"]) for r in rows] == [("explicit", "miss"), ("explicit", "hit")]
