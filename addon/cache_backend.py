@@ -107,8 +107,10 @@ class SqlStore:
         return Entry.from_row(row) if row is not None else None
 
     def put(self, entry: Entry) -> None:
-        with self.db.atomic():
-            CacheEntry.replace(**entry.to_row()).execute()
+        row = entry.to_row()
+        update = {getattr(CacheEntry, name): value for name, value in row.items() if name != "key"}
+        with self.db.atomic():  # upsert that SQLite (>= 3.24) and PostgreSQL both speak
+            CacheEntry.insert(**row).on_conflict(conflict_target=[CacheEntry.key], update=update).execute()
 
     def delete(self, key: str) -> None:
         CacheEntry.delete().where(CacheEntry.key == key).execute()
