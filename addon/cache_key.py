@@ -52,16 +52,24 @@ class Directives:
 
 def directives(headers: http.Headers) -> Directives:
     d = Directives()
-    mode = headers.get(HEADER, "").strip().lower()
+    # One pass over the raw header fields: most requests carry none of these, and Headers.get
+    # (case-insensitive scan) per name would cost more than the rest of a cache hit.
+    found: dict[bytes, str] = {}
+    for name, value in headers.fields:
+        lower = name.lower()
+        if lower.startswith(b"x-corral-cache") or lower == b"cache-control":
+            found[lower] = value.decode("latin-1")
+    if not found:
+        return d
+    mode = found.get(HEADER.encode(), "").strip().lower()
     if mode:
         if mode in MODES:
             d.mode = mode
         else:
             d.error = f"{HEADER}: unknown value {mode[:32]!r} (use, skip or refresh); ignored"
-    cache_control = headers.get("cache-control", "").lower()
-    if "no-store" in cache_control and d.mode != "refresh":
+    if "no-store" in found.get(b"cache-control", "").lower() and d.mode != "refresh":
         d.mode = "skip"
-    ttl = headers.get(TTL_HEADER, "").strip()
+    ttl = found.get(TTL_HEADER.encode(), "").strip()
     if ttl:
         try:
             d.ttl = float(ttl)
@@ -69,7 +77,7 @@ def directives(headers: http.Headers) -> Directives:
                 raise ValueError
         except ValueError:
             d.ttl, d.error = None, f"{TTL_HEADER}: not a number of seconds: {ttl[:32]!r}; ignored"
-    d.namespace = headers.get(NAMESPACE_HEADER, "")
+    d.namespace = found.get(NAMESPACE_HEADER.encode(), "")
     return d
 
 
