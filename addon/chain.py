@@ -17,15 +17,18 @@ from addon.cache_lookup import CacheLookup
 from addon.cache_store import CacheStore
 from addon.config import ConfigFile
 from addon.meter import Meter
+from addon.metrics import Metrics
 from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
 from addon.router import Router
+from addon.viewer import Viewer
 
 
 def build() -> list[object]:
     router = Router()
     recorder = Recorder(router)
     cache = CacheLookup()
+    metrics = Metrics()
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
@@ -35,4 +38,6 @@ def build() -> list[object]:
         CacheStore(cache, recorder),  # keeps complete answers (after the meter judged them); x-corral-cache header
         recorder,  # one row per flow, written off the loop in batches
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
+        Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen
+        metrics,  # Prometheus counters from the flow's metadata; last, so it sees everything
     ]

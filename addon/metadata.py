@@ -35,6 +35,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down) |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
 | corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
+| corral.metrics_counted | bool | metrics | the flow was counted in /metrics (once, at response or error) |
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ WAIT_MS = "corral.wait_ms"
 GATEWAY_ERROR = "corral.gateway_error"
 RECORDED = "corral.recorded"
 COST_USD = "corral.cost_usd"
+METRICS_COUNTED = "corral.metrics_counted"
 
 
 def is_llm_flow(flow) -> bool:

@@ -143,7 +143,7 @@ class Recorder:
             row = {"id": flow.id, "started_at": datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
                    "mode": flow.metadata.get(md.MODE, "reverse"), "method": flow.request.method,
                    "path": redact_url_path(flow.request.path), "error": "corral: record incomplete (internal error)"}
-        flow.metadata[md.COST_USD] = row.get("cost_usd")  # for the annotator (mitmweb comments)
+        flow.metadata[md.COST_USD] = row.get("cost_usd")  # for the annotator and Metrics, later in the chain
         self.writer.submit(row)
 
     def build_row(self, flow: http.HTTPFlow) -> dict[str, Any]:
