@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 
 from addon.credentials import fingerprint
 from tests.support import corpus
-from tests.support.gateway import Gateway
+from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
 from tests.support.mock_upstream import MockUpstream
 from tests.support.redis_server import RedisServer
 
@@ -125,6 +126,29 @@ def test_token_window_is_exact_after_streams_through_both(pair: tuple[Gateway, G
         time.sleep(0.05)  # corrections land right after each stream's end
     assert window_used(a, key, "tpm") == expected
     assert window_used(b, key, "tpm") == expected
+
+
+def cli(gw: Gateway, *args: str) -> str:
+    done = subprocess.run([*CORRAL, "cache", *args, "--config", str(gw.config_path), "--db", gw.db],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_cache_cli_talks_to_redis_and_a_clear_reaches_every_gateway(pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str) -> None:
+    a, b = pair
+    key = new_key()
+    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "cli " + tag}]}
+    assert post(a, key, tag, cache="use", body=body).headers["x-corral-cache"] == "miss"
+    assert post(b, key, tag, cache="use", body=body).headers["x-corral-cache"] == "hit"
+    stats = json.loads(cli(a, "stats", "--json"))
+    assert stats["providers"]["openai"]["entries"] >= 1 and stats["providers"]["openai"]["hits"] >= 1
+    assert stats["state"] == b.config_path.read_text().split('url = "')[1].split('"')[0]  # from Redis, not the DB
+    assert "removed" in cli(b, "clear", "--provider", "openai")
+    # No gateway keeps a copy of its own: the very next lookup on either one is a miss.
+    assert post(b, key, tag, cache="use", body=body).headers["x-corral-cache"] == "miss"
+    assert upstream_count(mock, tag) == 2
+    assert json.loads(cli(a, "stats", "--json"))["providers"]["openai"]["entries"] == 1  # the one just stored
 
 
 def test_redis_outage_follows_the_policy_and_recovers(pair: tuple[Gateway, Gateway], mock: MockUpstream,
