@@ -191,9 +191,10 @@ class RateLimiter:
             while True:
                 blocked = await self._blocked(flow, buckets, costs)
                 if not blocked:
-                    if await self._admit(flow, buckets, costs):
+                    lost = await self._admit(flow, buckets, costs)
+                    if lost is None:
                         return
-                    continue  # another gateway took the last slot in between: look again
+                    blocked = [lost]  # another gateway took the last slot in between: treated as full
                 now = time.monotonic()
                 for b in blocked:
                     if b.limit.behaviour == "reject" or b.wait == math.inf:
@@ -254,11 +255,14 @@ class RateLimiter:
                     blocked.append(Blocked(limit, window, key, wait))
         return blocked
 
-    async def _admit(self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]) -> bool:
-        """Charge every window atomically (all or nothing); False if one filled up since ``_blocked``."""
-        windows = [(window, key, costs[id(window)]) for limit, key in buckets for window in limit.windows]
-        if windows and await self.book.store.admit(windows) is not None:
-            return False
+    async def _admit(self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]) -> Blocked | None:
+        """Charge every window atomically (all or nothing); the window that filled up since ``_blocked``, if any."""
+        owners = [(limit, window, key) for limit, key in buckets for window in limit.windows]
+        full = await self.book.store.admit([(w, k, costs[id(w)]) for _l, w, k in owners]) if owners else None
+        if full is not None:
+            limit, window, key = owners[full]
+            wait = await self.book.store.wait_time(window, key, max(1, costs[id(window)]))
+            return Blocked(limit, window, key, max(wait, STEP))
         charges: list[Charge] = []
         for limit, key in buckets:
             self.book.remember(limit, key)
@@ -269,7 +273,7 @@ class RateLimiter:
             flow.metadata[md.RATELIMIT] = [limit.name for limit, _ in buckets]
         if charges:
             self.book.charges[flow.id] = charges
-        return True
+        return None
 
     def _degraded(self, flow: http.HTTPFlow, error: StateUnavailable) -> None:
         """The shared window store is unreachable: ``[state] on_failure`` decides (documented in addon/state.py)."""
