@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions, http
 
-from addon import cache_key, metadata as md
+from addon import cache_key, metadata as md, state
 from addon.cache_backend import CacheBackend, Entry, MemoryDbBackend
+from addon.cache_redis import RedisCacheBackend
 from addon.cache_replay import TOKEN_HEADER, ReplayServer
 from addon.storage.models import database_proxy
 
@@ -69,15 +70,24 @@ class CacheLookup:
             models=tuple(opts.corral_cache_models),
             shared_providers=frozenset(opts.corral_cache_shared_providers),
         )
+        if "corral_state_url" in updated and self.backend is not None:
+            if isinstance(self.backend, RedisCacheBackend) or state.is_redis(opts.corral_state_url):
+                self.backend = None  # made again on first need, on the new state URL
         if isinstance(self.backend, MemoryDbBackend):
             self.backend.max_entries = opts.corral_cache_max_entries
             self.backend.max_bytes = opts.corral_cache_max_bytes
+        elif isinstance(self.backend, RedisCacheBackend):
+            self.backend.max_entries = opts.corral_cache_max_entries
 
     def _ensure_backend(self) -> CacheBackend | None:
         """The backend, made on first need: mitmproxy may deliver flows before ``running()`` finished.
         The Recorder opened the record database during configure; the cache shares that Database object
         (peewee keeps one connection per thread, so worker threads each get their own). No I/O here: the
-        key index loads in the background, and until then lookups ask the database (off the loop)."""
+        key index loads in the background, and until then lookups ask the database (off the loop).
+        With ``[state] url = "redis://..."`` the entries live in Redis instead, shared by every gateway."""
+        url = getattr(ctx.options, "corral_state_url", "memory://")
+        if self.backend is None and state.is_redis(url):
+            self.backend = RedisCacheBackend(url, ctx.options.corral_cache_max_entries)
         if self.backend is None and database_proxy.obj is not None:
             opts = ctx.options
             self.backend = MemoryDbBackend(
@@ -115,6 +125,8 @@ class CacheLookup:
                 removed = await self.backend.expire()
                 if removed:
                     logger.debug("corral: cache expired %d entries", removed)
+            except state.StateUnavailable:
+                pass  # Redis down: its breaker logged it once; the next round tries again
             except Exception:  # a busy or broken database must not end housekeeping for good
                 logger.warning("corral: cache housekeeping failed", exc_info=True)
 
@@ -149,6 +161,9 @@ class CacheLookup:
             return
         try:
             entry = await backend.get(key)
+        except state.StateUnavailable as e:  # Redis down: bypass the cache (a miss that stores nothing)
+            state.note_degraded(flow, f"cache: {e}; bypassed")
+            entry = None
         except Exception:  # an unreadable cache is a miss, never a failed request
             logger.warning("corral: cache read failed", exc_info=True)
             entry = None

@@ -16,7 +16,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addon import cache_key, metadata as md
+from addon import cache_key, metadata as md, state
 from addon.cache_backend import Entry
 from addon.cache_lookup import CacheLookup
 from addon.cache_replay import TOKEN_HEADER
@@ -114,6 +114,7 @@ class CacheStore:
             and "no-store" not in response.headers.get("cache-control", "").lower()
             and (meta.get(md.CACHE_TTL) or 0) > 0
             and (meta.get(md.USAGE) or {}).get("output_tokens") != 0
+            and not any(note.startswith("cache:") for note in meta.get(md.STATE_DEGRADED) or ())
         )
 
     async def _store(self, flow: http.HTTPFlow, rec: ChunkRecorder | None) -> None:
@@ -143,6 +144,8 @@ class CacheStore:
         )
         try:
             await self.lookup.backend.put(entry)
+        except state.StateUnavailable as e:  # the breaker already logged the outage once
+            state.note_degraded(flow, f"cache: {e}; not stored")
         except Exception:  # a full disk loses a cache entry, never an answer
             logger.warning("corral: cache write failed", exc_info=True)
 

@@ -25,6 +25,7 @@ from addon.ratelimit_accounting import RateLimitAccounting
 from addon.ratelimiter import LimitBook, RateLimiter
 from addon.recorder import Recorder
 from addon.router import Router
+from addon.state import StateHeader
 from addon.viewer import Viewer
 
 
@@ -43,6 +44,7 @@ def build() -> list[object]:
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
         CacheStore(cache, recorder),  # keeps complete answers (after the meter judged them); x-corral-cache header
+        StateHeader(),  # x-corral-state: degraded when Redis ([state] url) was unavailable for the flow
         recorder,  # one row per flow, written off the loop in batches
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
         Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen

@@ -1,16 +1,20 @@
 """`corral cache stats` and `corral cache clear [--provider X]`: the response cache's table.
 
 A running gateway notices a clear within a few seconds (its housekeeping re-reads the table's keys).
+With ``[state] url = "redis://..."`` the cache lives in Redis: both commands talk to it, and a clear
+takes effect on every gateway at once (they keep no copy of their own).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 
-from addon import cli_common
+from addon import cli_common, state
 from addon.cache_backend import SqlStore
+from addon.cache_redis import RedisCacheBackend
 from addon.storage import db as dbmod
 from addon.storage.models import CacheEntry
 
@@ -45,13 +49,35 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _redis_url(args: argparse.Namespace) -> str | None:
+    url = cli_common.resolve(args).get("corral_state_url") or ""
+    return url if state.is_redis(url) else None
+
+
+def _on_redis(url: str, action: str, *params):
+    async def run():
+        backend = RedisCacheBackend(url)
+        try:
+            return await getattr(backend, action)(*params)
+        finally:
+            await backend.close()
+    try:
+        return asyncio.run(run())
+    except state.StateUnavailable as e:
+        raise SystemExit(f"corral: {e}") from None
+
+
 def run_stats(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if store is None:
-        return 1
-    # A database from before the cache existed gets the (empty) table here.
-    store.db.create_tables([CacheEntry], safe=True)
-    data = store.stats(time.time())
+    url = _redis_url(args)
+    if url:
+        data = _on_redis(url, "stats")
+    else:
+        store = _store(args)
+        if store is None:
+            return 1
+        # A database from before the cache existed gets the (empty) table here.
+        store.db.create_tables([CacheEntry], safe=True)
+        data = store.stats(time.time())
     if args.json:
         print(json.dumps(data))
         return 0
@@ -68,11 +94,15 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if store is None:
-        return 1
-    store.db.create_tables([CacheEntry], safe=True)
-    removed = store.clear(args.provider)
+    url = _redis_url(args)
+    if url:
+        removed = _on_redis(url, "clear", args.provider)
+    else:
+        store = _store(args)
+        if store is None:
+            return 1
+        store.db.create_tables([CacheEntry], safe=True)
+        removed = store.clear(args.provider)
     print(f"corral: removed {removed} cache entr{'y' if removed == 1 else 'ies'}"
           + (f" of {args.provider}" if args.provider else ""))
     return 0

@@ -5,9 +5,11 @@ gateway processes sharing one budget, any URI the `limits` package knows (``redi
 ``async+redis://...``). Request windows are exact moving windows; token windows are sliding-window
 counters (O(1) per bucket; a moving window would keep one entry per token).
 
-Admission is "check all windows, then charge all": with the in-memory storage nothing in between
-yields to the event loop, so it is atomic; with a shared network store two gateways may both admit
-the last slot (a slight overshoot, never a lost charge).
+Admission (``admit``) checks all windows of a request and charges them only if all fit, atomically:
+in memory nothing in between yields to the event loop; on Redis it is one Lua script
+(addon/limits_lua.py), so two gateways can never both take the last slot. Token corrections are one
+script too (an INCRBY that never goes below zero). On Redis every call goes through a `Breaker`: a
+failure raises `StateUnavailable` and the limiter applies ``[state] on_failure``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Protocol
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
+from addon import limits_lua, state
 from addon.limits_config import Window
 
 FORCE = 1 << 40  # a limit no charge can exceed: corrections are bookkeeping, never refused
@@ -29,6 +32,9 @@ class WindowStore(Protocol):
     async def charge(self, window: Window, key: str, cost: int) -> None: ...
     async def used(self, window: Window, key: str) -> int: ...
     async def wait_time(self, window: Window, key: str, cost: int) -> float: ...
+    async def admit(self, windows: list[tuple[Window, str, int]]) -> int | None:
+        """Charge every (window, key, cost) if all fit, else nothing; the index of a full window or None."""
+        ...
 
 
 def storage_uri(url: str) -> str:
@@ -45,11 +51,64 @@ class LimitsStore:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         uri = storage_uri(url)
-        # limits' async Redis defaults to coredis; Corral's optional dependency is redis-py.
-        options = {"implementation": "redispy"} if "redis" in uri.partition("://")[0] else {}
+        self.shared = "redis" in uri.partition("://")[0]
+        # limits' async Redis defaults to coredis; Corral's dependency is redis-py.
+        options = {"implementation": "redispy", **state.client_options()} if self.shared else {}
         self.storage = storage_from_string(uri, **options)
         self.moving = MovingWindowRateLimiter(self.storage)
         self.counter = SlidingWindowCounterRateLimiter(self.storage)
+        self.cluster = state.is_cluster(url)
+        self.breaker = state.Breaker("rate limits")
+        self._scripts: dict[str, object] = {}
+
+    async def _guard(self, call):
+        """Run one storage call; on a shared store, a failure becomes StateUnavailable (and trips the breaker)."""
+        if not self.shared:
+            return await call
+        try:
+            self.breaker.check()
+        except state.StateUnavailable:
+            call.close()
+            raise
+        try:
+            result = await call
+        except Exception as e:
+            raise self.breaker.failed(e) from e
+        self.breaker.ok()
+        return result
+
+    def _script(self, name: str):
+        if name not in self._scripts:
+            self._scripts[name] = self.storage.bridge.get_connection().register_script(getattr(limits_lua, name))
+        return self._scripts[name]
+
+    def _redis_keys(self, window: Window, key: str) -> list[str]:
+        bridge, full = self.storage.bridge, self._key(window, key)
+        if not window.counter:
+            return [bridge.prefixed_key(full)]
+        return [bridge.prefixed_key(self.storage._previous_window_key(full)), bridge.prefixed_key(self.storage._current_window_key(full))]
+
+    async def admit(self, windows: list[tuple[Window, str, int]]) -> int | None:
+        if not self.shared:
+            # In memory nothing below suspends, so check-then-charge cannot interleave with another flow.
+            for i, (window, key, cost) in enumerate(windows):
+                if not await self.fits(window, key, max(1, cost)):
+                    return i
+            for window, key, cost in windows:
+                await self.charge(window, key, cost)
+            return None
+        # A cluster cannot run one script over keys in different slots: each window is admitted on its
+        # own (still atomic per window; a later full window leaves the earlier ones charged, never over).
+        groups = [[(i, w)] for i, w in enumerate(windows)] if self.cluster else [list(enumerate(windows))]
+        for group in groups:
+            keys, args = [], [time.time()]
+            for _i, (window, key, cost) in group:
+                keys += self._redis_keys(window, key)
+                args += [1 if window.counter else 0, window.amount, window.item.get_expiry(), max(1, cost), max(0, cost)]
+            full = await self._guard(self._script("ADMIT")(keys=keys, args=args))
+            if full:
+                return group[int(full) - 1][0]
+        return None
 
     @staticmethod
     def _ids(window: Window, key: str) -> tuple[str, str, str]:
@@ -62,10 +121,19 @@ class LimitsStore:
         if cost > window.amount:
             return False
         strategy = self.counter if window.counter else self.moving
-        return await strategy.test(window.item, *self._ids(window, key), cost=max(1, cost))
+        return await self._guard(strategy.test(window.item, *self._ids(window, key), cost=max(1, cost)))
 
     async def charge(self, window: Window, key: str, cost: int) -> None:
         """Add ``cost`` (negative: give back, never below what the current window holds)."""
+        if self.shared and window.counter:
+            await self._guard(self._script("CORRECT")(keys=self._redis_keys(window, key), args=[window.item.get_expiry(), cost]))
+            return
+        if self.shared:
+            await self._guard(self._charge(window, key, cost))
+            return
+        await self._charge(window, key, cost)
+
+    async def _charge(self, window: Window, key: str, cost: int) -> None:
         expiry = window.item.get_expiry()
         if not window.counter:
             if cost > 0:
@@ -78,7 +146,7 @@ class LimitsStore:
             await self.storage.acquire_sliding_window_entry(self._key(window, key), FORCE, expiry, cost)
 
     async def used(self, window: Window, key: str) -> int:
-        stats = await (self.counter if window.counter else self.moving).get_window_stats(window.item, *self._ids(window, key))
+        stats = await self._guard((self.counter if window.counter else self.moving).get_window_stats(window.item, *self._ids(window, key)))
         return max(0, window.amount - stats.remaining)
 
     async def wait_time(self, window: Window, key: str, cost: int) -> float:
@@ -87,10 +155,10 @@ class LimitsStore:
         if cost > window.amount:
             return math.inf
         if not window.counter:
-            stats = await self.moving.get_window_stats(item, *self._ids(window, key))
+            stats = await self._guard(self.moving.get_window_stats(item, *self._ids(window, key)))
             return 0.0 if stats.remaining >= cost else max(0.0, stats.reset_time - time.time())
         expiry = item.get_expiry()
-        prev, prev_ttl, cur, cur_ttl = await self.storage.get_sliding_window(self._key(window, key), expiry)
+        prev, prev_ttl, cur, cur_ttl = await self._guard(self.storage.get_sliding_window(self._key(window, key), expiry))
         return counter_wait(prev, prev_ttl, cur, cur_ttl, expiry, window.amount, cost)
 
 

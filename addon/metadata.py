@@ -39,6 +39,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.internal | str | router | path of a request to Corral's own `/_corral/...` endpoints (not an LLM flow, never recorded); the owning addon answers it in `requestheaders`, the router 404s the rest |
 | corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
 | corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
+| corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ METRICS_COUNTED = "corral.metrics_counted"
 INTERNAL = "corral.internal"
 TENANT = "corral.tenant"
 RATELIMIT = "corral.ratelimit"
+STATE_DEGRADED = "corral.state_degraded"
 
 INTERNAL_PREFIX = "_corral"  # http://<gateway>/_corral/... : Corral's own endpoints
 

@@ -17,6 +17,7 @@ from addon import metadata as md
 from addon.limits_adaptive import hold_seconds
 from addon.limits_config import actual_tokens
 from addon.ratelimiter import LimitBook
+from addon.state import StateUnavailable, note_degraded
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class RateLimitAccounting:
                 continue  # unknown usage: the estimate stands
             try:
                 await self.book.store.charge(charge.window, charge.key, actual - charge.cost)
+            except StateUnavailable as e:
+                note_degraded(flow, f"limits: {e}; token correction lost")
             except Exception:  # a storage hiccup must not cost the client its answer
                 logger.exception("corral: could not correct the token window of %s", charge.window.limit)
 

@@ -28,6 +28,7 @@ from addon import config, metadata as md
 from addon.limits_config import Limit, LimitConfigError, Window, estimate_tokens, parse_limits
 from addon.limits_store import LimitsStore, WindowStore
 from addon.responses import make_error
+from addon.state import ON_FAILURE, StateUnavailable, note_degraded
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class LimitBook:
         self.limits: list[Limit] = []
         self.store: WindowStore = LimitsStore()
         self.state_url = "memory://"
+        self.on_failure = "open"  # shared store unreachable: let requests pass ("open") or answer 503 ("closed")
         self.tenant_header = False
         self.adaptive = False
         self.adaptive_max_wait = 30.0
@@ -104,7 +106,12 @@ class RateLimiter:
         )
         loader.add_option(
             "corral_state_url", str, "memory://",
-            "Where rate-limit windows live: memory:// (this process) or redis://host:6379 (shared).",
+            "Shared state: memory:// (this process) or redis://host:6379 / redis+cluster://h:p,h:p "
+            "(rate-limit windows and the response cache shared by every gateway).",
+        )
+        loader.add_option(
+            "corral_state_on_failure", str, "open",
+            "Shared state unreachable: open (requests pass, not counted) or closed (503) for rate limits.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -120,6 +127,9 @@ class RateLimiter:
             except Exception as e:  # unknown scheme, missing driver: say so at start, not per request
                 raise exceptions.OptionsError(f"[state] url: {e}") from None
             book.state_url = ctx.options.corral_state_url
+        if ctx.options.corral_state_on_failure not in ON_FAILURE:
+            raise exceptions.OptionsError("[state] on_failure must be \"open\" or \"closed\"")
+        book.on_failure = ctx.options.corral_state_on_failure
         book.tenant_header = ctx.options.corral_limits_settings_tenant_header
         book.adaptive = ctx.options.corral_limits_settings_adaptive
         if ctx.options.corral_limits_settings_adaptive_max_wait < 0:
@@ -135,7 +145,11 @@ class RateLimiter:
         if not _is_loopback(peer):
             flow.response = http.Response.make(403, b'{"error": "corral: loopback only"}', {"content-type": "application/json"})
             return
-        report = await snapshot(self.book)
+        try:
+            report = await snapshot(self.book)
+        except StateUnavailable as e:
+            flow.response = http.Response.make(503, json.dumps({"error": f"corral: {e}"}), {"content-type": "application/json"})
+            return
         flow.response = http.Response.make(200, json.dumps(report, indent=1), {"content-type": "application/json"})
 
     # --- admission ------------------------------------------------------------------------------
@@ -177,8 +191,10 @@ class RateLimiter:
             while True:
                 blocked = await self._blocked(flow, buckets, costs)
                 if not blocked:
-                    await self._admit(flow, buckets, costs)
-                    return
+                    lost = await self._admit(flow, buckets, costs)
+                    if lost is None:
+                        return
+                    blocked = [lost]  # another gateway took the last slot in between: treated as full
                 now = time.monotonic()
                 for b in blocked:
                     if b.limit.behaviour == "reject" or b.wait == math.inf:
@@ -198,6 +214,8 @@ class RateLimiter:
                     return
                 slept = True
                 await asyncio.sleep(min(STEP, max(worst.wait, 0.005)))
+        except StateUnavailable as e:
+            self._degraded(flow, e)
         finally:
             for qkey in joined:
                 queue = book.queues.get(qkey)
@@ -237,19 +255,34 @@ class RateLimiter:
                     blocked.append(Blocked(limit, window, key, wait))
         return blocked
 
-    async def _admit(self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]) -> None:
+    async def _admit(self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]) -> Blocked | None:
+        """Charge every window atomically (all or nothing); the window that filled up since ``_blocked``, if any."""
+        owners = [(limit, window, key) for limit, key in buckets for window in limit.windows]
+        full = await self.book.store.admit([(w, k, costs[id(w)]) for _l, w, k in owners]) if owners else None
+        if full is not None:
+            limit, window, key = owners[full]
+            wait = await self.book.store.wait_time(window, key, max(1, costs[id(window)]))
+            return Blocked(limit, window, key, max(wait, STEP))
         charges: list[Charge] = []
         for limit, key in buckets:
             self.book.remember(limit, key)
             for window in limit.windows:
-                cost = costs[id(window)]
-                await self.book.store.charge(window, key, cost)
                 if window.what == "tokens":
-                    charges.append(Charge(window, key, cost, limit.tokens))
+                    charges.append(Charge(window, key, costs[id(window)], limit.tokens))
         if buckets:
             flow.metadata[md.RATELIMIT] = [limit.name for limit, _ in buckets]
         if charges:
             self.book.charges[flow.id] = charges
+        return None
+
+    def _degraded(self, flow: http.HTTPFlow, error: StateUnavailable) -> None:
+        """The shared window store is unreachable: ``[state] on_failure`` decides (documented in addon/state.py)."""
+        if self.book.on_failure == "closed":
+            note_degraded(flow, f"limits: {error}; request refused (on_failure = closed)")
+            flow.response = make_error(flow, 503, "corral: rate-limit state unavailable; retry shortly", "state_unavailable",
+                                       {"retry-after": "1"})
+        else:
+            note_degraded(flow, f"limits: {error}; request passed uncounted (on_failure = open)")
 
     @staticmethod
     def _client_gone(flow: http.HTTPFlow) -> bool:
