@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 
 
+def _default(field: peewee.Field) -> Any:
+    return field.default() if callable(field.default) else field.default
+
+
 class RecordWriter:
     def __init__(self, url: str, batch_size: int = 500, interval: float = 0.05) -> None:
         self.url = url
@@ -35,6 +39,7 @@ class RecordWriter:
         self.failed_batches = 0
         self._pending = 0
         self._idle = threading.Condition()
+        self._sqlite_insert: str | None = None
 
     def start(self) -> None:
         """Open the database (raises DatabaseError on a bad URL) and start the writer thread."""
@@ -99,7 +104,7 @@ class RecordWriter:
         for attempt in range(5):
             try:
                 with self._db.atomic():
-                    Flow.insert_many(batch).execute()
+                    self._insert(batch)
                 self.written += len(batch)
                 return
             except peewee.IntegrityError:
@@ -112,6 +117,25 @@ class RecordWriter:
                 self._reconnect()
         self.failed_batches += 1
         logger.error("corral: dropped %d records after repeated database errors", len(batch))
+
+    def _insert(self, batch: list[dict[str, Any]]) -> None:
+        """Insert ``batch`` (inside the caller's transaction).
+
+        SQLite: one prepared statement through executemany, about 5x less CPU per row than peewee's
+        query builder (measured by bench/: ~110 vs ~22 us). It matters because this thread shares the
+        GIL with the event loop. Other databases keep peewee's one multi-row INSERT (one round trip).
+        """
+        assert self._db is not None
+        if not isinstance(self._db, peewee.SqliteDatabase):
+            Flow.insert_many(batch).execute()
+            return
+        fields = Flow._meta.sorted_fields
+        if self._sqlite_insert is None:
+            columns = ", ".join(f'"{f.column_name}"' for f in fields)
+            self._sqlite_insert = f'INSERT INTO "{Flow._meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+        params = [tuple(f.db_value(row[f.name] if f.name in row else _default(f)) for f in fields) for row in batch]
+        with peewee.__exception_wrapper__:  # sqlite3 errors -> peewee's, as insert_many raises them
+            self._db.cursor().executemany(self._sqlite_insert, params)
 
     def _reconnect(self) -> None:
         assert self._db is not None
