@@ -152,7 +152,7 @@ def run_open(sc: Scenario, system: System) -> dict:
                 peak["rss"] = now
 
     stats = asyncio.run(open_streams("127.0.0.1", system.port, system.path, chat_body(sc.model, True),
-                                     sc.concurrency, ramp=1.0, sample=sample))
+                                     sc.concurrency, ramp=1.0, sample=sample, timeout=15.0))
     out = summarize(stats.results, stats.elapsed)
     out.update({"sent": stats.sent, "peak_open": stats.peak_open, "rss_mb": peak["rss"], "rss_before_mb": before,
                 "duration_s": round(stats.elapsed, 2)})
