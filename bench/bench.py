@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         live = {s.name: s for s in systems if s.status == "ok"}
         samples: dict[str, dict[str, list[dict]]] = {}
         for rnd in range(rounds):
-            print(f"bench: round {rnd + 1}/{rounds}", flush=True)
+            print(f"bench: round {rnd + 1}/{rounds} ({time.monotonic() - t_start:.0f} s in)", flush=True)
             for sc in plan:
                 for name in sc.systems:
                     system = live.get(name)

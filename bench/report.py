@@ -34,6 +34,8 @@ def table(scenarios, systems, summary) -> list[str]:
         if not data:
             continue
         cols = list(COLUMNS[sc.kind])
+        if sc.name == "slow_c256":
+            cols.insert(4, ("unanswered", "unanswered"))
         if sc.kind == "wrk" and any(d.get("rows") is not None for d in data.values()):
             cols += [c for c in EXTRA if any(d.get(c[0]) is not None for d in data.values())]
         out.append("")

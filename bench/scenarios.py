@@ -114,6 +114,7 @@ def run_wrk(sc: Scenario, system: System, duration: float) -> dict:
         "rps": round(w["requests"] / secs, 1), "p50_ms": w["p50"] / 1000, "p90_ms": w["p90"] / 1000,
         "p99_ms": w["p99"] / 1000, "max_ms": w["max"] / 1000, "errors": errors,
         "completed": w["requests"], "sent": w["sent"], "non2xx": w["err_status"],
+        "unanswered": max(0, w["sent"] - w["requests"] - errors),  # still in flight when wrk stopped
     }
 
 
@@ -173,7 +174,7 @@ def median_figures(samples: list[dict]) -> dict:
     keys = {k for s in samples for k in s}
     for k in sorted(keys):
         vals = [s[k] for s in samples if isinstance(s.get(k), (int, float)) and not isinstance(s.get(k), bool)]
-        if k in ("errors", "non2xx", "rows_lost", "sent", "completed", "rows", "cache_hits"):
+        if k in ("errors", "non2xx", "rows_lost", "sent", "completed", "rows", "cache_hits", "unanswered"):
             out[k] = sum(vals) if vals else None
         elif k == "rows_ok":
             out[k] = all(s.get(k) for s in samples)
