@@ -25,13 +25,20 @@ addons themselves, keyed by ``flow.id``.
 | corral.response_error | str | meter | provider error (error status body, or error inside a 200 stream) |
 | corral.parse_error | str | meter | response body could not be parsed (passed on unchanged) |
 | corral.text | str | meter | reassembled output text, for the viewer |
-| corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself and the meter leaves the flow alone |
+| corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself; the meter, limits and retries leave the flow alone (with replay_pace=original it goes to the in-process replay server on 127.0.0.1, not upstream) |
 | corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
+| corral.cache_key | str | cache | SHA-256 cache key of the request (addon/cache_key.py); set when the cache applies |
+| corral.cache_ttl | float | cache | seconds a stored answer of this request lives |
 | corral.retries | int | retrier | extra upstream attempts made |
 | corral.attempts | list[dict] | retrier | per attempt: status / error / wait |
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down) |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
+| corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
+| corral.metrics_counted | bool | metrics | the flow was counted in /metrics (once, at response or error) |
+| corral.internal | str | router | path of a request to Corral's own `/_corral/...` endpoints (not an LLM flow, never recorded); the owning addon answers it in `requestheaders`, the router 404s the rest |
+| corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
+| corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
 """
 
 from __future__ import annotations
@@ -56,11 +63,20 @@ PARSE_ERROR = "corral.parse_error"
 TEXT = "corral.text"
 CACHE = "corral.cache"
 SAVED_COST_USD = "corral.saved_cost_usd"
+CACHE_KEY = "corral.cache_key"
+CACHE_TTL = "corral.cache_ttl"
 RETRIES = "corral.retries"
 ATTEMPTS = "corral.attempts"
 WAIT_MS = "corral.wait_ms"
 GATEWAY_ERROR = "corral.gateway_error"
 RECORDED = "corral.recorded"
+COST_USD = "corral.cost_usd"
+METRICS_COUNTED = "corral.metrics_counted"
+INTERNAL = "corral.internal"
+TENANT = "corral.tenant"
+RATELIMIT = "corral.ratelimit"
+
+INTERNAL_PREFIX = "_corral"  # http://<gateway>/_corral/... : Corral's own endpoints
 
 
 def is_llm_flow(flow) -> bool:
