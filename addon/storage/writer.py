@@ -1,8 +1,8 @@
 """Batched database writes on a thread of their own, so no flow ever waits for the disk.
 
-Rows are queued from the event loop (``submit`` never blocks) and written by one thread in batches:
-whatever arrived within ``interval`` seconds, up to ``batch_size`` rows per transaction. ``close``
-drains the queue before returning, which is how SIGTERM loses nothing.
+Rows are queued from the event loop (``submit`` never blocks nor wakes anyone per row) and written by
+one thread in batches: whatever arrived within ``interval`` seconds, up to ``batch_size`` rows per
+transaction. ``close`` drains the queue before returning, which is how SIGTERM loses nothing.
 
 Several gateway processes (``--workers``) may write to one database, each with its own writer:
 on SQLite a batch takes the write lock up front (BEGIN IMMEDIATE) and waits for it up to
@@ -13,8 +13,8 @@ committed before the connection broke is not doubled (primary key; see ``_write_
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from typing import Any
@@ -26,7 +26,9 @@ from addon.storage.models import Flow
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
+
+def _default(field: peewee.Field) -> Any:
+    return field.default() if callable(field.default) else field.default
 
 
 class RecordWriter:
@@ -34,13 +36,20 @@ class RecordWriter:
         self.url = url
         self.batch_size = batch_size
         self.interval = interval
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # A deque, not a queue.Queue: append/popleft are atomic and wake nobody. Waking the writer
+        # thread per row cost two GIL hand-offs per request and stalled the event loop (bench/:
+        # ~10 % of the loop's samples sat in Queue.put under load); now it is woken once per batch.
+        self._rows: collections.deque[dict[str, Any]] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._db: peewee.Database | None = None
         self.written = 0
         self.failed_batches = 0
-        self._pending = 0
+        self._submitted = 0  # only the submitting (event loop) thread changes it
+        self._finished = 0  # rows written or given up on; only the writer thread changes it
         self._idle = threading.Condition()
+        self._sqlite_insert: str | None = None
 
     def start(self) -> None:
         """Open the database (raises DatabaseError on a bad URL) and start the writer thread."""
@@ -49,25 +58,30 @@ class RecordWriter:
         self._thread.start()
 
     def submit(self, row: dict[str, Any]) -> None:
-        with self._idle:
-            self._pending += 1
-        self._queue.put(row)
+        """Queue a row; never blocks. Call from one thread (the event loop)."""
+        self._submitted += 1
+        self._rows.append(row)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every submitted row is written (tests, shutdown). True when drained."""
+        target = self._submitted
         deadline = time.monotonic() + timeout
+        self._wake.set()
         with self._idle:
-            while self._pending:
+            while self._finished < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._idle.wait(remaining)
+                self._idle.wait(min(remaining, self.interval))
         return True
 
     def close(self, timeout: float = 30.0) -> None:
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
         self._thread = None
 
@@ -77,30 +91,23 @@ class RecordWriter:
             self._db.connect(reuse_if_open=True)
         except Exception as e:  # noqa: BLE001 - each write reconnects (peewee autoconnect)
             logger.warning("corral: database connect failed: %s", e)
-        stopping = False
-        while not stopping:
-            batch: list[dict[str, Any]] = []
-            item = self._queue.get()
-            if item is _STOP:
-                stopping = True
-            else:
-                batch.append(item)
-            # Gather what arrives within the interval: one transaction for many rows.
-            deadline = time.monotonic() + self.interval
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    continue
-                batch.append(item)
-            if batch:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            stopping = self._stopping
+            if not stopping:
+                # Gather what arrives within the interval: one transaction for many rows.
+                time.sleep(self.interval)
+            while self._rows:
+                batch: list[dict[str, Any]] = []
+                while self._rows and len(batch) < self.batch_size:
+                    batch.append(self._rows.popleft())
                 self._write(batch)
                 with self._idle:
-                    self._pending -= len(batch)
+                    self._finished += len(batch)
                     self._idle.notify_all()
+            if stopping:
+                break
         self._db.close()
 
     def _transaction(self):
@@ -114,7 +121,7 @@ class RecordWriter:
         for attempt in range(5):
             try:
                 with self._transaction():
-                    Flow.insert_many(batch).execute()
+                    self._insert(batch)
                 self.written += len(batch)
                 return
             except peewee.IntegrityError:
@@ -127,6 +134,25 @@ class RecordWriter:
                 self._reconnect()
         self.failed_batches += 1
         logger.error("corral: dropped %d records after repeated database errors", len(batch))
+
+    def _insert(self, batch: list[dict[str, Any]]) -> None:
+        """Insert ``batch`` (inside the caller's transaction).
+
+        SQLite: one prepared statement through executemany, about 5x less CPU per row than peewee's
+        query builder (measured by bench/: ~110 vs ~22 us). It matters because this thread shares the
+        GIL with the event loop. Other databases keep peewee's one multi-row INSERT (one round trip).
+        """
+        assert self._db is not None
+        if not isinstance(self._db, peewee.SqliteDatabase):
+            Flow.insert_many(batch).execute()
+            return
+        fields = Flow._meta.sorted_fields
+        if self._sqlite_insert is None:
+            columns = ", ".join(f'"{f.column_name}"' for f in fields)
+            self._sqlite_insert = f'INSERT INTO "{Flow._meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+        params = [tuple(f.db_value(row[f.name] if f.name in row else _default(f)) for f in fields) for row in batch]
+        with peewee.__exception_wrapper__:  # sqlite3 errors -> peewee's, as insert_many raises them
+            self._db.cursor().executemany(self._sqlite_insert, params)
 
     def _reconnect(self) -> None:
         assert self._db is not None

@@ -1,0 +1,146 @@
+"""Corral vs direct, plain mitmproxy and LiteLLM, side by side in one run. Use `make bench`
+(or `bench/run [--quick]`), which installs wrk and LiteLLM first; this module is the orchestrator.
+
+Every system runs at once on its own loopback port in front of one mock upstream (bench/mock.py);
+each scenario is run system after system (A B C A B C ...) for several rounds, so a noisy moment on
+the shared 2-core box hits every system alike. Figures are medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report  # noqa: E402
+import scenarios as scen  # noqa: E402
+import systems as sysmod  # noqa: E402
+
+
+def version(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        return (out.stdout or out.stderr).strip().splitlines()[-1][:120]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None)
+    return {
+        "cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mitmproxy": version([str(sysmod.VENV / "python"), "-c", "import mitmproxy.version as v; print(v.VERSION)"]),
+        "litellm": version([str(sysmod.LITELLM_VENV / "python"), "-c",
+                            "import importlib.metadata as m; print(m.version('litellm'))"]),
+        "wrk": version(["wrk", "--version"]),
+        "corral_commit": version(["git", "-C", str(sysmod.ROOT), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def profile_start(system: sysmod.System, out: Path, seconds: float) -> subprocess.Popen | None:
+    spy = sysmod.BENCH / ".venv-tools" / "bin" / "py-spy"
+    if not spy.exists() or system.pid is None:
+        print(f"  (no profile: {spy} missing)")
+        return None
+    return subprocess.Popen([str(spy), "record", "--nonblocking", "-o", str(out), "--pid", str(system.pid),
+                             "--duration", str(max(1, int(seconds)))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one short round (< 2 minutes)")
+    p.add_argument("--rounds", type=int, help="rounds of every scenario (default 3; quick 1)")
+    p.add_argument("--duration", type=float, help="seconds per timed run (default 3; quick 2)")
+    p.add_argument("--systems", help="comma-separated subset (direct,mitm,mitm-tee,corral,corral-cache,corral-limits,litellm)")
+    p.add_argument("--scenarios", help="comma-separated subset of scenario names")
+    p.add_argument("--profile", metavar="SCENARIO", action="append", default=[],
+                   help="py-spy record Corral during this scenario (SVG next to the results)")
+    p.add_argument("--out", help="result file (default bench/results/<timestamp>.json)")
+    a = p.parse_args(argv)
+    rounds = a.rounds or (1 if a.quick else 3)
+    duration = a.duration or (2.0 if a.quick else 3.0)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    results_dir = sysmod.BENCH / "results"
+    workdir = results_dir / f"tmp-{stamp}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    out_path = Path(a.out) if a.out else results_dir / f"{stamp}{'-quick' if a.quick else ''}.json"
+    wanted = set(a.systems.split(",")) if a.systems else None
+    plan = [s for s in scen.scenarios(a.quick) if not a.scenarios or s.name in a.scenarios.split(",")]
+
+    t_start = time.monotonic()
+    mock_port = sysmod.free_port()
+    mock_log = (workdir / "mock.log").open("wb")
+    mock = subprocess.Popen([str(sysmod.VENV / "python"), str(sysmod.BENCH / "mock.py"), "--port", str(mock_port)],
+                            stdout=mock_log, stderr=subprocess.STDOUT)
+    systems = sysmod.build(mock_port, workdir, wanted)
+    try:
+        for _ in range(100):
+            if sysmod.probe(mock_port, "/v1/chat/completions")[0]:
+                break
+            time.sleep(0.1)
+        print(f"bench: mock upstream on 127.0.0.1:{mock_port}; work files in {workdir}")
+        for s in systems:
+            if s.status == "pending":
+                s.start(workdir)
+            state = f"ok on 127.0.0.1:{s.port}" if s.status == "ok" else f"SKIPPED: {s.note}"
+            print(f"bench: {s.label:<28} {state}", flush=True)
+        live = {s.name: s for s in systems if s.status == "ok"}
+        samples: dict[str, dict[str, list[dict]]] = {}
+        for rnd in range(rounds):
+            print(f"bench: round {rnd + 1}/{rounds} ({time.monotonic() - t_start:.0f} s in)", flush=True)
+            for sc in plan:
+                for name in sc.systems:
+                    system = live.get(name)
+                    if system is None:
+                        continue
+                    spy = None
+                    if name == "corral" and sc.name in a.profile and rnd == 0:
+                        spy = profile_start(system, results_dir / f"profile-{sc.name}-{stamp}.svg", duration)
+                    fig = scen.run(sc, system, duration, a.quick)
+                    if spy is not None:
+                        spy.wait(timeout=120)
+                    samples.setdefault(sc.name, {}).setdefault(name, []).append(fig)
+                    key = sc.primary if sc.primary in fig else "completed"
+                    print(f"  {sc.name:<13} {name:<14} {key}={report.fmt(fig.get(key))} "
+                          f"errors={fig.get('errors')} rows={report.fmt(fig.get('rows'))}", flush=True)
+                    time.sleep(1.5 if sc.kind == "open" else 0.3)
+        summary = {sc: {name: scen.median_figures(v) for name, v in per.items()} for sc, per in samples.items()}
+        targets = report.targets(summary, systems)
+        lines = report.table(plan, systems, summary)
+        lines += ["", "## Targets (same run)"]
+        lines += [f"{t['status']:<5} {t['target']}: {t['detail']}" for t in targets]
+        skipped = [s for s in systems if s.status != "ok"]
+        if skipped:
+            lines += ["", "## Skipped"] + [f"{s.label}: {s.note}" for s in skipped]
+        elapsed = time.monotonic() - t_start
+        lines += ["", f"bench: {'quick' if a.quick else 'default'} run, {rounds} round(s) x {duration:g} s, "
+                      f"{elapsed:.0f} s in all; results in {out_path}"]
+        print("\n".join(lines))
+        scen.write_json(out_path, {
+            "started_at": stamp, "kind": "quick" if a.quick else "default", "rounds": rounds,
+            "duration_s": duration, "elapsed_s": round(elapsed, 1), "machine": machine(),
+            "systems": {s.name: {"label": s.label, "status": s.status, "note": s.note} for s in systems},
+            "scenarios": {sc.name: sc.title for sc in plan},
+            "summary": summary, "targets": targets, "samples": samples, "report": lines,
+        })
+        return 0
+    finally:
+        for s in systems:
+            s.stop()
+        mock.terminate()
+        mock.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

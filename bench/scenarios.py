@@ -1,0 +1,194 @@
+"""Scenarios: what one measured run does against one system, and the figures it returns.
+
+JSON throughput/latency runs use wrk (bench/post.lua); stream TTFB, open streams and exact-count
+runs use the asyncio client (bench/client.py). Every run returns a flat dict of figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from client import chat_body, counted_run, open_streams, timed_run
+from systems import BENCH, System, cpu_seconds, rss_mb
+
+CORRALS = ("corral", "corral-cache", "corral-limits")
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    kind: str  # wrk | stream | open | count
+    systems: tuple[str, ...]
+    model: str = "bench"
+    concurrency: int = 1
+    threads: int = 1
+    stream: bool = False
+    primary: str = "rps"  # figure the ratios are printed for
+    higher_is_better: bool = True
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    main = ("direct", "mitm", "corral", "litellm")
+    streams = ("direct", "mitm", "mitm-tee", "corral", "litellm")
+    return [
+        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", main + ("corral-limits",), concurrency=1),
+        Scenario("json_c8", "JSON POST, concurrency 8", "wrk", main, concurrency=8),
+        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", main + ("corral-limits",), concurrency=64),
+        Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
+                 concurrency=1, primary="p50_ms", higher_is_better=False),
+        Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream", streams,
+                 model="bench-d5-n10", concurrency=1, stream=True, primary="ttfb_p50_ms", higher_is_better=False),
+        Scenario("stream_c32", "SSE stream (10 chunks, 5 ms apart), concurrency 32", "stream", streams,
+                 model="bench-d5-n10", concurrency=32, stream=True, primary="ttfb_p50_ms", higher_is_better=False),
+        Scenario("slow_c256", "256 concurrent, upstream latency 300 ms", "wrk", main,
+                 model="bench-l300", concurrency=256, threads=2),
+        Scenario("open_streams", f"{500 if quick else 1000} concurrent open streams (3 s each)", "open", streams,
+                 model="bench-d100-n30", concurrency=500 if quick else 1000, stream=True,
+                 primary="errors", higher_is_better=False),
+        Scenario("records", f"{500 if quick else 2000} requests (1 in 4 streamed), c=16: rows recorded",
+                 "count", ("corral",), model="bench-d0-n4", concurrency=16, primary="rows_lost",
+                 higher_is_better=False),
+    ]
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 3)
+
+
+def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
+    rows_before = system.rows()
+    hits_before = system.cache_hits() if system.name == "corral-cache" else None
+    cpu_before = cpu_seconds(system.pid)
+    if sc.kind == "wrk":
+        out = run_wrk(sc, system, duration)
+    elif sc.kind == "stream":
+        out = run_stream(sc, system, duration)
+    elif sc.kind == "open":
+        out = run_open(sc, system)
+    else:
+        out = run_count(sc, system, 500 if quick else 2000)
+    cpu_after = cpu_seconds(system.pid)
+    if cpu_before is not None and cpu_after is not None and out.get("completed"):
+        # CPU the gateway spent per answered request: robust against a busy shared machine.
+        out["cpu_ms_per_req"] = round((cpu_after - cpu_before) * 1000 / out["completed"], 3)
+    if system.db is not None and rows_before is not None:
+        # Every request Corral saw must be a row: completed ones at least, at most every one sent.
+        rows = system.wait_rows(rows_before + out["completed"])
+        out["rows"] = None if rows is None else rows - rows_before
+        out["rows_ok"] = out["rows"] is not None and out["completed"] <= out["rows"] <= out["sent"]
+        if sc.kind in ("open", "count"):  # exact counts: rows must equal requests sent
+            out["rows_lost"] = out["sent"] - (out["rows"] or 0)
+            out["rows_ok"] = out["rows_lost"] == 0
+        if hits_before is not None:
+            out["cache_hits"] = (system.cache_hits() or 0) - hits_before
+    return out
+
+
+def run_wrk(sc: Scenario, system: System, duration: float) -> dict:
+    env = {**os.environ, "BENCH_BODY": chat_body(sc.model, False).decode(), "BENCH_PATH": system.path}
+    cmd = ["wrk", f"-t{sc.threads}", f"-c{sc.concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+           "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{system.port}"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCHJSON ")), None)
+    if line is None:
+        return {"error": f"wrk failed: {proc.stdout[-300:]} {proc.stderr[-300:]}", "completed": 0, "sent": 0}
+    w = json.loads(line[len("BENCHJSON "):])
+    errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_status"] + w["err_timeout"]
+    secs = w["duration_us"] / 1e6
+    return {
+        "rps": round(w["requests"] / secs, 1), "p50_ms": w["p50"] / 1000, "p90_ms": w["p90"] / 1000,
+        "p99_ms": w["p99"] / 1000, "max_ms": w["max"] / 1000, "errors": errors,
+        "completed": w["requests"], "sent": w["sent"], "non2xx": w["err_status"],
+        "unanswered": max(0, w["sent"] - w["requests"] - errors),  # still in flight when wrk stopped
+    }
+
+
+def summarize(results, elapsed: float) -> dict:
+    ok = [r for r in results if r.error is None]
+    ttfb = [r.ttfb for r in ok if r.ttfb is not None]
+    total = [r.total for r in ok if r.total is not None]
+    errors = [r.error for r in results if r.error is not None]
+    return {
+        "rps": round(len(ok) / elapsed, 1) if elapsed else None,
+        "ttfb_p50_ms": ms(pct(ttfb, 50)), "ttfb_p90_ms": ms(pct(ttfb, 90)), "ttfb_p99_ms": ms(pct(ttfb, 99)),
+        "total_p50_ms": ms(pct(total, 50)), "total_p99_ms": ms(pct(total, 99)),
+        "errors": len(errors), "error_kinds": sorted(set(e.split(":")[0] for e in errors))[:5],
+        "completed": len(ok),
+    }
+
+
+def run_stream(sc: Scenario, system: System, duration: float) -> dict:
+    stats = asyncio.run(timed_run("127.0.0.1", system.port, system.path, chat_body(sc.model, True),
+                                  sc.concurrency, duration))
+    out = summarize(stats.results, stats.elapsed)
+    # Streams that were cut at the end of the duration were never started here (workers stop first).
+    out["sent"] = stats.sent
+    return out
+
+
+def run_open(sc: Scenario, system: System) -> dict:
+    pid = system.pid
+    peak = {"rss": rss_mb(pid) if pid else None}
+    before = peak["rss"]
+
+    def sample() -> None:
+        if pid:
+            now = rss_mb(pid)
+            if now is not None and (peak["rss"] is None or now > peak["rss"]):
+                peak["rss"] = now
+
+    stats = asyncio.run(open_streams("127.0.0.1", system.port, system.path, chat_body(sc.model, True),
+                                     sc.concurrency, ramp=1.0, sample=sample, timeout=15.0))
+    out = summarize(stats.results, stats.elapsed)
+    out.update({"sent": stats.sent, "peak_open": stats.peak_open, "rss_mb": peak["rss"], "rss_before_mb": before,
+                "duration_s": round(stats.elapsed, 2)})
+    return out
+
+
+def run_count(sc: Scenario, system: System, n: int) -> dict:
+    bodies = [chat_body(sc.model if i % 4 == 3 else "bench", i % 4 == 3) for i in range(n)]
+    stats = asyncio.run(counted_run("127.0.0.1", system.port, system.path, bodies, sc.concurrency))
+    out = summarize(stats.results, stats.elapsed)
+    out["sent"] = stats.sent
+    return out
+
+
+def median_figures(samples: list[dict]) -> dict:
+    """Median of every numeric figure over the rounds; error counts and lost rows are summed."""
+    out: dict = {"rounds": len(samples)}
+    keys = {k for s in samples for k in s}
+    for k in sorted(keys):
+        vals = [s[k] for s in samples if isinstance(s.get(k), (int, float)) and not isinstance(s.get(k), bool)]
+        if k in ("errors", "non2xx", "rows_lost", "sent", "completed", "rows", "cache_hits", "unanswered"):
+            out[k] = sum(vals) if vals else None
+        elif k == "rows_ok":
+            out[k] = all(s.get(k) for s in samples)
+        elif k in ("rss_mb", "peak_open"):
+            out[k] = max(vals) if vals else None
+        elif vals:
+            out[k] = round(statistics.median(vals), 3)
+        elif k == "error_kinds":
+            out[k] = sorted({e for s in samples for e in s.get(k, [])})
+        elif k == "error":
+            out[k] = [s[k] for s in samples if s.get(k)]
+    return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

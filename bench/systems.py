@@ -1,0 +1,269 @@
+"""The systems under test: each a subprocess on its own loopback port, in front of the same mock.
+
+A system that cannot start (not installed, or Corral rejecting a setting a parallel branch has not
+merged yet) is SKIPPED with the reason, and every scenario runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+VENV = ROOT / ".venv" / "bin"
+LITELLM_VENV = BENCH / ".venv-litellm" / "bin"
+
+# The model names the scenarios use (bench/mock.py reads latency/chunking from them); LiteLLM needs
+# each one listed.
+MODELS = ("bench", "bench-l300", "bench-d5-n10", "bench-d100-n30", "bench-d0-n4")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        if p in out:
+            continue
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of ``pid`` and its descendants (/proc/<pid>/stat)."""
+    if pid is None:
+        return None
+    ticks = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float | None:
+    """VmRSS of ``pid`` and its descendants, in MB (/proc)."""
+    total_kb = 0
+    pids = [pid]
+    seen: set[int] = set()
+    while pids:
+        p = pids.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pids += [int(c) for c in children]
+        except (OSError, ValueError):
+            continue
+    return round(total_kb / 1024, 1) if seen else None
+
+
+@dataclass
+class System:
+    name: str
+    label: str
+    path: str  # request path of a chat completion through this system
+    cmd: list[str] | None = None  # None: nothing to start (direct)
+    env: dict[str, str] = field(default_factory=dict)
+    db: Path | None = None  # Corral's SQLite file (rows recorded)
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    status: str = "pending"  # ok | skipped
+    note: str = ""
+    log: Path | None = None
+    startup_timeout: float = 30.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self, workdir: Path) -> bool:
+        if self.cmd is None:
+            self.status = "ok"
+            return True
+        self.log = workdir / f"{self.name}.log"
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "NO_PROXY": "*"}
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            env.pop(var, None)
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace").strip().splitlines()[-6:]
+                self.skip(f"exited with {self.proc.returncode} at start: " + " | ".join(tail))
+                return False
+            ok, last = probe(self.port, self.path)
+            if ok:
+                self.status = "ok"
+                return True
+            time.sleep(0.25)
+        self.stop()
+        self.skip(f"no answer within {self.startup_timeout:.0f}s (last: {last})")
+        return False
+
+    def skip(self, reason: str) -> None:
+        self.status, self.note = "skipped", reason[:600]
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def rows(self) -> int | None:
+        """Rows in Corral's flows table (None for other systems)."""
+        if self.db is None or not self.db.exists():
+            return None
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("SELECT count(*) FROM flows").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+
+    def cache_hits(self) -> int | None:
+        if self.db is None or not self.db.exists():
+            return None
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("SELECT count(*) FROM flows WHERE cache = 'hit'").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+
+    def wait_rows(self, expected: int, timeout: float = 10.0) -> int | None:
+        """Row count once it reaches ``expected`` and stops moving (the writer batches every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        last = self.rows()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.rows()
+            if now is not None and now == last and now >= expected:
+                return now
+            last = now
+        return last
+
+
+def probe(port: int, path: str) -> tuple[bool, str]:
+    """One real chat completion through the system: True once it answers 200."""
+    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "ping"}]}).encode()
+    req = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+           f"authorization: Bearer sk-bench-not-a-real-key\r\ncontent-length: {len(body)}\r\n"
+           f"connection: close\r\n\r\n").encode() + body
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(req)
+            data = b""
+            while b"\r\n" not in data:
+                more = s.recv(4096)
+                if not more:
+                    break
+                data += more
+        line = data.split(b"\r\n", 1)[0].decode("latin-1")
+        return (" 200 " in line + " "), line
+    except OSError as e:
+        return False, str(e)
+
+
+def corral_toml(mock_port: int, extra: str = "") -> str:
+    return f'[providers.openai]\nupstream = "http://127.0.0.1:{mock_port}"\n\n[storage]\nbodies = "full"\n\n{extra}'
+
+
+def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list[System]:
+    """Every system, in the order runs interleave (A B C A B C ...)."""
+    mock = f"http://127.0.0.1:{mock_port}"
+    systems = [System("direct", "direct (mock)", "/v1/chat/completions", port=mock_port)]
+
+    def mitm(name: str, label: str, script: str | None) -> System:
+        port = free_port()
+        cmd = [str(VENV / "mitmdump"), "-q", "--mode", f"reverse:{mock}@{port}", "--listen-host", "127.0.0.1",
+               "--set", "connection_strategy=lazy", "--set", f"confdir={workdir / 'mitm-certs'}"]
+        if script:
+            cmd += ["-s", str(BENCH / script)]
+        return System(name, label, "/v1/chat/completions", cmd, port=port)
+
+    systems.append(mitm("mitm", "mitmdump (no addon)", None))
+    systems.append(mitm("mitm-tee", "mitmdump + SSE tee", "tee.py"))
+
+    def corral(name: str, label: str, extra_file: str | None) -> System:
+        port = free_port()
+        conf = workdir / f"{name}.toml"
+        extra = (BENCH / "configs" / extra_file).read_text() if extra_file else ""
+        conf.write_text(corral_toml(mock_port, extra))
+        db = workdir / f"{name}.db"
+        cmd = [str(VENV / "corral"), "start", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
+               "--config", str(conf), "--certs", str(workdir / f"{name}-certs")]
+        return System(name, label, "/openai/v1/chat/completions", cmd, db=db, port=port)
+
+    systems.append(corral("corral", "Corral (default chain)", None))
+    systems.append(corral("corral-cache", "Corral, cache hits", "cache.toml"))
+    systems.append(corral("corral-limits", "Corral, limits not hit", "limits.toml"))
+
+    port = free_port()
+    conf = workdir / "litellm.yaml"
+    conf.write_text(litellm_yaml(mock_port))
+    litellm = System("litellm", "LiteLLM proxy (1 worker)", "/v1/chat/completions",
+                     [str(LITELLM_VENV / "litellm"), "--config", str(conf), "--host", "127.0.0.1",
+                      "--port", str(port), "--num_workers", "1"],
+                     env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                          "LITELLM_MODE": "PRODUCTION", "LITELLM_TELEMETRY": "False",
+                          # the bench clients' bearer token doubles as the proxy's master key
+                          "LITELLM_MASTER_KEY": "sk-bench-not-a-real-key"},
+                     port=port, startup_timeout=120.0)
+    if not (LITELLM_VENV / "litellm").exists():
+        litellm.cmd = None
+        litellm.skip("litellm is not installed in bench/.venv-litellm (see bench/run output)")
+    systems.append(litellm)
+    if wanted:
+        for s in systems:
+            if s.name not in wanted and s.status != "skipped":
+                s.cmd = None
+                s.skip("not selected (--systems)")
+    return systems
+
+
+def litellm_yaml(mock_port: int) -> str:
+    lines = ["model_list:"]
+    for model in MODELS:
+        lines += [f"  - model_name: {model}", "    litellm_params:", f"      model: openai/{model}",
+                  f"      api_base: http://127.0.0.1:{mock_port}/v1", "      api_key: sk-bench-not-a-real-key"]
+    lines += ["litellm_settings:", "  telemetry: false", "  set_verbose: false", "  drop_params: true",
+              "general_settings:", "  disable_spend_logs: true"]
+    return "\n".join(lines) + "\n"
