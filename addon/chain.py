@@ -15,6 +15,7 @@ from __future__ import annotations
 from addon.config import ConfigFile
 from addon.meter import Meter
 from addon.recorder import Recorder
+from addon.retrier import Retrier
 from addon.router import Router
 
 
@@ -23,6 +24,7 @@ def build() -> list[object]:
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
+        Retrier(router),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         Recorder(router),  # one row per flow, written off the loop in batches
     ]

@@ -1,0 +1,340 @@
+"""The retry relay: a small HTTP/1.1 server on 127.0.0.1 inside the gateway process.
+
+mitmproxy cannot send a flow upstream twice, and its ``error`` hook cannot rescue a refused or reset
+connection. So the Retrier points a flow that may need retrying at this relay (plain HTTP on loopback),
+and the relay makes the upstream attempts itself with one pooled ``httpx.AsyncClient``:
+
+- the request goes on byte for byte as mitmproxy sent it (method, URL, headers incl. auth, body); only the
+  relay's own job header is removed, and a fallback target gets its own Host and, if configured, its key;
+- attempts are driven by tenacity: exponential backoff with full jitter, or exactly the wait the provider
+  asked for in *this* failed response (``retry-after-ms`` / ``x-ms-retry-after-ms`` / ``retry-after``);
+- the first answer that is not retryable goes back to mitmproxy at once: status and headers, then the
+  body chunk by chunk as it arrives (raw bytes, content-encoding untouched), so streams stay streams;
+- once a byte of the response went out nothing is retried: a stream that goes idle or breaks is cut
+  (the client keeps what it got, the connection ends) and the flow carries the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import tenacity
+
+from addon import metadata as md
+from addon.responses import make_error
+from addon.retry_policy import Policy, Target, retry_after_seconds, target_headers, target_url
+
+logger = logging.getLogger(__name__)
+
+JOB_HEADER = "x-corral-relay"
+_JOB_HEADER_B = JOB_HEADER.encode()
+# Failures before the first response byte: nothing reached the client, so another attempt is safe.
+RETRYABLE_ERRORS = (httpx.TransportError, asyncio.TimeoutError)
+_FRAMING = {b"content-length", b"transfer-encoding"}
+
+
+@dataclass
+class Job:
+    """One flow's upstream work, handed from the Retrier to the relay through ``JOB_HEADER``."""
+
+    flow: Any  # mitmproxy.http.HTTPFlow
+    method: str
+    url: str  # the real upstream URL
+    primary: str  # base URL of the primary upstream (metadata corral.upstream)
+    policy: Policy
+    fallbacks: tuple[Target, ...] = ()
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """A response of one attempt; ``body`` holds the raw bytes once read (retryable statuses)."""
+
+    target: Target
+    response: httpx.Response
+    body: bytes | None = None
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.port = 0
+        self.client: httpx.AsyncClient | None = None
+        self._server: asyncio.Server | None = None
+        self._verify: Any = True
+        self.sleep: Callable[[float], Any] = asyncio.sleep
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, limit=1 << 20)
+            self.port = self._server.sockets[0].getsockname()[1]
+        self.set_verify(self._verify)
+
+    def set_verify(self, verify: Any) -> None:
+        """Upstream TLS verification, mirroring mitmproxy's own (certifi, trusted CA, or insecure)."""
+        self._verify = verify
+        old, self.client = self.client, httpx.AsyncClient(
+            verify=verify, follow_redirects=False, trust_env=False,
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60),
+        )
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.aclose())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    def add(self, job: Job) -> str:
+        token = secrets.token_hex(12)
+        self.jobs[token] = job
+        return token
+
+    # --- mitmproxy -> relay ------------------------------------------------------------------
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await _read_head(reader)
+                if head is None:
+                    return
+                method, headers = head
+                body = await _read_body(reader, headers)
+                token = next((v.decode() for k, v in headers if k.lower() == _JOB_HEADER_B), "")
+                job = self.jobs.pop(token, None)
+                headers = [(k, v) for k, v in headers if k.lower() != _JOB_HEADER_B]
+                if job is None:
+                    writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    await writer.drain()
+                    return
+                if not await self._serve(job, headers, body, writer):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass  # mitmproxy went away (client abort) or sent something we cannot frame
+        except Exception:
+            logger.exception("corral: retry relay failed")
+        finally:
+            writer.transport.abort()
+
+    async def _serve(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Answer one relayed request; False when the connection to mitmproxy must end."""
+        outcome, error = await self._attempt_all(job, headers, body)
+        meta = job.flow.metadata
+        meta[md.ATTEMPTS] = job.attempts
+        meta[md.RETRIES] = max(0, len(job.attempts) - 1)
+        if outcome is None:
+            status = 504 if isinstance(error, asyncio.TimeoutError | httpx.TimeoutException) else 502
+            kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
+            last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
+            made = make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
+            head = [(k, v) for k, v in made.headers.fields if k.lower() not in _FRAMING]
+            await _write_head(writer, status, made.reason or "Error", head + [(b"content-length", str(len(made.content or b"")).encode())])
+            writer.write(made.content or b"")
+            await writer.drain()
+            return True
+        meta[md.UPSTREAM] = outcome.target.upstream
+        return await self._stream_back(job, outcome, writer)
+
+    # --- attempts ----------------------------------------------------------------------------
+
+    async def _attempt_all(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[Outcome | None, BaseException | None]:
+        """Primary (with retries), then each fallback (with retries): the first answer worth passing
+        on, else the last error response (None and the last exception when no response came)."""
+        last: Outcome | None = None
+        error: BaseException | None = None
+        for target in (Target(job.primary), *job.fallbacks):
+            try:
+                outcome = await self._with_retries(job, target, headers, body)
+            except RETRYABLE_ERRORS as e:
+                error = e
+                continue
+            if not self._retryable(job.policy, outcome):
+                return outcome, None
+            last = outcome
+        return last, error
+
+    async def _with_retries(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes) -> Outcome:
+        policy = job.policy
+        backoff = tenacity.wait_random_exponential(multiplier=policy.backoff, max=policy.backoff_max)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            # The provider's wait, read afresh from the response that just failed; else backoff.
+            asked = self._asked_wait(state)
+            return asked if asked is not None else backoff(state)
+
+        def over_cap(state: tenacity.RetryCallState) -> bool:
+            asked = self._asked_wait(state)
+            return asked is not None and asked > policy.max_retry_after
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            job.attempts[-1]["wait_ms"] = round((state.upcoming_sleep or 0) * 1000)
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(policy.attempts) | over_cap,
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS)
+            | tenacity.retry_if_result(lambda o: self._retryable(policy, o)),
+            retry_error_callback=lambda state: state.outcome.result(),  # pass the last answer on
+            before_sleep=before_sleep,
+            sleep=self.sleep,
+        )
+        return await retrying(self._attempt, job, target, headers, body)
+
+    @staticmethod
+    def _retryable(policy: Policy, outcome: Outcome) -> bool:
+        return outcome.response.status_code in policy.statuses
+
+    @staticmethod
+    def _asked_wait(state: tenacity.RetryCallState) -> float | None:
+        outcome = state.outcome
+        if outcome is None or outcome.failed:
+            return None
+        return retry_after_seconds(outcome.result().response.headers)
+
+    async def _attempt(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes) -> Outcome:
+        assert self.client is not None
+        policy = job.policy
+        record: dict[str, Any] = {"upstream": target.upstream, "status": None, "error": None, "wait_ms": None}
+        job.attempts.append(record)
+        url = job.url if target.api_key is None and target.upstream == job.primary else target_url(job.primary, job.url, target)
+        send_headers = headers if target.upstream == job.primary and target.api_key is None else target_headers(headers, target)
+        request = self.client.build_request(
+            job.method, url, content=body,
+            timeout=httpx.Timeout(connect=policy.connect_timeout, read=None, write=policy.ttfb_timeout, pool=policy.connect_timeout),
+        )
+        request.headers = httpx.Headers(_with_length(send_headers, body))  # exactly what mitmproxy sent
+        try:
+            response = await asyncio.wait_for(self.client.send(request, stream=True), policy.ttfb_timeout)
+        except asyncio.TimeoutError:
+            record["error"] = f"no response headers within ttfb_timeout={policy.ttfb_timeout:g}s"
+            raise
+        except httpx.TransportError as e:
+            record["error"] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise
+        record["status"] = response.status_code
+        outcome = Outcome(target, response)
+        if response.status_code in policy.statuses:  # an error body is small: keep it, free the connection
+            try:
+                outcome.body = await asyncio.wait_for(_read_all(response), policy.ttfb_timeout)
+            except (httpx.TransportError, asyncio.TimeoutError) as e:
+                outcome.body = b""
+                record["error"] = f"error body unreadable: {type(e).__name__}"
+            finally:
+                await response.aclose()
+        return outcome
+
+    # --- relay -> mitmproxy ------------------------------------------------------------------
+
+    async def _stream_back(self, job: Job, outcome: Outcome, writer: asyncio.StreamWriter) -> bool:
+        response = outcome.response
+        no_body = job.method == "HEAD" or response.status_code in (204, 304) or response.status_code < 200
+        head = [(k, v) for k, v in response.headers.raw if k.lower() not in _FRAMING]
+        length = response.headers.get("content-length")
+        chunked = not no_body and (length is None or "chunked" in response.headers.get("transfer-encoding", "").lower())
+        if outcome.body is not None:
+            chunked = False
+            head.append((b"content-length", str(len(outcome.body)).encode()))
+        elif chunked:
+            head.append((b"transfer-encoding", b"chunked"))
+        elif length is not None:
+            head.append((b"content-length", length.encode()))
+        keep_alive = "close" not in response.headers.get("connection", "").lower()
+        try:
+            await _write_head(writer, response.status_code, response.reason_phrase or "", head)
+            if outcome.body is not None:
+                writer.write(outcome.body)
+                await writer.drain()
+                return keep_alive
+            if no_body:
+                return keep_alive
+            return await self._pump(job, response, writer, chunked) and keep_alive
+        finally:
+            await response.aclose()
+
+    async def _pump(self, job: Job, response: httpx.Response, writer: asyncio.StreamWriter, chunked: bool) -> bool:
+        """Body chunks as they arrive; False (cut the connection) on an idle or broken upstream."""
+        idle = job.policy.idle_timeout
+        chunks = response.aiter_raw()
+        sent = 0
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), idle)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                job.flow.metadata[md.GATEWAY_ERROR] = (
+                    f"corral: upstream sent nothing for idle_timeout={idle:g}s; stream cut after {sent} bytes")
+                return False
+            except httpx.TransportError as e:
+                logger.info("corral: upstream broke off after %d bytes: %s", sent, e)
+                return False
+            if not chunk:
+                continue
+            sent += len(chunk)
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await writer.drain()
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        return True
+
+
+# --- HTTP/1.1 framing (mitmproxy is the only client: well-formed requests) ----------------------
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, list[tuple[bytes, bytes]]] | None:
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    request_line, *lines = raw[:-4].split(b"\r\n")
+    method = request_line.split(b" ", 1)[0].decode("ascii")
+    headers = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip(), value.strip()))
+    return method, headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[bytes, bytes]]) -> bytes:
+    found = {k.lower(): v for k, v in headers}
+    if b"chunked" in found.get(b"transfer-encoding", b"").lower():
+        body = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass
+                return bytes(body)
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+    length = int(found.get(b"content-length", b"0") or 0)
+    return await reader.readexactly(length) if length else b""
+
+
+def _with_length(headers: list[tuple[bytes, bytes]], body: bytes) -> list[tuple[bytes, bytes]]:
+    names = {k.lower() for k, _ in headers}
+    if body and not names & _FRAMING:
+        return [*headers, (b"content-length", str(len(body)).encode())]
+    return headers
+
+
+async def _write_head(writer: asyncio.StreamWriter, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
+    lines = [f"HTTP/1.1 {status} {reason}".encode("latin-1")]
+    lines += [k + b": " + v for k, v in headers]
+    writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+    await writer.drain()
+
+
+async def _read_all(response: httpx.Response) -> bytes:
+    return b"".join([chunk async for chunk in response.aiter_raw()])
