@@ -2,12 +2,14 @@
 
 mitmproxy cannot send a flow upstream twice, and its ``error`` hook cannot rescue a refused or reset
 connection. So the Retrier points a flow that may need retrying at this relay (plain HTTP on loopback),
-and the relay makes the upstream attempts itself with one pooled ``httpx.AsyncClient``:
+and the relay makes the upstream attempts itself over one pooled ``httpcore`` connection pool (httpx's
+engine, used directly: no cookie jar shared between users, no header normalisation, less work):
 
 - the request goes on byte for byte as mitmproxy sent it (method, URL, headers incl. auth, body); only the
   relay's own job header is removed, and a fallback target gets its own Host and, if configured, its key;
-- attempts are driven by tenacity: exponential backoff with full jitter, or exactly the wait the provider
-  asked for in *this* failed response (``retry-after-ms`` / ``x-ms-retry-after-ms`` / ``retry-after``);
+- retries are driven by tenacity: exponential backoff with full jitter, or exactly the wait the provider
+  asked for in *this* failed response (``retry-after-ms`` / ``x-ms-retry-after-ms`` / ``retry-after``).
+  The first attempt runs outside tenacity, so the happy path pays nothing for it;
 - the first answer that is not retryable goes back to mitmproxy at once: status and headers, then the
   body chunk by chunk as it arrives (raw bytes, content-encoding untouched), so streams stay streams;
 - once a byte of the response went out nothing is retried: a stream that goes idle or breaks is cut
@@ -19,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import certifi
+import httpcore
 import tenacity
 
 from addon import metadata as md
@@ -35,7 +39,8 @@ logger = logging.getLogger(__name__)
 JOB_HEADER = "x-corral-relay"
 _JOB_HEADER_B = JOB_HEADER.encode()
 # Failures before the first response byte: nothing reached the client, so another attempt is safe.
-RETRYABLE_ERRORS = (httpx.TransportError, asyncio.TimeoutError)
+TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError)
+RETRYABLE_ERRORS = (*TRANSPORT_ERRORS, TimeoutError)
 _FRAMING = {b"content-length", b"transfer-encoding"}
 
 
@@ -57,17 +62,33 @@ class Outcome:
     """A response of one attempt; ``body`` holds the raw bytes once read (retryable statuses)."""
 
     target: Target
-    response: httpx.Response
+    response: httpcore.Response
+    headers: dict[str, str]  # lower-case name -> first value, for decisions only
     body: bytes | None = None
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+
+def ssl_context(verify: Any) -> ssl.SSLContext:
+    """True: certifi (as mitmproxy); False: no verification (ssl_insecure); else a ready context."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    context = ssl.create_default_context(cafile=certifi.where())
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class Relay:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.port = 0
-        self.client: httpx.AsyncClient | None = None
+        self.pool: httpcore.AsyncConnectionPool | None = None
         self._server: asyncio.Server | None = None
-        self._verify: Any = True
+        self.verify: Any = True
         self.sleep: Callable[[float], Any] = asyncio.sleep
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -76,14 +97,13 @@ class Relay:
         if self._server is None:
             self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, limit=1 << 20)
             self.port = self._server.sockets[0].getsockname()[1]
-        self.set_verify(self._verify)
+        self.set_verify(self.verify)
 
     def set_verify(self, verify: Any) -> None:
         """Upstream TLS verification, mirroring mitmproxy's own (certifi, trusted CA, or insecure)."""
-        self._verify = verify
-        old, self.client = self.client, httpx.AsyncClient(
-            verify=verify, follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60),
+        self.verify = verify
+        old, self.pool = self.pool, httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context(verify), max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60,
         )
         if old is not None:
             asyncio.get_running_loop().create_task(old.aclose())
@@ -92,9 +112,9 @@ class Relay:
         if self._server is not None:
             self._server.close()
             self._server = None
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        if self.pool is not None:
+            await self.pool.aclose()
+            self.pool = None
 
     def add(self, job: Job) -> str:
         token = secrets.token_hex(12)
@@ -134,13 +154,14 @@ class Relay:
         meta[md.ATTEMPTS] = job.attempts
         meta[md.RETRIES] = max(0, len(job.attempts) - 1)
         if outcome is None:
-            status = 504 if isinstance(error, asyncio.TimeoutError | httpx.TimeoutException) else 502
+            status = 504 if isinstance(error, TimeoutError | httpcore.TimeoutException) else 502
             kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
             last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
             made = make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
+            content = made.content or b""
             head = [(k, v) for k, v in made.headers.fields if k.lower() not in _FRAMING]
-            await _write_head(writer, status, made.reason or "Error", head + [(b"content-length", str(len(made.content or b"")).encode())])
-            writer.write(made.content or b"")
+            await _write_head(writer, status, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
+            writer.write(content)
             await writer.drain()
             return True
         meta[md.UPSTREAM] = outcome.target.upstream
@@ -154,8 +175,15 @@ class Relay:
         last: Outcome | None = None
         error: BaseException | None = None
         for target in (Target(job.primary), *job.fallbacks):
+            first: Outcome | BaseException
             try:
-                outcome = await self._with_retries(job, target, headers, body)
+                first = await self._attempt(job, target, headers, body)
+            except RETRYABLE_ERRORS as e:
+                first = e
+            if isinstance(first, Outcome) and not self._retryable(job.policy, first):
+                return first, None  # the happy path: one attempt, no retry machinery
+            try:
+                outcome = await self._with_retries(job, target, headers, body, first)
             except RETRYABLE_ERRORS as e:
                 error = e
                 continue
@@ -164,9 +192,20 @@ class Relay:
             last = outcome
         return last, error
 
-    async def _with_retries(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes) -> Outcome:
+    async def _with_retries(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes,
+                            first: Outcome | BaseException) -> Outcome:
+        """Attempts 2.. on ``target``; tenacity sees ``first`` (already made) as its attempt 1."""
         policy = job.policy
         backoff = tenacity.wait_random_exponential(multiplier=policy.backoff, max=policy.backoff_max)
+        pending: list[Outcome | BaseException] = [first]
+
+        async def attempt() -> Outcome:
+            if pending:
+                made = pending.pop()
+                if isinstance(made, BaseException):
+                    raise made
+                return made
+            return await self._attempt(job, target, headers, body)
 
         def wait(state: tenacity.RetryCallState) -> float:
             # The provider's wait, read afresh from the response that just failed; else backoff.
@@ -189,45 +228,48 @@ class Relay:
             before_sleep=before_sleep,
             sleep=self.sleep,
         )
-        return await retrying(self._attempt, job, target, headers, body)
+        return await retrying(attempt)
 
     @staticmethod
     def _retryable(policy: Policy, outcome: Outcome) -> bool:
-        return outcome.response.status_code in policy.statuses
+        return outcome.status in policy.statuses
 
     @staticmethod
     def _asked_wait(state: tenacity.RetryCallState) -> float | None:
         outcome = state.outcome
         if outcome is None or outcome.failed:
             return None
-        return retry_after_seconds(outcome.result().response.headers)
+        return retry_after_seconds(outcome.result().headers)
 
     async def _attempt(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes) -> Outcome:
-        assert self.client is not None
+        assert self.pool is not None
         policy = job.policy
         record: dict[str, Any] = {"upstream": target.upstream, "status": None, "error": None, "wait_ms": None}
         job.attempts.append(record)
-        url = job.url if target.api_key is None and target.upstream == job.primary else target_url(job.primary, job.url, target)
-        send_headers = headers if target.upstream == job.primary and target.api_key is None else target_headers(headers, target)
-        request = self.client.build_request(
-            job.method, url, content=body,
-            timeout=httpx.Timeout(connect=policy.connect_timeout, read=None, write=policy.ttfb_timeout, pool=policy.connect_timeout),
+        primary = target.upstream == job.primary and target.api_key is None
+        url = job.url if primary else target_url(job.primary, job.url, target)
+        request = httpcore.Request(
+            job.method, url, content=body,  # exactly what mitmproxy sent
+            headers=_with_length(headers if primary else target_headers(headers, target), body),
+            extensions={"timeout": {"connect": policy.connect_timeout, "pool": policy.connect_timeout,
+                                    "write": policy.ttfb_timeout, "read": None}},
         )
-        request.headers = httpx.Headers(_with_length(send_headers, body))  # exactly what mitmproxy sent
         try:
-            response = await asyncio.wait_for(self.client.send(request, stream=True), policy.ttfb_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(policy.ttfb_timeout):
+                response = await self.pool.handle_async_request(request)
+        except TimeoutError:
             record["error"] = f"no response headers within ttfb_timeout={policy.ttfb_timeout:g}s"
             raise
-        except httpx.TransportError as e:
+        except TRANSPORT_ERRORS as e:
             record["error"] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             raise
-        record["status"] = response.status_code
-        outcome = Outcome(target, response)
-        if response.status_code in policy.statuses:  # an error body is small: keep it, free the connection
+        record["status"] = response.status
+        outcome = Outcome(target, response, _decision_headers(response.headers))
+        if response.status in policy.statuses:  # an error body is small: keep it, free the connection
             try:
-                outcome.body = await asyncio.wait_for(_read_all(response), policy.ttfb_timeout)
-            except (httpx.TransportError, asyncio.TimeoutError) as e:
+                async with asyncio.timeout(policy.ttfb_timeout):
+                    outcome.body = await _read_all(response)
+            except (*TRANSPORT_ERRORS, TimeoutError) as e:
                 outcome.body = b""
                 record["error"] = f"error body unreadable: {type(e).__name__}"
             finally:
@@ -237,21 +279,22 @@ class Relay:
     # --- relay -> mitmproxy ------------------------------------------------------------------
 
     async def _stream_back(self, job: Job, outcome: Outcome, writer: asyncio.StreamWriter) -> bool:
-        response = outcome.response
-        no_body = job.method == "HEAD" or response.status_code in (204, 304) or response.status_code < 200
-        head = [(k, v) for k, v in response.headers.raw if k.lower() not in _FRAMING]
-        length = response.headers.get("content-length")
-        chunked = not no_body and (length is None or "chunked" in response.headers.get("transfer-encoding", "").lower())
+        response, found = outcome.response, outcome.headers
+        no_body = job.method == "HEAD" or response.status in (204, 304) or response.status < 200
+        head = [(k, v) for k, v in response.headers if k.lower() not in _FRAMING]
+        length = found.get("content-length")
+        chunked = not no_body and (length is None or "chunked" in found.get("transfer-encoding", "").lower())
         if outcome.body is not None:
             chunked = False
-            head.append((b"content-length", str(len(outcome.body)).encode()))
+            head.append((b"content-length", b"%d" % len(outcome.body)))
         elif chunked:
             head.append((b"transfer-encoding", b"chunked"))
         elif length is not None:
             head.append((b"content-length", length.encode()))
-        keep_alive = "close" not in response.headers.get("connection", "").lower()
+        keep_alive = "close" not in found.get("connection", "").lower()
+        reason = response.extensions.get("reason_phrase", b"").decode("latin-1", "replace")
         try:
-            await _write_head(writer, response.status_code, response.reason_phrase or "", head)
+            await _write_head(writer, response.status, reason, head)
             if outcome.body is not None:
                 writer.write(outcome.body)
                 await writer.drain()
@@ -262,21 +305,22 @@ class Relay:
         finally:
             await response.aclose()
 
-    async def _pump(self, job: Job, response: httpx.Response, writer: asyncio.StreamWriter, chunked: bool) -> bool:
+    async def _pump(self, job: Job, response: httpcore.Response, writer: asyncio.StreamWriter, chunked: bool) -> bool:
         """Body chunks as they arrive; False (cut the connection) on an idle or broken upstream."""
         idle = job.policy.idle_timeout
-        chunks = response.aiter_raw()
+        chunks = aiter(response.stream)
         sent = 0
         while True:
             try:
-                chunk = await asyncio.wait_for(anext(chunks), idle)
+                async with asyncio.timeout(idle):
+                    chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 job.flow.metadata[md.GATEWAY_ERROR] = (
                     f"corral: upstream sent nothing for idle_timeout={idle:g}s; stream cut after {sent} bytes")
                 return False
-            except httpx.TransportError as e:
+            except TRANSPORT_ERRORS as e:
                 logger.info("corral: upstream broke off after %d bytes: %s", sent, e)
                 return False
             if not chunk:
@@ -336,5 +380,12 @@ async def _write_head(writer: asyncio.StreamWriter, status: int, reason: str, he
     await writer.drain()
 
 
-async def _read_all(response: httpx.Response) -> bytes:
-    return b"".join([chunk async for chunk in response.aiter_raw()])
+async def _read_all(response: httpcore.Response) -> bytes:
+    return b"".join([chunk async for chunk in response.stream])
+
+
+def _decision_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in headers:
+        found.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return found

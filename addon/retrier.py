@@ -104,7 +104,7 @@ class Retrier:
         return True  # certifi, as mitmproxy
 
     async def running(self) -> None:
-        self.relay._verify = self._verify()
+        self.relay.verify = self._verify()
         await self.relay.start()
         self.running_ = True
 
