@@ -27,10 +27,10 @@ addons themselves, keyed by ``flow.id``.
 | corral.text | str | meter | reassembled output text, for the viewer |
 | corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself and the meter leaves the flow alone |
 | corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
-| corral.retries | int | retrier | extra upstream attempts made |
-| corral.attempts | list[dict] | retrier | per attempt: status / error / wait |
+| corral.retries | int | retrier | extra upstream attempts made (attempts - 1), fallbacks included |
+| corral.attempts | list[dict] | retrier | per attempt: {upstream, status (None if no response), error, wait_ms (wait before the next attempt)} |
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
-| corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down) |
+| corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down, 504 ttfb timeout) or, on a stream the retrier cut for idleness, why |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
 """
 

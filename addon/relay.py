@@ -55,6 +55,11 @@ class Job:
     policy: Policy
     fallbacks: tuple[Target, ...] = ()
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    client_gone: Callable[[], bool] = lambda: False
+
+
+class ClientGone(Exception):
+    """mitmproxy closed the relay connection (the client left) while we waited to retry."""
 
 
 @dataclass
@@ -89,7 +94,6 @@ class Relay:
         self.pool: httpcore.AsyncConnectionPool | None = None
         self._server: asyncio.Server | None = None
         self.verify: Any = True
-        self.sleep: Callable[[float], Any] = asyncio.sleep
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -138,9 +142,10 @@ class Relay:
                     writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                     await writer.drain()
                     return
+                job.client_gone = reader.at_eof  # EOF is fed by the transport even while nobody reads
                 if not await self._serve(job, headers, body, writer):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        except (ConnectionError, ClientGone, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # mitmproxy went away (client abort) or sent something we cannot frame
         except Exception:
             logger.exception("corral: retry relay failed")
@@ -149,10 +154,12 @@ class Relay:
 
     async def _serve(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter) -> bool:
         """Answer one relayed request; False when the connection to mitmproxy must end."""
-        outcome, error = await self._attempt_all(job, headers, body)
         meta = job.flow.metadata
-        meta[md.ATTEMPTS] = job.attempts
-        meta[md.RETRIES] = max(0, len(job.attempts) - 1)
+        meta[md.ATTEMPTS] = job.attempts  # the same list: attempts show up as they are made
+        try:
+            outcome, error = await self._attempt_all(job, headers, body)
+        finally:
+            meta[md.RETRIES] = max(0, len(job.attempts) - 1)
         if outcome is None:
             status = 504 if isinstance(error, TimeoutError | httpcore.TimeoutException) else 502
             kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
@@ -219,6 +226,16 @@ class Relay:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             job.attempts[-1]["wait_ms"] = round((state.upcoming_sleep or 0) * 1000)
 
+        async def sleep(seconds: float) -> None:
+            # A long Retry-After must not outlive the client: give up as soon as it is gone.
+            deadline = asyncio.get_running_loop().time() + seconds
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                if job.client_gone():
+                    raise ClientGone()
+                await asyncio.sleep(min(left, 0.1))
+            if job.client_gone():
+                raise ClientGone()
+
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(policy.attempts) | over_cap,
             wait=wait,
@@ -226,7 +243,7 @@ class Relay:
             | tenacity.retry_if_result(lambda o: self._retryable(policy, o)),
             retry_error_callback=lambda state: state.outcome.result(),  # pass the last answer on
             before_sleep=before_sleep,
-            sleep=self.sleep,
+            sleep=sleep,
         )
         return await retrying(attempt)
 

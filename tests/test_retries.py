@@ -181,6 +181,16 @@ def test_retry_after_above_the_cap_reaches_the_client_unchanged(gw: Gateway, fre
     assert row["status"] == 429 and row["retries"] == 0
 
 
+def test_client_that_leaves_during_the_wait_ends_the_retries(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+    fresh_mock.enqueue(err(429, **{"retry-after": "2"}), Reply.from_exchange("openai-chat-json-1"))
+    with httpx.Client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+        client.post(gw.base("openai") + "/v1/chat/completions", json=CHAT, headers={"x-test-id": tag})
+    row = gw.row_for(tag)
+    assert row["error"] and row["retries"] == 0
+    time.sleep(2.5)  # past the Retry-After: a relay still waiting would send attempt 2 now
+    assert fresh_mock.request_count == 1
+
+
 def test_ttfb_timeout_is_retried(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     fresh_mock.enqueue(Reply.from_exchange("openai-chat-json-1", delay_before_headers=5),
                        Reply.from_exchange("openai-chat-json-2"))
