@@ -22,6 +22,7 @@ import asyncio
 import logging
 import secrets
 import ssl
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,7 +268,7 @@ class Relay:
         url = job.url if primary else target_url(job.primary, job.url, target)
         request = httpcore.Request(
             job.method, url, content=body,  # exactly what mitmproxy sent
-            headers=_with_length(headers if primary else target_headers(headers, target), body),
+            headers=_complete(headers if primary else target_headers(headers, target), body, url),
             extensions={"timeout": {"connect": policy.connect_timeout, "pool": policy.connect_timeout,
                                     "write": policy.ttfb_timeout, "read": None}},
         )
@@ -383,11 +384,16 @@ async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[bytes, by
     return await reader.readexactly(length) if length else b""
 
 
-def _with_length(headers: list[tuple[bytes, bytes]], body: bytes) -> list[tuple[bytes, bytes]]:
+def _complete(headers: list[tuple[bytes, bytes]], body: bytes, url: str) -> list[tuple[bytes, bytes]]:
+    """The headers as sent, plus what HTTP/1.1 needs when mitmproxy left it out (Host for a request
+    that came in over HTTP/2, framing for a body)."""
     names = {k.lower() for k, _ in headers}
+    extra = []
+    if b"host" not in names:
+        extra.append((b"host", urllib.parse.urlsplit(url).netloc.encode("idna")))
     if body and not names & _FRAMING:
-        return [*headers, (b"content-length", str(len(body)).encode())]
-    return headers
+        extra.append((b"content-length", str(len(body)).encode()))
+    return [*extra, *headers] if extra else headers
 
 
 async def _write_head(writer: asyncio.StreamWriter, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
