@@ -104,3 +104,35 @@ def test_relay_verifies_upstream_tls_like_mitmproxy(tls_mock: MockUpstream, tmp_
             assert "CERTIFICATE_VERIFY_FAILED" in resp.json()["error"]["message"]
             attempts = json.loads(gw.row_for("tls")["attempts"])
             assert len(attempts) == 2 and all(a["status"] is None for a in attempts)
+
+
+def test_corral_toml_forms(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists, numbers, per-provider tables and arrays of fallback tables, as a user writes them."""
+    monkeypatch.setenv("CORRAL_TEST_KEY_2", "sk-toml-second")
+    with MockUpstream() as primary, MockUpstream() as second:
+        gw = Gateway(None, workdir=tmp_path)
+        gw.config_path.write_text(f"""
+[providers.openai]
+upstream = "{primary.url}"
+
+[retries]
+statuses = [418]
+backoff = 0.01
+backoff_max = 0.02
+
+[retries.providers.openai]
+attempts = 2
+
+[[fallbacks.openai.targets]]
+upstream = "{second.url}"
+api_key_env = "CORRAL_TEST_KEY_2"
+""")
+        primary.enqueue(Reply(418, {}, b"teapot"), Reply(418, {}, b"teapot"), Reply(503, {}, b"down"))
+        second.default = Reply.from_exchange("openai-chat-json-1")
+        with gw, httpx.Client(timeout=30) as client:
+            url = gw.base("openai") + "/v1/chat/completions"
+            first = client.post(url, json={"model": "m"})  # 418 twice (statuses = [418], attempts = 2) -> fallback
+            assert first.status_code == 200 and first.headers["x-corral-upstream"] == second.url
+            assert second.requests[-1].headers["authorization"] == "Bearer sk-toml-second"
+            other = client.post(url, json={"model": "m"})  # 503 is not in this list: passed on
+            assert other.status_code == 503 and other.headers["x-corral-retries"] == "0"
