@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from addon import cli_flows, cli_start
+from addon import cli_flows, cli_providers, cli_start
 
-COMMANDS = [cli_start, cli_flows]
+COMMANDS = [cli_start, cli_flows, cli_providers]
 
 
 def main(argv: list[str] | None = None) -> int:

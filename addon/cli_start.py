@@ -22,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
     found = paths.default_config_file()
     settings["corral_config"] = args.config or (str(found) if found else "-")
     listen = cli_common.listen(settings)
-    print(f"corral: listening on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
+    print(f"corral: starting on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
     print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
     return gateway.start(listen, settings, args.set, args.certs)

@@ -20,7 +20,15 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _setup_logging() -> None:
+    # As mitmdump does: the root logger passes everything, mitmproxy's TermLog filters by verbosity.
+    logging.getLogger().setLevel(logging.DEBUG)
+    for noisy in ("tornado", "asyncio", "hpack", "quic", "peewee", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[str], certs_dir: str) -> int:
+    _setup_logging()
     opts = options.Options(
         listen_host=listen[0], listen_port=listen[1], mode=["regular"], confdir=certs_dir,
     )
@@ -38,7 +46,6 @@ async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[st
 
 
 def start(listen: str, settings: dict[str, Any], specs: list[str] | None = None, certs_dir: str | None = None) -> int:
-    logging.getLogger("peewee").setLevel(logging.WARNING)
     certs = certs_dir or str(paths.default_certs_dir())
     try:
         return asyncio.run(_run(parse_listen(listen), settings, specs or [], certs))

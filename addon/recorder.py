@@ -60,6 +60,16 @@ def _error_text(flow: http.HTTPFlow) -> str | None:
     return meta.get(md.RESPONSE_ERROR)
 
 
+def _status(flow: http.HTTPFlow) -> int | None:
+    """The HTTP status the client got. An upstream failure before any response makes mitmproxy answer
+    502 itself; a client that left before any response got nothing (NULL)."""
+    if flow.response is not None:
+        return flow.response.status_code
+    if flow.error is not None and "client" not in flow.error.msg.lower():
+        return 502
+    return None
+
+
 class Recorder:
     def __init__(self, router: Router) -> None:
         self.router = router  # for the provider catalog, which the pricer needs
@@ -162,7 +172,7 @@ class Recorder:
             "host": req.host,
             "path": redact_url_path(req.path),
             "model": meta.get(md.MODEL),
-            "status": resp.status_code if resp is not None else None,
+            "status": _status(flow),
             "stream": bool(meta.get(md.STREAM)),
             "ttfb_ms": round((ttfb_at - started) * 1000, 2) if ttfb_at else None,
             "duration_ms": round((end - started) * 1000, 2),

@@ -16,13 +16,14 @@ from tests.support.gateway import Gateway
 
 # corpus "provider" -> catalog prefix. Bedrock is signed for its own host: explicit mode only.
 PREFIX = {
-    "openai": "openai", "azure": "azure", "anthropic": "anthropic", "gemini": "gemini", "groq": "groq",
+    "openai": "openai", "azure-openai": "azure", "anthropic": "anthropic", "gemini": "gemini", "groq": "groq",
     "mistral": "mistral", "cohere": "cohere", "deepseek": "deepseek", "openrouter": "openrouter",
     "together": "together", "ollama": "ollama",
 }
 REVERSE_NAMES = [n for n in corpus.names() if corpus.load(n)["provider"] in PREFIX]
 SUCCESS = [n for n in REVERSE_NAMES if corpus.load(n)["response"]["status"] < 400]
 ERRORS = [n for n in REVERSE_NAMES if corpus.load(n)["response"]["status"] >= 400]
+from tests.support.reliability import reliability
 
 
 def replay(gateway: Gateway, name: str, tag: str) -> httpx.Response:
@@ -43,6 +44,7 @@ def test_corpus_covers_every_core_provider() -> None:
 
 
 @pytest.mark.parametrize("name", SUCCESS)
+@reliability("upstream faults", "error object inside a 200 stream (OpenRouter)", "the stream unchanged", "row with the provider error")
 def test_success_exchange_passes_unchanged_and_usage_is_recorded(gateway: Gateway, fresh_mock, tag: str, name: str) -> None:
     ex = corpus.load(name)
     resp = replay(gateway, name, tag)

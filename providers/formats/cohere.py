@@ -52,7 +52,7 @@ class CohereFamily:
         obj, err = request_object(body)
         if obj is None:
             return RequestInfo(parse_error=err)
-        return RequestInfo(model=as_str(obj.get("model")), stream=obj.get("stream") is True)
+        return RequestInfo(model=as_str(obj.get("model")), stream=obj.get("stream") is True, parse_error=err)
 
     def stream_kind(self, path: str, content_type: str) -> str | None:
         ct = content_type.lower()

@@ -24,6 +24,8 @@ def loads(data: bytes | str) -> tuple[Any, str | None]:
         return json.loads(data), None
     except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None, f"invalid JSON: {e}"
+    except RecursionError:  # nesting deeper than the interpreter's stack
+        return None, "invalid JSON: nested too deeply"
 
 
 def dumps(obj: Any) -> bytes:
@@ -81,7 +83,19 @@ def request_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, err
     if not isinstance(obj, dict):
         return None, "request body is not a JSON object"
-    return obj, None
+    return obj, field_type_error(obj)
+
+
+def field_type_error(obj: dict[str, Any]) -> str | None:
+    """Wrong types for the fields every family shares: the request still goes upstream unchanged (the
+    provider answers it), but the record says Corral could not read it."""
+    if "model" in obj and not isinstance(obj["model"], str):
+        return "request field 'model' is not a string"
+    if "stream" in obj and not isinstance(obj["stream"], bool):
+        return "request field 'stream' is not a boolean"
+    if "messages" in obj and not isinstance(obj["messages"], list):
+        return "request field 'messages' is not a list"
+    return None
 
 
 def error_text(kind: Any, message: Any) -> str:

@@ -19,7 +19,7 @@ def inject_include_usage(body: bytes) -> bytes | None:
     is not a streaming JSON object or already asks for usage."""
     try:
         obj = json.loads(body)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     if not isinstance(obj, dict) or obj.get("stream") is not True:
         return None
@@ -48,7 +48,7 @@ def is_usage_only_event(event: bytes) -> bool:
         return False
     try:
         obj: Any = json.loads("\n".join(data))
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and obj.get("choices") == [] and obj.get("usage") is not None
 

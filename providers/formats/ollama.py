@@ -54,7 +54,7 @@ class OllamaFamily:
             return RequestInfo(parse_error=err)
         default = path_only(path).rstrip("/").endswith(_STREAM_BY_DEFAULT)
         stream = obj.get("stream", default)
-        return RequestInfo(model=as_str(obj.get("model")), stream=stream is True)
+        return RequestInfo(model=as_str(obj.get("model")), stream=stream is True, parse_error=err)
 
     def stream_kind(self, path: str, content_type: str) -> str | None:
         ct = content_type.lower()

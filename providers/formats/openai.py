@@ -75,6 +75,7 @@ class OpenAIFamily:
             info.parse_error = err
             info.model = m.group(1) if m else None
             return info
+        info.parse_error = err
         info.model = as_str(obj.get("model")) or (m.group(1) if m else None)
         info.stream = obj.get("stream") is True
         if info.stream:

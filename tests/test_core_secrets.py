@@ -1,0 +1,49 @@
+"""Credentials never reach the database or the log: only fingerprints do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from addon.credentials import fingerprint
+from tests.support import corpus
+from tests.support.gateway import Gateway
+
+SECRETS = {
+    "authorization": "Bearer sk-proj-SECRETopenai0123456789abcdef",
+    "x-api-key": "sk-ant-api03-SECRETanthropic0123456789",
+    "x-goog-api-key": "AIzaSySECRETgoogle0123456789abcdefgh",
+    "api-key": "SECRETazure0123456789abcdef0123",
+    "cookie": "session=SECRETcookie0123456789",
+}
+QUERY_KEY = "AIzaSyQUERYSECRET0123456789abcdefghi"
+from tests.support.reliability import reliability
+
+
+@reliability("secrets", "API keys in Authorization, x-api-key, x-goog-api-key, api-key, cookie, ?key=", "credentials pass through to the provider", "only fp_ fingerprints in database and log")
+def test_no_secret_reaches_the_database_or_log(gateway: Gateway, fresh_mock, tag: str) -> None:
+    name = "gemini-generatecontent-json-2"
+    ex = corpus.load(name)
+    with httpx.Client(timeout=20) as client:
+        for header, value in SECRETS.items():
+            client.post(
+                gateway.base("gemini") + corpus.request_path(ex) + f"?key={QUERY_KEY}",
+                content=json.dumps(ex["request"]["body"]),
+                headers={header: value, "x-mock-exchange": name, "x-test-id": tag},
+            )
+    rows = gateway.wait_rows(lambda r: tag in (r["request_headers"] or ""), len(SECRETS))
+    # The upstream did get the credentials: Corral passes them through untouched.
+    assert any(r.headers.get("authorization") == SECRETS["authorization"] for r in fresh_mock.requests)
+    db_path = Path(gateway.db.removeprefix("sqlite:///"))
+    stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
+    log = gateway.log()
+    for value in [*SECRETS.values(), QUERY_KEY]:
+        secret = value.split(" ")[-1].split("=")[-1]
+        assert secret.encode() not in stored, f"{secret[:12]}... reached the database"
+        assert secret not in log
+    credentials = {r["credential"] for r in rows}
+    assert fingerprint("sk-proj-SECRETopenai0123456789abcdef") in credentials
+    assert all(c and c.startswith("fp_") for c in credentials)
+    assert all(QUERY_KEY not in r["path"] and "key=fp_" in r["path"] for r in rows)
