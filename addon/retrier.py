@@ -133,9 +133,11 @@ class Retrier:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if self._restore(flow) and flow.response is not None:
-            flow.response.headers["x-corral-retries"] = str(flow.metadata.get(md.RETRIES, 0))
-            if flow.metadata.get(md.UPSTREAM):
-                flow.response.headers["x-corral-upstream"] = flow.metadata[md.UPSTREAM]
+            # Only when something happened: a first-time answer reaches the client exactly as sent.
+            retries = flow.metadata.get(md.RETRIES, 0)
+            if retries:
+                flow.response.headers["x-corral-retries"] = str(retries)
+                flow.response.headers["x-corral-upstream"] = flow.metadata.get(md.UPSTREAM, "")
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._restore(flow)

@@ -263,6 +263,7 @@ def test_request_and_response_pass_the_relay_exactly(gw: Gateway, fresh_mock: Mo
     assert (sent.method, sent.path, sent.body) == ("POST", "/v1/chat/completions?api-version=2024-01&x=1", body)
     assert sent.headers["authorization"] == "Bearer sk-exact" and sent.headers["x-custom"] == "A b  c"
     assert not any(name.startswith("x-corral") for name in sent.headers)
+    assert not any(name.startswith("x-corral") for name in resp.headers)  # a first-time answer is untouched
     row = gw.row_for(tag)
     assert "x-corral-relay" not in row["request_headers"] and row["retries"] == 0
 
@@ -273,3 +274,4 @@ def test_retries_disabled_passes_failures_through(gw: Gateway, fresh_mock: MockU
         resp = client.post(gw.base("deepseek") + "/chat/completions", json=CHAT, headers={"x-test-id": tag})
     assert resp.status_code == 503 and "x-corral-retries" not in resp.headers
     assert fresh_mock.request_count == 1
+    assert gw.row_for(tag)["attempts"] is None  # not relayed at all
