@@ -22,7 +22,6 @@ import asyncio
 import logging
 import secrets
 import ssl
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ import httpcore
 import tenacity
 
 from addon import metadata as md
+from addon.relay_http import FRAMING, complete, decision_headers, read_all, read_body, read_head, write_head
 from addon.responses import make_error
 from addon.retry_policy import Policy, Target, retry_after_seconds, target_headers, target_url
 
@@ -42,7 +42,6 @@ _JOB_HEADER_B = JOB_HEADER.encode()
 # Failures before the first response byte: nothing reached the client, so another attempt is safe.
 TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError)
 RETRYABLE_ERRORS = (*TRANSPORT_ERRORS, TimeoutError)
-_FRAMING = {b"content-length", b"transfer-encoding"}
 
 
 @dataclass
@@ -131,11 +130,11 @@ class Relay:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await _read_head(reader)
+                head = await read_head(reader)
                 if head is None:
                     return
                 method, headers = head
-                body = await _read_body(reader, headers)
+                body = await read_body(reader, headers)
                 token = next((v.decode() for k, v in headers if k.lower() == _JOB_HEADER_B), "")
                 job = self.jobs.pop(token, None)
                 headers = [(k, v) for k, v in headers if k.lower() != _JOB_HEADER_B]
@@ -167,8 +166,8 @@ class Relay:
             last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
             made = make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
             content = made.content or b""
-            head = [(k, v) for k, v in made.headers.fields if k.lower() not in _FRAMING]
-            await _write_head(writer, status, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
+            head = [(k, v) for k, v in made.headers.fields if k.lower() not in FRAMING]
+            await write_head(writer, status, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
             writer.write(content)
             await writer.drain()
             return True
@@ -268,7 +267,7 @@ class Relay:
         url = job.url if primary else target_url(job.primary, job.url, target)
         request = httpcore.Request(
             job.method, url, content=body,  # exactly what mitmproxy sent
-            headers=_complete(headers if primary else target_headers(headers, target), body, url),
+            headers=complete(headers if primary else target_headers(headers, target), body, url),
             extensions={"timeout": {"connect": policy.connect_timeout, "pool": policy.connect_timeout,
                                     "write": policy.ttfb_timeout, "read": None}},
         )
@@ -282,11 +281,11 @@ class Relay:
             record["error"] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             raise
         record["status"] = response.status
-        outcome = Outcome(target, response, _decision_headers(response.headers))
+        outcome = Outcome(target, response, decision_headers(response.headers))
         if response.status in policy.statuses:  # an error body is small: keep it, free the connection
             try:
                 async with asyncio.timeout(policy.ttfb_timeout):
-                    outcome.body = await _read_all(response)
+                    outcome.body = await read_all(response)
             except (*TRANSPORT_ERRORS, TimeoutError) as e:
                 outcome.body = b""
                 record["error"] = f"error body unreadable: {type(e).__name__}"
@@ -299,7 +298,7 @@ class Relay:
     async def _stream_back(self, job: Job, outcome: Outcome, writer: asyncio.StreamWriter) -> bool:
         response, found = outcome.response, outcome.headers
         no_body = job.method == "HEAD" or response.status in (204, 304) or response.status < 200
-        head = [(k, v) for k, v in response.headers if k.lower() not in _FRAMING]
+        head = [(k, v) for k, v in response.headers if k.lower() not in FRAMING]
         length = found.get("content-length")
         chunked = not no_body and (length is None or "chunked" in found.get("transfer-encoding", "").lower())
         if outcome.body is not None:
@@ -312,7 +311,7 @@ class Relay:
         keep_alive = "close" not in found.get("connection", "").lower()
         reason = response.extensions.get("reason_phrase", b"").decode("latin-1", "replace")
         try:
-            await _write_head(writer, response.status, reason, head)
+            await write_head(writer, response.status, reason, head)
             if outcome.body is not None:
                 writer.write(outcome.body)
                 await writer.drain()
@@ -350,65 +349,3 @@ class Relay:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         return True
-
-
-# --- HTTP/1.1 framing (mitmproxy is the only client: well-formed requests) ----------------------
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, list[tuple[bytes, bytes]]] | None:
-    try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    request_line, *lines = raw[:-4].split(b"\r\n")
-    method = request_line.split(b" ", 1)[0].decode("ascii")
-    headers = []
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers.append((name.strip(), value.strip()))
-    return method, headers
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[bytes, bytes]]) -> bytes:
-    found = {k.lower(): v for k, v in headers}
-    if b"chunked" in found.get(b"transfer-encoding", b"").lower():
-        body = bytearray()
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                return bytes(body)
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
-    length = int(found.get(b"content-length", b"0") or 0)
-    return await reader.readexactly(length) if length else b""
-
-
-def _complete(headers: list[tuple[bytes, bytes]], body: bytes, url: str) -> list[tuple[bytes, bytes]]:
-    """The headers as sent, plus what HTTP/1.1 needs when mitmproxy left it out (Host for a request
-    that came in over HTTP/2, framing for a body)."""
-    names = {k.lower() for k, _ in headers}
-    extra = []
-    if b"host" not in names:
-        extra.append((b"host", urllib.parse.urlsplit(url).netloc.encode("idna")))
-    if body and not names & _FRAMING:
-        extra.append((b"content-length", str(len(body)).encode()))
-    return [*extra, *headers] if extra else headers
-
-
-async def _write_head(writer: asyncio.StreamWriter, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
-    lines = [f"HTTP/1.1 {status} {reason}".encode("latin-1")]
-    lines += [k + b": " + v for k, v in headers]
-    writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
-    await writer.drain()
-
-
-async def _read_all(response: httpcore.Response) -> bytes:
-    return b"".join([chunk async for chunk in response.stream])
-
-
-def _decision_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name, value in headers:
-        found.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-    return found
