@@ -6,25 +6,41 @@ Target order as features land:
     Annotator (mitmweb comments), Viewer (web UI + JSON API), Metrics
 - CacheLookup before RateLimiter: a hit never counts against a provider quota.
 - Retrier before Meter: the meter parses only the final response the client gets.
+- RateLimitAccounting right after Meter: token windows are corrected with the usage the Meter
+  publishes at the end of a response or stream.
 - CacheStore after Meter: it stores what the meter judged complete, and wraps the meter's stream tee
   to keep the chunks (with timings) that the client received.
 """
 
 from __future__ import annotations
 
+from addon.annotate import Annotator
 from addon.config import ConfigFile
 from addon.meter import Meter
+from addon.metrics import Metrics
+from addon.proxy_scope import ProxyScope
+from addon.ratelimit_accounting import RateLimitAccounting
+from addon.ratelimiter import LimitBook, RateLimiter
 from addon.recorder import Recorder
 from addon.retrier import Retrier
 from addon.router import Router
+from addon.viewer import Viewer
 
 
 def build() -> list[object]:
     router = Router()
+    metrics = Metrics()
+    limits = LimitBook()  # shared by the limiter (admission) and its accounting (usage corrections)
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
+        ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
+        RateLimiter(limits),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
         Retrier(router),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
+        RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
         Recorder(router),  # one row per flow, written off the loop in batches
+        Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
+        Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen
+        metrics,  # Prometheus counters from the flow's metadata; last, so it sees everything
     ]

@@ -20,12 +20,25 @@ def add_config_args(parser: argparse.ArgumentParser, listen: bool = False, db: b
         parser.add_argument("--db", metavar="URL", help=f"database URL (default {paths.default_db_url()})")
 
 
+def add_certs_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--certs", metavar="DIR",
+                        help=f"CA directory, mitmproxy's confdir (default {paths.default_certs_dir()})")
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    return Path(args.config).expanduser() if getattr(args, "config", None) else paths.default_config_file()
+
+
 def file_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Options from the config file named by --config (or found by default)."""
-    path = Path(args.config).expanduser() if getattr(args, "config", None) else paths.default_config_file()
+    path = config_path(args)
     if path is None:
         return {}
-    return config.toml_to_options(config.read_file(path))
+    settings = config.toml_to_options(config.read_file(path))
+    certs = settings.get("corral_gateway_certs")
+    if certs:  # relative to the file that says it, so every command finds it whatever the cwd
+        settings["corral_gateway_certs"] = str((path.resolve().parent / Path(certs).expanduser()).resolve())
+    return settings
 
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,6 +51,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         settings["corral_gateway_listen"] = args.listen
     if getattr(args, "db", None):
         settings["corral_storage_db"] = args.db
+    if getattr(args, "certs", None):
+        settings["corral_gateway_certs"] = str(Path(args.certs).expanduser().resolve())
     return settings
 
 
@@ -47,3 +62,8 @@ def db_url(settings: dict[str, Any]) -> str:
 
 def listen(settings: dict[str, Any]) -> str:
     return settings.get("corral_gateway_listen") or "127.0.0.1:8080"
+
+
+def certs_dir(settings: dict[str, Any]) -> Path:
+    """The CA directory (mitmproxy's confdir): --certs, else [gateway] certs, else the default."""
+    return Path(settings.get("corral_gateway_certs") or paths.default_certs_dir())

@@ -1,7 +1,9 @@
 """Corral as a mitmproxy script: ``mitmdump -s addon/corral.py`` or ``mitmweb -s addon/corral.py``.
 
 Every Corral setting is a ``--set corral_...`` option (see addon/config.py), e.g.
-``mitmdump -s addon/corral.py --set corral_config=corral.toml --set connection_strategy=lazy``.
+``mitmdump -s addon/corral.py --listen-host 127.0.0.1 --set confdir=certs --set connection_strategy=lazy
+--set corral_config=corral.toml``. ``confdir`` is where the CA lives (``corral start`` uses certs/);
+mitmproxy listens on every interface by default, which Corral refuses without ``proxyauth``.
 """
 
 import sys

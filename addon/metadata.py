@@ -32,6 +32,11 @@ addons themselves, keyed by ``flow.id``.
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down, 504 ttfb timeout) or, on a stream the retrier cut for idleness, why |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
+| corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
+| corral.metrics_counted | bool | metrics | the flow was counted in /metrics (once, at response or error) |
+| corral.internal | str | router | path of a request to Corral's own `/_corral/...` endpoints (not an LLM flow, never recorded); the owning addon answers it in `requestheaders`, the router 404s the rest |
+| corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
+| corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
 """
 
 from __future__ import annotations
@@ -61,6 +66,13 @@ ATTEMPTS = "corral.attempts"
 WAIT_MS = "corral.wait_ms"
 GATEWAY_ERROR = "corral.gateway_error"
 RECORDED = "corral.recorded"
+COST_USD = "corral.cost_usd"
+METRICS_COUNTED = "corral.metrics_counted"
+INTERNAL = "corral.internal"
+TENANT = "corral.tenant"
+RATELIMIT = "corral.ratelimit"
+
+INTERNAL_PREFIX = "_corral"  # http://<gateway>/_corral/... : Corral's own endpoints
 
 
 def is_llm_flow(flow) -> bool:

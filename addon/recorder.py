@@ -53,6 +53,9 @@ def _error_text(flow: http.HTTPFlow) -> str | None:
         return meta[md.ROUTE_ERROR]
     if flow.error is not None:
         msg = flow.error.msg
+        if meta.get(md.COMPLETE) and "client" in msg.lower():
+            # The openai SDK hangs up as soon as it reads `data: [DONE]`: the stream was complete.
+            return meta.get(md.RESPONSE_ERROR)
         if flow.response is not None and meta.get(md.STREAM):
             who = "client aborted the stream" if "client" in msg.lower() else "stream broke off"
             return f"{who}: {msg}"
@@ -140,6 +143,7 @@ class Recorder:
             row = {"id": flow.id, "started_at": datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
                    "mode": flow.metadata.get(md.MODE, "reverse"), "method": flow.request.method,
                    "path": redact_url_path(flow.request.path), "error": "corral: record incomplete (internal error)"}
+        flow.metadata[md.COST_USD] = row.get("cost_usd")  # for the annotator and Metrics, later in the chain
         self.writer.submit(row)
 
     def build_row(self, flow: http.HTTPFlow) -> dict[str, Any]:
@@ -183,7 +187,8 @@ class Recorder:
             "reasoning_tokens": usage.get("reasoning_tokens"),
             "total_tokens": usage.get("total_tokens"),
             "cost_usd": cost,
-            "unpriced": price.unpriced and bool(usage),
+            # Unpriced means tokens were counted but no price is known; no usage is not "unpriced".
+            "unpriced": price.unpriced and (usage.get("input_tokens") is not None or usage.get("output_tokens") is not None),
             "saved_cost_usd": saved,
             "cache": cache,
             "retries": meta.get(md.RETRIES, 0),

@@ -13,6 +13,7 @@ Unknown reverse prefixes are answered here with a 404 and never forwarded: no op
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Sequence
 
@@ -41,17 +42,23 @@ class Router:
             "JSON of corral.toml's [providers.<name>] tables: upstream overrides and custom providers.",
         )
         loader.add_option(
+            "corral_gateway_intercept_hosts", Sequence[str], [],
+            "More hosts to intercept in explicit-proxy mode, each \"<provider>=<anchored regex over host:port>\", "
+            "e.g. \"openai=^llm\\.corp\\.example:443$\": handled (and recorded) as that provider.",
+        )
+        loader.add_option(
             "corral_gateway_names", Sequence[str], [],
             "Extra host names clients use to reach the gateway itself (reverse mode), e.g. a DNS name.",
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "corral_providers" in updated:
+        if "corral_providers" in updated or "corral_gateway_intercept_hosts" in updated:
             overrides = config.parse_json_option("corral_providers", ctx.options.corral_providers)
+            extra = parse_intercept_hosts(ctx.options.corral_gateway_intercept_hosts)
             try:
-                self.catalog = Catalog.load(overrides)
+                self.catalog = Catalog.load(overrides, extra)
             except CatalogError as e:
-                raise exceptions.OptionsError(f"[providers]: {e}") from None
+                raise exceptions.OptionsError(f"[providers] / [gateway] intercept_hosts: {e}") from None
             self.overridden_upstreams = {
                 name for name, table in overrides.items() if isinstance(table, dict) and "upstream" in table
             }
@@ -67,10 +74,21 @@ class Router:
             self._route_reverse(flow)
         else:
             provider = self.catalog.by_host(flow.request.host, flow.request.port)
+            if provider is None and not flow.client_conn.tls and flow.request.scheme == "http" and flow.request.port == 80:
+                # Absolute-form plain HTTP (`http://api.openai.com/...` through the proxy): same provider
+                # as its :443 host; _route_explicit sends it on over TLS unless the upstream is overridden.
+                provider = self.catalog.by_host(flow.request.host, 443)
+                if provider is not None:
+                    flow.request.scheme, flow.request.port = "https", 443
             if provider is not None:
                 self._route_explicit(flow, provider)
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if md.INTERNAL in flow.metadata and flow.response is None:
+            # No addon answered this /_corral/ path in requestheaders: it is not an endpoint.
+            body = b'{"error": "corral: unknown endpoint"}'
+            flow.response = http.Response.make(404, body, {"content-type": "application/json"})
+            return
         error = flow.metadata.get(md.ROUTE_ERROR)
         if error and flow.response is None:
             status, kind = (400, "bad_request") if md.PROVIDER in flow.metadata else (404, "not_found")
@@ -102,6 +120,10 @@ class Router:
         path, sep, query = flow.request.path.partition("?")
         prefix, _, remainder = path.lstrip("/").partition("/")
         rest = "/" + remainder + (sep + query)
+        if prefix == md.INTERNAL_PREFIX:
+            # Corral's own endpoints (/_corral/...): answered in-band by the addon that owns them.
+            flow.metadata[md.INTERNAL] = "/" + remainder
+            return
         provider = self.catalog.by_prefix(prefix)
         if provider is None:
             shown = prefix[:64] or "(empty)"
@@ -144,3 +166,27 @@ class Router:
         default_port = {"http": 80, "https": 443}.get(req.scheme)
         req.host_header = req.host if req.port == default_port else f"{req.host}:{req.port}"
         flow.metadata[md.UPSTREAM] = f"{req.scheme}://{req.host_header}"
+
+
+def parse_intercept_hosts(entries: Sequence[str]) -> dict[str, list[str]]:
+    """``["openai=^llm\\.corp:443$", ...]`` -> {"openai": ["^llm\\.corp:443$"]} (validated)."""
+    extra: dict[str, list[str]] = {}
+    for entry in entries:
+        provider, sep, regex = entry.partition("=")
+        provider, regex = provider.strip(), regex.strip()
+        if not sep or not provider or not regex:
+            raise exceptions.OptionsError(
+                f"[gateway] intercept_hosts: {entry!r} must be \"<provider>=<regex>\", "
+                "e.g. \"openai=^llm\\\\.corp\\\\.example:443$\""
+            )
+        if not (regex.startswith("^") and regex.endswith("$")):
+            raise exceptions.OptionsError(
+                f"[gateway] intercept_hosts: {regex!r} must be anchored (^...$): mitmproxy matches "
+                "with re.search, so an open-ended regex would also intercept look-alike hosts"
+            )
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise exceptions.OptionsError(f"[gateway] intercept_hosts: {regex!r} is not a regex: {e}") from None
+        extra.setdefault(provider, []).append(regex)
+    return extra

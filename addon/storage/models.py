@@ -58,6 +58,7 @@ class Flow(BaseModel):
     class Meta:
         table_name = "flows"
         indexes = (
+            (("started_at", "id"), False),  # keyset pagination of the viewer's list (newest first)
             (("provider", "started_at"), False),
             (("model", "started_at"), False),
             (("status", "started_at"), False),

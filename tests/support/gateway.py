@@ -41,9 +41,12 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)  # JSON scalars and arrays of them are valid TOML
 
 
-def write_config(path: Path, upstream: str | None, extra: dict[str, dict[str, Any]] | None = None) -> None:
-    """corral.toml pointing every mocked provider at ``upstream``, plus ``extra`` sections."""
+def write_config(path: Path, upstream: str | None, extra: dict[str, Any] | None = None) -> None:
+    """corral.toml pointing every mocked provider at ``upstream``, plus ``extra`` sections
+    (a list value is an array of tables: ``{"limits": [{...}, {...}]}`` -> ``[[limits]]``)."""
     sections: dict[str, dict[str, Any]] = {}
+    arrays = {name: tables for name, tables in (extra or {}).items() if isinstance(tables, list)}
+    extra = {name: table for name, table in (extra or {}).items() if not isinstance(table, list)}
     if upstream:
         for name in MOCKED_PROVIDERS:
             sections[f"providers.{name}"] = {"upstream": upstream}
@@ -54,6 +57,11 @@ def write_config(path: Path, upstream: str | None, extra: dict[str, dict[str, An
         lines.append(f"[{name}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
         lines.append("")
+    for name, tables in arrays.items():  # arrays of tables: [[limits]] ...
+        for table in tables:
+            lines.append(f"[[{name}]]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+            lines.append("")
     path.write_text("\n".join(lines))
 
 
@@ -71,6 +79,10 @@ class Gateway:
         self.port = port or free_port()
         self.db = db or f"sqlite:///{self.workdir / 'corral.db'}"
         self.config_path = self.workdir / "corral.toml"
+        config = dict(config or {})
+        if "viewer" not in config and not any("corral_viewer_listen" in spec for spec in sets or []):
+            # Test gateways run side by side: none of them claims the viewer's default port.
+            config["viewer"] = {"listen": ""}
         write_config(self.config_path, upstream, config)
         self.sets = sets or []
         self.log_path = self.workdir / "gateway.log"

@@ -1,0 +1,68 @@
+"""Annotator: a one-line summary of each LLM flow in mitmweb, where flow.metadata is not shown.
+
+``flow.comment`` reads ``openai gpt-4o-mini · 25→32 tok · $0.00002 · cache miss``; ``flow.marked`` flags
+errors (red) and cache hits (blue). Runs after the Recorder, which publishes the cost it computed
+(``corral.cost_usd``), so the comment and the database row always agree.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import ctx, hooks, http
+
+from addon import metadata as md
+from addon.recorder import _error_text
+
+MARK_ERROR = ":red_circle:"
+MARK_CACHE_HIT = ":large_blue_circle:"
+ERROR_CHARS = 80
+
+
+def money(cost: float) -> str:
+    if cost == 0:
+        return "$0"
+    if cost < 0.000005:
+        return "<$0.00001"
+    return f"${cost:.5f}" if cost < 1 else f"${cost:.2f}"
+
+
+def annotation(flow: http.HTTPFlow) -> tuple[str, str]:
+    """(comment, mark) for an LLM flow; mark is "" when nothing stands out."""
+    meta = flow.metadata
+    parts = [" ".join(str(p) for p in (meta.get(md.PROVIDER), meta.get(md.MODEL)) if p) or "corral"]
+    usage = meta.get(md.USAGE) or {}
+    tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
+    if tokens_in is not None or tokens_out is not None:
+        parts.append(f"{'?' if tokens_in is None else tokens_in}→{'?' if tokens_out is None else tokens_out} tok")
+    if meta.get(md.STREAM):
+        parts.append("stream")
+    cost = meta.get(md.COST_USD)
+    if cost is not None:
+        parts.append(money(cost))
+    cache = meta.get(md.CACHE)
+    if cache and cache != "off":
+        parts.append(f"cache {cache}")
+    status = flow.response.status_code if flow.response is not None else None
+    error = _error_text(flow)
+    if status is not None and status >= 400:
+        parts.append(f"HTTP {status}")
+    if error:
+        parts.append("error: " + (error if len(error) <= ERROR_CHARS else error[:ERROR_CHARS - 1] + "…"))
+    mark = MARK_ERROR if error or status is None or status >= 400 else MARK_CACHE_HIT if cache == "hit" else ""
+    return " · ".join(parts), mark
+
+
+class Annotator:
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.annotate(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.annotate(flow)
+
+    def annotate(self, flow: http.HTTPFlow) -> None:
+        if not md.is_llm_flow(flow):
+            return
+        flow.comment, mark = annotation(flow)
+        if mark:
+            flow.marked = mark
+        # mitmweb's view already sent this flow to the browser before this hook ran: push it again.
+        ctx.master.addons.trigger(hooks.UpdateHook([flow]))

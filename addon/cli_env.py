@@ -1,0 +1,75 @@
+"""`corral env`: the environment that turns any HTTP client into an explicit-proxy client of Corral.
+
+    eval "$(corral env)"                      # bash/zsh
+    corral env --shell fish | source          # fish
+    corral env --shell powershell | iex       # PowerShell
+
+Takes the same --listen/--config/--certs as `corral start`, so both always agree. Creates the CA if
+`corral start` has not yet, and (re)writes the bundle: system roots + Corral CA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import urllib.parse
+from typing import Any
+
+from addon import ca, cli_common
+
+NO_PROXY = "localhost,127.0.0.1,::1"  # reverse-mode calls to the gateway itself go direct
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("env", help="print HTTPS_PROXY/CA variables for explicit-proxy mode (eval \"$(corral env)\")")
+    cli_common.add_config_args(p, listen=True, db=False)
+    cli_common.add_certs_arg(p)
+    p.add_argument("--shell", choices=("sh", "fish", "powershell"), default="sh",
+                   help="syntax of the output (default sh: bash, zsh, dash)")
+    p.set_defaults(func=run)
+
+
+def proxy_url(listen: str, proxyauth: str = "") -> str:
+    """http://[user:pass@]host:port a client on this machine uses to reach the listener."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"  # listening everywhere: loopback reaches it from here
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    userinfo = ""
+    user, sep, password = proxyauth.partition(":")
+    if sep and not proxyauth.startswith(("@", "ldap")):  # a literal user:pass, not htpasswd/LDAP
+        userinfo = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@"
+    return f"http://{userinfo}{host}:{port}"
+
+
+def variables(settings: dict[str, Any]) -> dict[str, str]:
+    files = ca.ensure_ca(cli_common.certs_dir(settings))
+    bundle = str(ca.write_bundle(files))
+    proxy = proxy_url(cli_common.listen(settings), settings.get("corral_gateway_proxyauth") or "")
+    return {
+        "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
+        "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY,
+        # One bundle for the clients whose variable *replaces* the trust store (Python, curl) ...
+        "SSL_CERT_FILE": bundle, "REQUESTS_CA_BUNDLE": bundle, "CURL_CA_BUNDLE": bundle,
+        # ... and the CA alone where the variable *adds* to it (Node.js).
+        "NODE_EXTRA_CA_CERTS": str(files.cert),
+    }
+
+
+def render(env: dict[str, str], shell: str) -> str:
+    if shell == "fish":
+        lines = [f"set -gx {k} {shlex.quote(v)};" for k, v in env.items()]
+    elif shell == "powershell":
+        lines = [f"$env:{k} = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in env.items()]
+    else:
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(render(variables(cli_common.resolve(args)), args.shell))
+    return 0

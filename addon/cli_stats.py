@@ -1,0 +1,63 @@
+"""`corral stats`: per provider and model, requests, tokens, cost, latency percentiles, errors, cache hits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from addon import cli_common
+from addon.storage import db as dbmod, queries
+
+COLUMNS = [("provider", "provider"), ("model", "model"), ("requests", "requests"), ("errors", "errors"),
+           ("in", "input_tokens"), ("out", "output_tokens"), ("cost", "cost_usd"), ("p50", "duration_p50_ms"),
+           ("p95", "duration_p95_ms"), ("ttfb p50", "ttfb_p50_ms"), ("cache hits", "cache_hits"), ("saved", "saved_cost_usd")]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stats", help="usage, cost, latency and errors per provider and model")
+    cli_common.add_config_args(p)
+    p.add_argument("--since", default="24h", help="time range: 30m, 24h, 7d, or an ISO time (default 24h)")
+    p.add_argument("--provider", help="only this provider")
+    p.add_argument("--json", action="store_true", help="the same numbers as JSON (as the viewer's /api/analytics)")
+    p.set_defaults(func=run)
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key.endswith("_ms"):
+        return f"{value:.0f}ms"
+    if key.endswith("_usd"):
+        return f"${value:.6f}"
+    return str(value)
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    cells = [[_cell(key, r.get(key)) for _, key in columns] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _) in enumerate(columns)]
+    out = ["  ".join(h.ljust(w) for (h, _), w in zip(columns, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = cli_common.resolve(args)
+    try:
+        since = queries.parse_since(args.since)
+        dbmod.connect(cli_common.db_url(settings), create=False)
+    except (dbmod.DatabaseError, queries.QueryError) as e:
+        print(f"corral: {e}")
+        return 1
+    data = queries.analytics(queries.Filters(provider=args.provider, since=since))
+    if args.json:
+        print(json.dumps({k: v for k, v in data.items() if k != "series"}, indent=2))
+        return 0
+    total = data["total"]
+    print(f"since {data['since']}: {total['requests']} requests, {total['errors']} errors, "
+          f"{total['input_tokens']} tokens in, {total['output_tokens']} out, ${total['cost_usd']:.6f}"
+          + (f" ({total['unpriced']} unpriced)" if total["unpriced"] else ""))
+    print()
+    print(table(data["by_provider"], [c for c in COLUMNS if c[1] != "model"]))
+    print()
+    print(table(data["by_model"], COLUMNS))
+    return 0

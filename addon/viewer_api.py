@@ -1,0 +1,162 @@
+"""The viewer's HTTP surface (tornado): static files from ``web/``, the read-only JSON API, /metrics.
+
+| path | answer |
+|---|---|
+| GET /api/flows | one page, newest first: ?provider ?model ?status=2xx|4xx|5xx|none ?cache ?q ?since ?limit ?before=<cursor> ?after=<cursor> |
+| GET /api/flows/<id> | one flow with headers (credentials fingerprinted), bodies, reassembled text, attempts |
+| GET /api/flows/<id>/curl | the request as a curl command line, credentials left out |
+| GET /api/facets | distinct providers, models, cache outcomes (filter drop-downs) |
+| GET /api/analytics | totals, time series, by provider, by model: ?since=24h ?until ?provider ?model |
+| GET /metrics | Prometheus text format |
+
+Every query runs on a worker thread; the event loop only formats JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from addon.credentials import SECRET_HEADERS
+from addon.storage import queries
+from addon.storage.models import database_proxy
+
+# Framing headers curl recomputes itself.
+_CURL_SKIP = SECRET_HEADERS | {"content-length", "host", "connection", "transfer-encoding", "accept-encoding"}
+
+
+def _in_thread(fn, *args: Any) -> Any:
+    database_proxy.connect(reuse_if_open=True)  # peewee: one connection per worker thread, kept open
+    return fn(*args)
+
+
+async def run_query(fn, *args: Any) -> Any:
+    return await asyncio.to_thread(_in_thread, fn, *args)
+
+
+def curl_command(flow: dict[str, Any]) -> str:
+    """The recorded request as curl, to the upstream that answered; credential headers left out."""
+    upstream = urllib.parse.urlsplit(flow.get("upstream") or "")
+    scheme = upstream.scheme or "https"
+    host = upstream.netloc or flow.get("host") or "localhost"
+    parts = ["curl", "-X", flow.get("method") or "GET", f"{scheme}://{host}{flow.get('path') or '/'}"]
+    for name, value in flow.get("request_headers") or []:
+        if name.lower() not in _CURL_SKIP:
+            parts += ["-H", f"{name}: {value}"]
+    body = flow.get("request_body")
+    if body and not body.startswith("base64:"):
+        parts += ["--data-raw", body]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+class Base(tornado.web.RequestHandler):
+    def initialize(self, viewer) -> None:
+        self.viewer = viewer
+
+    def prepare(self) -> None:
+        from addon.viewer import token_ok
+
+        self.set_header("Cache-Control", "no-store")
+        if not token_ok(self.viewer.token(), self.request.headers.get("Authorization"), self.get_query_argument("token", None)):
+            self.set_status(401)
+            self.set_header("WWW-Authenticate", 'Bearer realm="corral"')
+            self.finish({"error": "token required: Authorization: Bearer <token> or ?token="})
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(data, default=str))
+
+    def filters(self) -> queries.Filters:
+        arg = lambda name: self.get_query_argument(name, None) or None  # noqa: E731
+        return queries.Filters(
+            provider=arg("provider"), model=arg("model"), status=arg("status"), cache=arg("cache"), q=arg("q"),
+            since=queries.parse_since(arg("since")), until=queries.parse_since(arg("until")),
+        )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:  # JSON, never a traceback
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = str(exc) if isinstance(exc, queries.QueryError) else self._reason
+        self.finish({"error": message})
+
+    def log_exception(self, typ, value, tb) -> None:
+        if not isinstance(value, queries.QueryError):
+            super().log_exception(typ, value, tb)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, queries.QueryError):
+            self.send({"error": str(e)}, 400)
+            return
+        super()._handle_request_exception(e)
+
+
+class FlowsHandler(Base):
+    async def get(self) -> None:
+        filters = self.filters()
+        try:
+            limit = int(self.get_query_argument("limit", "50") or 50)
+        except ValueError:
+            raise queries.QueryError("limit must be a number") from None
+        page = await run_query(queries.list_flows, filters, limit,
+                               self.get_query_argument("before", None), self.get_query_argument("after", None))
+        self.send(page)
+
+
+class FlowHandler(Base):
+    async def get(self, flow_id: str, what: str | None = None) -> None:
+        flow = await run_query(queries.get_flow, flow_id)
+        if flow is None:
+            self.send({"error": "no such flow"}, 404)
+        elif what == "curl":
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(curl_command(flow) + "\n")
+        else:
+            flow["curl"] = curl_command(flow)
+            self.send(flow)
+
+
+class FacetsHandler(Base):
+    async def get(self) -> None:
+        self.send(await run_query(queries.facets))
+
+
+class AnalyticsHandler(Base):
+    async def get(self) -> None:
+        filters = self.filters()
+        if filters.since is None:
+            filters.since = queries.parse_since("24h")
+        self.send(await run_query(queries.analytics, filters))
+
+
+class MetricsHandler(Base):
+    def get(self) -> None:
+        if self.viewer.metrics is None:
+            self.send({"error": "the Metrics addon is not loaded"}, 404)
+            return
+        body, content_type = self.viewer.metrics.exposition()
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
+
+
+class StaticHandler(tornado.web.StaticFileHandler):
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", "no-cache")
+
+
+def make_app(viewer, web_dir: Path) -> tornado.web.Application:
+    args = {"viewer": viewer}
+    return tornado.web.Application([
+        (r"/api/flows", FlowsHandler, args),
+        (r"/api/flows/([A-Za-z0-9_.:-]+)", FlowHandler, args),
+        (r"/api/flows/([A-Za-z0-9_.:-]+)/(curl)", FlowHandler, args),
+        (r"/api/facets", FacetsHandler, args),
+        (r"/api/analytics", AnalyticsHandler, args),
+        (r"/metrics", MetricsHandler, args),
+        (r"/(.*)", StaticHandler, {"path": str(web_dir), "default_filename": "index.html"}),
+    ], compress_response=True)
