@@ -15,6 +15,8 @@ Target order as features land:
 from __future__ import annotations
 
 from addon.annotate import Annotator
+from addon.cache_lookup import CacheLookup
+from addon.cache_store import CacheStore
 from addon.config import ConfigFile
 from addon.meter import Meter
 from addon.metrics import Metrics
@@ -29,17 +31,21 @@ from addon.viewer import Viewer
 
 def build() -> list[object]:
     router = Router()
+    recorder = Recorder(router)
+    cache = CacheLookup()
     metrics = Metrics()
     limits = LimitBook()  # shared by the limiter (admission) and its accounting (usage corrections)
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         router,  # provider, mode, upstream rewrite; answers unknown routes itself
         ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
+        cache,  # response cache: answers hits without upstream (before limits: hits are free)
         RateLimiter(limits),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
         Retrier(router),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
-        Recorder(router),  # one row per flow, written off the loop in batches
+        CacheStore(cache, recorder),  # keeps complete answers (after the meter judged them); x-corral-cache header
+        recorder,  # one row per flow, written off the loop in batches
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
         Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen
         metrics,  # Prometheus counters from the flow's metadata; last, so it sees everything

@@ -25,8 +25,10 @@ addons themselves, keyed by ``flow.id``.
 | corral.response_error | str | meter | provider error (error status body, or error inside a 200 stream) |
 | corral.parse_error | str | meter | response body could not be parsed (passed on unchanged) |
 | corral.text | str | meter | reassembled output text, for the viewer |
-| corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself and the meter leaves the flow alone |
+| corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself; the meter, limits and retries leave the flow alone (with replay_pace=original it goes to the in-process replay server on 127.0.0.1, not upstream) |
 | corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
+| corral.cache_key | str | cache | SHA-256 cache key of the request (addon/cache_key.py); set when the cache applies |
+| corral.cache_ttl | float | cache | seconds a stored answer of this request lives |
 | corral.retries | int | retrier | extra upstream attempts made (attempts - 1), fallbacks included |
 | corral.attempts | list[dict] | retrier | per attempt: {upstream, status (None if no response), error, wait_ms (wait before the next attempt)} |
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
@@ -61,6 +63,8 @@ PARSE_ERROR = "corral.parse_error"
 TEXT = "corral.text"
 CACHE = "corral.cache"
 SAVED_COST_USD = "corral.saved_cost_usd"
+CACHE_KEY = "corral.cache_key"
+CACHE_TTL = "corral.cache_ttl"
 RETRIES = "corral.retries"
 ATTEMPTS = "corral.attempts"
 WAIT_MS = "corral.wait_ms"

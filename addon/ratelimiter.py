@@ -158,6 +158,8 @@ class RateLimiter:
         meta = flow.metadata
         if flow.response is not None or md.PROVIDER not in meta or md.ROUTE_ERROR in meta or flow.error:
             return
+        if meta.get(md.CACHE) == "hit":  # a paced cache replay: no provider quota is spent
+            return
         book = self.book
         scope = self._scope(flow)
         buckets = [(lim, lim.bucket_key(scope)) for lim in book.limits

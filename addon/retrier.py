@@ -117,6 +117,7 @@ class Retrier:
         meta = flow.metadata
         provider = meta.get(md.PROVIDER)
         if (provider is None or flow.response is not None or md.ROUTE_ERROR in meta or not self.running_
+                or meta.get(md.CACHE) == "hit"  # answered by the cache (maybe via its replay server)
                 or flow.request.headers.get("upgrade") or flow.websocket is not None):
             return
         policy = self.policies.get(provider, self.default)

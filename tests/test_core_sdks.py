@@ -129,6 +129,16 @@ def test_anthropic_messages(gateway: Gateway, fresh_mock, tag: str, name: str) -
 
 # --- Gemini (google-genai) ------------------------------------------------------------------
 
+def _gemini_dump(obj) -> dict:
+    """google-genai exposes the HTTP response headers; Corral adds its own ``x-corral-*`` ones
+    (``x-corral-cache: off``), which are not part of the provider's answer."""
+    data = obj.model_dump()
+    headers = (data.get("sdk_http_response") or {}).get("headers")
+    if isinstance(headers, dict):
+        data["sdk_http_response"]["headers"] = {k: v for k, v in headers.items() if not k.lower().startswith("x-corral-")}
+    return data
+
+
 def _genai(base: str, extra: dict[str, str]) -> genai.Client:
     return genai.Client(api_key="AIza-test-0123456789", http_options=types.HttpOptions(base_url=base, headers=extra))
 
@@ -139,7 +149,7 @@ def test_gemini_generate_content(gateway: Gateway, fresh_mock, tag: str, name: s
 
     def call(base: str, extra: dict[str, str]):
         client = _genai(base, extra)  # keep a reference: a collected Client closes its HTTP client
-        return client.models.generate_content(model=model, contents="hello").model_dump()
+        return _gemini_dump(client.models.generate_content(model=model, contents="hello"))
 
     assert call(gateway.base("gemini"), headers(name, tag)) == call(fresh_mock.url, headers(name, "d"))
     assert_row_usage(gateway, tag, name)
@@ -150,7 +160,7 @@ def test_gemini_stream_generate_content(gateway: Gateway, fresh_mock, tag: str) 
 
     def call(base: str, extra: dict[str, str]):
         client = _genai(base, extra)
-        return [c.model_dump() for c in client.models.generate_content_stream(model="gemini-2.0-flash-exp", contents="hello")]
+        return [_gemini_dump(c) for c in client.models.generate_content_stream(model="gemini-2.0-flash-exp", contents="hello")]
 
     assert call(gateway.base("gemini"), headers(name, tag)) == call(fresh_mock.url, headers(name, "d"))
     row = assert_row_usage(gateway, tag, name)

@@ -153,11 +153,15 @@ def test_queued_then_timed_out_is_rejected_with_its_wait_recorded(gw: Gateway, m
         time.sleep(0.03)
     for t in threads:
         t.join(30)
-    assert sorted(r.status_code for r in results) == [200] * 4 + [429] * 2
-    assert len(upstream_times(mock, tag)) == 4
+    statuses = sorted(r.status_code for r in results)
+    # 2/s with max_wait 1.2 s: 4 fit when the 6 arrive together; on a loaded machine the arrivals
+    # spread out and a 5th may fit. Never all of them, and what passed is exactly what went upstream.
+    passed = statuses.count(200)
+    assert 4 <= passed <= 5 and statuses.count(429) == 6 - passed, statuses
+    assert len(upstream_times(mock, tag)) == passed
     rows = gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 6)
     rejected = [r for r in rows if r["status"] == 429]
-    assert len(rejected) == 2
+    assert len(rejected) == 6 - passed
     for row in rejected:  # they queued first, then gave up at max_wait's horizon
         assert row["error"].startswith("rate limited by corral")
         assert row["wait_ms"] is not None and row["wait_ms"] >= 500

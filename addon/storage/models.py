@@ -66,7 +66,30 @@ class Flow(BaseModel):
         )
 
 
-ALL_MODELS: list[type[BaseModel]] = [Flow]
+class CacheEntry(BaseModel):
+    """One stored answer of the response cache (addon/cache_backend.py). ``key`` is a SHA-256 over
+    provider, method, path, canonical body and credential (or shared namespace): never a secret."""
+
+    key = peewee.CharField(primary_key=True, max_length=64)
+    provider = peewee.CharField(max_length=64, index=True)
+    model = peewee.CharField(max_length=255, null=True)
+    created_at = peewee.FloatField()  # epoch seconds
+    expires_at = peewee.FloatField(index=True)  # epoch seconds
+    status = peewee.IntegerField()
+    stream = peewee.BooleanField(default=False)
+    headers = peewee.TextField()  # JSON list of [name, value] as the client got them (no secrets)
+    body = peewee.BlobField()  # the whole body as sent to the client (still content-encoded)
+    chunks = peewee.TextField(null=True)  # streams: JSON {"headers_at": s, "chunks": [[s, bytes], ...]}
+    usage = peewee.TextField(null=True)  # JSON Usage.as_dict() of the original response
+    cost_usd = peewee.FloatField(null=True)  # what the original response cost
+    size = peewee.IntegerField(default=0)  # bytes of body
+    hits = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "cache_entries"
+
+
+ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry]
 
 # Field names `corral flows --json` prints, in order.
 FLOW_SUMMARY_FIELDS = [

@@ -1,0 +1,162 @@
+"""CacheStore: keeps complete, successful answers for the response cache, and labels every response.
+
+Sits after the Meter, so it stores only what the meter judged complete: no error status, no error
+inside a 200, no aborted or truncated stream, no empty answer. For streams it wraps the meter's tee
+(``flow.response.stream``) and keeps the chunks the client received with their times, so a replay can
+keep the original pace. Every response Corral handles carries ``x-corral-cache: hit|miss|refresh|skip|off``,
+and ``x-corral-*`` request headers (Corral's own controls) never reach the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import ctx, http
+
+from addon import cache_key, metadata as md
+from addon.cache_backend import Entry
+from addon.cache_lookup import CacheLookup
+from addon.cache_replay import TOKEN_HEADER
+from addon.credentials import SECRET_HEADERS
+from addon.recorder import Recorder
+
+logger = logging.getLogger(__name__)
+
+# Framing is redone on replay; secrets are never stored.
+_NOT_STORED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date"}) | SECRET_HEADERS
+_WRITES = ("miss", "refresh")
+
+
+class ChunkRecorder:
+    """Wraps the meter's stream tee: passes its output on unchanged and keeps it with timings."""
+
+    def __init__(self, inner: Callable[[bytes], Any], started: float, limit: int) -> None:
+        self.inner = inner
+        self.started = started
+        self.limit = limit
+        self.body = bytearray()
+        self.chunks: list[tuple[float, int]] = []
+        self.too_big = False
+        self.ended = False
+
+    def __call__(self, chunk: bytes) -> Any:
+        out = self.inner(chunk) if callable(self.inner) else chunk
+        try:
+            pieces = [out] if isinstance(out, bytes) else list(out)
+            now = round(time.time() - self.started, 4)
+            for piece in pieces:
+                if piece and not self.too_big:
+                    if len(self.body) + len(piece) > self.limit:
+                        self.too_big, self.body, self.chunks = True, bytearray(), []
+                    else:
+                        self.body += piece
+                        self.chunks.append((now, len(piece)))
+            if not chunk:
+                self.ended = True
+        except Exception:  # keeping a copy must never disturb what the client gets
+            logger.exception("corral: cache could not keep a stream chunk")
+            self.too_big = True
+        return out
+
+
+class CacheStore:
+    def __init__(self, lookup: CacheLookup, recorder: Recorder) -> None:
+        self.lookup = lookup
+        self.recorder = recorder  # its pricer prices the answer, for saved_cost_usd on later hits
+        self.recorders: dict[str, ChunkRecorder] = {}
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        # Last of the request hooks that need them: Corral's own headers stop here.
+        if md.PROVIDER not in flow.metadata:
+            return
+        for name in [n for n in flow.request.headers if n.lower().startswith("x-corral-")]:
+            if name.lower() != TOKEN_HEADER or flow.metadata.get(md.CACHE) != "hit":
+                del flow.request.headers[name]
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if not md.is_llm_flow(flow) or flow.response is None:
+            return
+        meta, response = flow.metadata, flow.response
+        outcome = meta.get(md.CACHE, "off")
+        response.headers[cache_key.HEADER] = outcome
+        if outcome == "hit":
+            if flow.request.headers.get(TOKEN_HEADER):
+                response.stream = True  # a paced replay from the replay server goes out as it comes
+            return
+        if outcome in _WRITES and 200 <= response.status_code < 300 and response.stream:
+            rec = ChunkRecorder(response.stream, flow.request.timestamp_start, ctx.options.corral_cache_max_entry_bytes)
+            self.recorders[flow.id] = rec
+            response.stream = rec
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        rec = self.recorders.pop(flow.id, None)
+        if flow.error is None:
+            await self._store(flow, rec)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        rec = self.recorders.pop(flow.id, None)
+        # The openai SDK hangs up right after `data: [DONE]`, which mitmproxy may report as a client
+        # disconnect, even before the stream's end reached us: the stream is whole when the meter saw its
+        # own end marker (corral.complete), which the client received.
+        if rec is not None and "client" in (flow.error.msg if flow.error else "").lower():
+            rec.ended = True
+            await self._store(flow, rec)
+
+    def _storable(self, flow: http.HTTPFlow) -> bool:
+        meta, response = flow.metadata, flow.response
+        return (
+            meta.get(md.CACHE) in _WRITES and md.CACHE_KEY in meta and response is not None
+            and 200 <= response.status_code < 300 and bool(meta.get(md.COMPLETE))
+            and not meta.get(md.RESPONSE_ERROR) and not meta.get(md.PARSE_ERROR) and not meta.get(md.GATEWAY_ERROR)
+            and "no-store" not in response.headers.get("cache-control", "").lower()
+            and (meta.get(md.CACHE_TTL) or 0) > 0
+            and (meta.get(md.USAGE) or {}).get("output_tokens") != 0
+        )
+
+    async def _store(self, flow: http.HTTPFlow, rec: ChunkRecorder | None) -> None:
+        if self.lookup.backend is None or not self._storable(flow):
+            return
+        response = flow.response
+        if rec is not None:
+            if rec.too_big or not rec.ended:
+                return
+            body, chunks = bytes(rec.body), rec.chunks
+        else:
+            body, chunks = response.raw_content or b"", None
+            if len(body) > ctx.options.corral_cache_max_entry_bytes:
+                return
+        if not body:
+            return  # an empty answer is not worth replaying
+        meta = flow.metadata
+        now = time.time()
+        entry = Entry(
+            key=meta[md.CACHE_KEY], provider=meta[md.PROVIDER], model=meta.get(md.MODEL),
+            status=response.status_code, body=body, stream=bool(meta.get(md.STREAM)),
+            headers=[(k, v) for k, v in response.headers.items(multi=True)
+                     if k.lower() not in _NOT_STORED and not k.lower().startswith("x-corral-")],
+            headers_at=round(max(0.0, (response.timestamp_start or now) - flow.request.timestamp_start), 4),
+            chunks=chunks, usage=meta.get(md.USAGE), cost_usd=self._cost(flow),
+            created_at=now, expires_at=now + float(meta[md.CACHE_TTL]),
+        )
+        try:
+            await self.lookup.backend.put(entry)
+        except Exception:  # a full disk loses a cache entry, never an answer
+            logger.warning("corral: cache write failed", exc_info=True)
+
+    def _cost(self, flow: http.HTTPFlow) -> float | None:
+        meta = flow.metadata
+        usage = meta.get(md.USAGE) or {}
+        name = meta.get(md.PROVIDER) or ""
+        try:
+            price = self.recorder.pricer.price(
+                self.recorder.router.catalog.get(name) or name, meta.get(md.MODEL),
+                usage.get("input_tokens"), usage.get("output_tokens"),
+                usage.get("cached_input_tokens"), usage.get("cache_creation_input_tokens"),
+                family=meta.get(md.FORMAT),
+            )
+        except Exception:
+            return None
+        return price.cost_usd
