@@ -37,7 +37,7 @@ from addon.retry_policy import Policy, Target, retry_after_seconds, target_heade
 
 logger = logging.getLogger(__name__)
 
-JOB_HEADER = "x-corral-relay"
+JOB_HEADER = "corral-relay-job"  # not x-corral-*: the cache strips those before upstream
 _JOB_HEADER_B = JOB_HEADER.encode()
 # Failures before the first response byte: nothing reached the client, so another attempt is safe.
 TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError)
