@@ -24,6 +24,7 @@ from addon.proxy_scope import ProxyScope
 from addon.ratelimit_accounting import RateLimitAccounting
 from addon.ratelimiter import LimitBook, RateLimiter
 from addon.recorder import Recorder
+from addon.retrier import Retrier
 from addon.router import Router
 from addon.state import StateHeader
 from addon.viewer import Viewer
@@ -41,6 +42,7 @@ def build() -> list[object]:
         ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         cache,  # response cache: answers hits without upstream (before limits: hits are free)
         RateLimiter(limits),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
+        Retrier(router),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
         CacheStore(cache, recorder),  # keeps complete answers (after the meter judged them); x-corral-cache header

@@ -73,6 +73,23 @@ def parse_json_option(name: str, value: str) -> Any:
         raise exceptions.OptionsError(f"{name} must be JSON (it mirrors a corral.toml table): {e}") from None
 
 
+def _coerce(typespec: Any, value: Any) -> Any:
+    """TOML numbers and lists for str-typed options (mitmproxy's --set has no float type, so seconds
+    like ``ttfb_timeout = 2.5`` are str options): ``2.5`` -> ``"2.5"``, ``[429, 503]`` -> ``"429,503"``."""
+    if typespec is str and not isinstance(value, bool):
+        if isinstance(value, int | float):
+            return str(value)
+        if isinstance(value, list) and all(isinstance(v, int | float | str) for v in value):
+            return ",".join(str(v) for v in value)
+    return value
+
+
+def coerce_options(options: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with TOML numbers/lists turned into strings where the option is str-typed."""
+    known = options._options
+    return {name: _coerce(known[name].typespec, v) if name in known else v for name, v in values.items()}
+
+
 class ConfigFile:
     """Loads corral.toml into the other addons' options. Goes first in the chain."""
 
@@ -111,7 +128,7 @@ class ConfigFile:
             )
         # Options the user set explicitly (no longer at their default) win over the file.
         to_set = {
-            name: value for name, value in values.items()
+            name: _coerce(ctx.options._options[name].typespec, value) for name, value in values.items()
             if ctx.options._options[name].current() == ctx.options._options[name].default
         }
         self.loaded_from = path

@@ -10,7 +10,7 @@ from typing import Any
 from mitmproxy import exceptions, options
 from mitmproxy.tools.dump import DumpMaster
 
-from addon import chain, paths
+from addon import chain, config, paths
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -35,7 +35,7 @@ async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[st
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(*chain.build())
     # Addon-defined options exist only now; passing them to Options() would raise KeyError.
-    opts.update(connection_strategy="lazy", termlog_verbosity="info", **settings)
+    opts.update(connection_strategy="lazy", termlog_verbosity="info", **config.coerce_options(opts, settings))
     if specs:  # --set name=value, parsed by mitmproxy exactly as mitmdump would
         opts.set(*specs)
     loop = asyncio.get_running_loop()

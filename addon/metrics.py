@@ -56,7 +56,9 @@ class Metrics:
         resp = flow.response
         status = resp.status_code if resp is not None else None
         unreachable = status is None and flow.error is not None and "client" not in flow.error.msg.lower()
-        if unreachable:
+        if resp is not None and resp.headers.get("x-corral-error") in ("upstream_unavailable", "upstream_timeout"):
+            unreachable = True  # the retrier's 502/504 after every attempt failed to get a response
+        if status is None and unreachable:
             status = 502  # what mitmproxy answered the client, as the record says too
         cache = meta.get(md.CACHE, "off")
         self.requests.labels(provider, model, status_class(status), cache).inc()

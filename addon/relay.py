@@ -1,0 +1,351 @@
+"""The retry relay: a small HTTP/1.1 server on 127.0.0.1 inside the gateway process.
+
+mitmproxy cannot send a flow upstream twice, and its ``error`` hook cannot rescue a refused or reset
+connection. So the Retrier points a flow that may need retrying at this relay (plain HTTP on loopback),
+and the relay makes the upstream attempts itself over one pooled ``httpcore`` connection pool (httpx's
+engine, used directly: no cookie jar shared between users, no header normalisation, less work):
+
+- the request goes on byte for byte as mitmproxy sent it (method, URL, headers incl. auth, body); only the
+  relay's own job header is removed, and a fallback target gets its own Host and, if configured, its key;
+- retries are driven by tenacity: exponential backoff with full jitter, or exactly the wait the provider
+  asked for in *this* failed response (``retry-after-ms`` / ``x-ms-retry-after-ms`` / ``retry-after``).
+  The first attempt runs outside tenacity, so the happy path pays nothing for it;
+- the first answer that is not retryable goes back to mitmproxy at once: status and headers, then the
+  body chunk by chunk as it arrives (raw bytes, content-encoding untouched), so streams stay streams;
+- once a byte of the response went out nothing is retried: a stream that goes idle or breaks is cut
+  (the client keeps what it got, the connection ends) and the flow carries the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import certifi
+import httpcore
+import tenacity
+
+from addon import metadata as md
+from addon.relay_http import FRAMING, complete, decision_headers, read_all, read_body, read_head, write_head
+from addon.responses import make_error
+from addon.retry_policy import Policy, Target, retry_after_seconds, target_headers, target_url
+
+logger = logging.getLogger(__name__)
+
+JOB_HEADER = "corral-relay-job"  # not x-corral-*: the cache strips those before upstream
+_JOB_HEADER_B = JOB_HEADER.encode()
+# Failures before the first response byte: nothing reached the client, so another attempt is safe.
+TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError)
+RETRYABLE_ERRORS = (*TRANSPORT_ERRORS, TimeoutError)
+
+
+@dataclass
+class Job:
+    """One flow's upstream work, handed from the Retrier to the relay through ``JOB_HEADER``."""
+
+    flow: Any  # mitmproxy.http.HTTPFlow
+    method: str
+    url: str  # the real upstream URL
+    primary: str  # base URL of the primary upstream (metadata corral.upstream)
+    policy: Policy
+    fallbacks: tuple[Target, ...] = ()
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    client_gone: Callable[[], bool] = lambda: False
+
+
+class ClientGone(Exception):
+    """mitmproxy closed the relay connection (the client left) while we waited to retry."""
+
+
+@dataclass
+class Outcome:
+    """A response of one attempt; ``body`` holds the raw bytes once read (retryable statuses)."""
+
+    target: Target
+    response: httpcore.Response
+    headers: dict[str, str]  # lower-case name -> first value, for decisions only
+    body: bytes | None = None
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+
+def ssl_context(verify: Any) -> ssl.SSLContext:
+    """True: certifi (as mitmproxy); False: no verification (ssl_insecure); else a ready context."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    context = ssl.create_default_context(cafile=certifi.where())
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.port = 0
+        self.pool: httpcore.AsyncConnectionPool | None = None
+        self._server: asyncio.Server | None = None
+        self.verify: Any = True
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, limit=1 << 20)
+            self.port = self._server.sockets[0].getsockname()[1]
+        self.set_verify(self.verify)
+
+    def set_verify(self, verify: Any) -> None:
+        """Upstream TLS verification, mirroring mitmproxy's own (certifi, trusted CA, or insecure)."""
+        self.verify = verify
+        old, self.pool = self.pool, httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context(verify), max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60,
+        )
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.aclose())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self.pool is not None:
+            await self.pool.aclose()
+            self.pool = None
+
+    def add(self, job: Job) -> str:
+        token = secrets.token_hex(12)
+        self.jobs[token] = job
+        return token
+
+    # --- mitmproxy -> relay ------------------------------------------------------------------
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await read_head(reader)
+                if head is None:
+                    return
+                method, headers = head
+                body = await read_body(reader, headers)
+                token = next((v.decode() for k, v in headers if k.lower() == _JOB_HEADER_B), "")
+                job = self.jobs.pop(token, None)
+                headers = [(k, v) for k, v in headers if k.lower() != _JOB_HEADER_B]
+                if job is None:
+                    writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    await writer.drain()
+                    return
+                job.client_gone = reader.at_eof  # EOF is fed by the transport even while nobody reads
+                if not await self._serve(job, headers, body, writer):
+                    return
+        except (ConnectionError, ClientGone, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass  # mitmproxy went away (client abort) or sent something we cannot frame
+        except Exception:
+            logger.exception("corral: retry relay failed")
+        finally:
+            writer.transport.abort()
+
+    async def _serve(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Answer one relayed request; False when the connection to mitmproxy must end."""
+        meta = job.flow.metadata
+        meta[md.ATTEMPTS] = job.attempts  # the same list: attempts show up as they are made
+        try:
+            outcome, error = await self._attempt_all(job, headers, body)
+        finally:
+            meta[md.RETRIES] = max(0, len(job.attempts) - 1)
+        if outcome is None:
+            status = 504 if isinstance(error, TimeoutError | httpcore.TimeoutException) else 502
+            kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
+            last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
+            made = make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
+            content = made.content or b""
+            head = [(k, v) for k, v in made.headers.fields if k.lower() not in FRAMING]
+            await write_head(writer, status, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
+            writer.write(content)
+            await writer.drain()
+            return True
+        meta[md.UPSTREAM] = outcome.target.upstream
+        return await self._stream_back(job, outcome, writer)
+
+    # --- attempts ----------------------------------------------------------------------------
+
+    async def _attempt_all(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[Outcome | None, BaseException | None]:
+        """Primary (with retries), then each fallback (with retries): the first answer worth passing
+        on, else the last error response (None and the last exception when no response came)."""
+        last: Outcome | None = None
+        error: BaseException | None = None
+        for target in (Target(job.primary), *job.fallbacks):
+            first: Outcome | BaseException
+            try:
+                first = await self._attempt(job, target, headers, body)
+            except RETRYABLE_ERRORS as e:
+                first = e
+            if isinstance(first, Outcome) and not self._retryable(job.policy, first):
+                return first, None  # the happy path: one attempt, no retry machinery
+            try:
+                outcome = await self._with_retries(job, target, headers, body, first)
+            except RETRYABLE_ERRORS as e:
+                error = e
+                continue
+            if not self._retryable(job.policy, outcome):
+                return outcome, None
+            last = outcome
+        return last, error
+
+    async def _with_retries(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes,
+                            first: Outcome | BaseException) -> Outcome:
+        """Attempts 2.. on ``target``; tenacity sees ``first`` (already made) as its attempt 1."""
+        policy = job.policy
+        backoff = tenacity.wait_random_exponential(multiplier=policy.backoff, max=policy.backoff_max)
+        pending: list[Outcome | BaseException] = [first]
+
+        async def attempt() -> Outcome:
+            if pending:
+                made = pending.pop()
+                if isinstance(made, BaseException):
+                    raise made
+                return made
+            return await self._attempt(job, target, headers, body)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            # The provider's wait, read afresh from the response that just failed; else backoff.
+            asked = self._asked_wait(state)
+            return asked if asked is not None else backoff(state)
+
+        def over_cap(state: tenacity.RetryCallState) -> bool:
+            asked = self._asked_wait(state)
+            return asked is not None and asked > policy.max_retry_after
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            job.attempts[-1]["wait_ms"] = round((state.upcoming_sleep or 0) * 1000)
+
+        async def sleep(seconds: float) -> None:
+            # A long Retry-After must not outlive the client: give up as soon as it is gone.
+            deadline = asyncio.get_running_loop().time() + seconds
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                if job.client_gone():
+                    raise ClientGone()
+                await asyncio.sleep(min(left, 0.1))
+            if job.client_gone():
+                raise ClientGone()
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(policy.attempts) | over_cap,
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS)
+            | tenacity.retry_if_result(lambda o: self._retryable(policy, o)),
+            retry_error_callback=lambda state: state.outcome.result(),  # pass the last answer on
+            before_sleep=before_sleep,
+            sleep=sleep,
+        )
+        return await retrying(attempt)
+
+    @staticmethod
+    def _retryable(policy: Policy, outcome: Outcome) -> bool:
+        return outcome.status in policy.statuses
+
+    @staticmethod
+    def _asked_wait(state: tenacity.RetryCallState) -> float | None:
+        outcome = state.outcome
+        if outcome is None or outcome.failed:
+            return None
+        return retry_after_seconds(outcome.result().headers)
+
+    async def _attempt(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes) -> Outcome:
+        assert self.pool is not None
+        policy = job.policy
+        record: dict[str, Any] = {"upstream": target.upstream, "status": None, "error": None, "wait_ms": None}
+        job.attempts.append(record)
+        primary = target.upstream == job.primary and target.api_key is None
+        url = job.url if primary else target_url(job.primary, job.url, target)
+        request = httpcore.Request(
+            job.method, url, content=body,  # exactly what mitmproxy sent
+            headers=complete(headers if primary else target_headers(headers, target), body, url),
+            extensions={"timeout": {"connect": policy.connect_timeout, "pool": policy.connect_timeout,
+                                    "write": policy.ttfb_timeout, "read": None}},
+        )
+        try:
+            async with asyncio.timeout(policy.ttfb_timeout):
+                response = await self.pool.handle_async_request(request)
+        except TimeoutError:
+            record["error"] = f"no response headers within ttfb_timeout={policy.ttfb_timeout:g}s"
+            raise
+        except TRANSPORT_ERRORS as e:
+            record["error"] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise
+        record["status"] = response.status
+        outcome = Outcome(target, response, decision_headers(response.headers))
+        if response.status in policy.statuses:  # an error body is small: keep it, free the connection
+            try:
+                async with asyncio.timeout(policy.ttfb_timeout):
+                    outcome.body = await read_all(response)
+            except (*TRANSPORT_ERRORS, TimeoutError) as e:
+                outcome.body = b""
+                record["error"] = f"error body unreadable: {type(e).__name__}"
+            finally:
+                await response.aclose()
+        return outcome
+
+    # --- relay -> mitmproxy ------------------------------------------------------------------
+
+    async def _stream_back(self, job: Job, outcome: Outcome, writer: asyncio.StreamWriter) -> bool:
+        response, found = outcome.response, outcome.headers
+        no_body = job.method == "HEAD" or response.status in (204, 304) or response.status < 200
+        head = [(k, v) for k, v in response.headers if k.lower() not in FRAMING]
+        length = found.get("content-length")
+        chunked = not no_body and (length is None or "chunked" in found.get("transfer-encoding", "").lower())
+        if outcome.body is not None:
+            chunked = False
+            head.append((b"content-length", b"%d" % len(outcome.body)))
+        elif chunked:
+            head.append((b"transfer-encoding", b"chunked"))
+        elif length is not None:
+            head.append((b"content-length", length.encode()))
+        keep_alive = "close" not in found.get("connection", "").lower()
+        reason = response.extensions.get("reason_phrase", b"").decode("latin-1", "replace")
+        try:
+            await write_head(writer, response.status, reason, head)
+            if outcome.body is not None:
+                writer.write(outcome.body)
+                await writer.drain()
+                return keep_alive
+            if no_body:
+                return keep_alive
+            return await self._pump(job, response, writer, chunked) and keep_alive
+        finally:
+            await response.aclose()
+
+    async def _pump(self, job: Job, response: httpcore.Response, writer: asyncio.StreamWriter, chunked: bool) -> bool:
+        """Body chunks as they arrive; False (cut the connection) on an idle or broken upstream."""
+        idle = job.policy.idle_timeout
+        chunks = aiter(response.stream)
+        sent = 0
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                job.flow.metadata[md.GATEWAY_ERROR] = (
+                    f"corral: upstream sent nothing for idle_timeout={idle:g}s; stream cut after {sent} bytes")
+                return False
+            except TRANSPORT_ERRORS as e:
+                logger.info("corral: upstream broke off after %d bytes: %s", sent, e)
+                return False
+            if not chunk:
+                continue
+            sent += len(chunk)
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await writer.drain()
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        return True

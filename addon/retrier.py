@@ -1,0 +1,156 @@
+"""Retrier: retries with backoff that honour Retry-After, timeouts, and fallback targets.
+
+For each provider flow with retries enabled, ``request`` hands the flow to the in-process relay
+(addon/relay.py) by pointing its connection at 127.0.0.1:<relay port> with a one-time job header; the
+relay makes the upstream attempts and streams the first good answer back. ``responseheaders`` puts the
+request's real address back (so the recorder and mitmweb show the provider, not the relay) and adds
+``x-corral-retries`` / ``x-corral-upstream`` to the response.
+
+Settings: ``[retries]`` (options ``corral_retries_*``), per-provider overrides in
+``[retries.providers.<name>]`` and fallback targets in ``[fallbacks.<name>]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from addon import config, metadata as md
+from addon.relay import JOB_HEADER, Job, Relay
+from addon.retry_policy import Policy, PolicyError, Target, parse_fallbacks
+from addon.router import Router
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = Policy()
+# [retries] keys that are seconds or lists: str options, so `--set` works (mitmproxy has no float --set).
+SECONDS = ("backoff", "backoff_max", "max_retry_after", "connect_timeout", "ttfb_timeout", "idle_timeout")
+
+
+class Retrier:
+    def __init__(self, router: Router) -> None:
+        self.router = router  # the catalog: each provider's auth style, for fallback keys
+        self.relay = Relay()
+        self.default = DEFAULTS
+        self.policies: dict[str, Policy] = {}
+        self.fallbacks: dict[str, tuple[Target, ...]] = {}
+        self.relayed: dict[str, tuple[str, str, int, str]] = {}  # flow.id -> real scheme, host, port, job token
+        self.running_ = False
+
+    def load(self, loader) -> None:
+        loader.add_option("corral_retries_enabled", bool, True,
+                          "Retry failed upstream attempts (and apply Corral's timeouts) for provider flows.")
+        loader.add_option("corral_retries_attempts", int, DEFAULTS.attempts,
+                          "Upstream attempts per target, the first one included.")
+        loader.add_option("corral_retries_statuses", str, ",".join(map(str, sorted(DEFAULTS.statuses))),
+                          "HTTP statuses that are retried (comma-separated); connection failures always are.")
+        for key, help_text in (
+            ("backoff", "Base of the exponential backoff with jitter, seconds."),
+            ("backoff_max", "Longest backoff wait, seconds."),
+            ("max_retry_after", "Longest Retry-After Corral waits for; a longer one goes to the client as is."),
+            ("connect_timeout", "Seconds to connect (TCP + TLS) to the upstream."),
+            ("ttfb_timeout", "Seconds from sending the request to the response headers."),
+            ("idle_timeout", "Seconds a response body may stay silent before the stream is cut."),
+        ):
+            loader.add_option(f"corral_retries_{key}", str, f"{getattr(DEFAULTS, key):g}", help_text)
+        loader.add_option("corral_retries_providers", str, "",
+                          "JSON of corral.toml's [retries.providers.<name>] tables: per-provider overrides.")
+        loader.add_option("corral_fallbacks", str, "",
+                          "JSON of corral.toml's [fallbacks.<name>] tables: targets = [{upstream, api_key_env, auth}].")
+
+    def configure(self, updated: set[str]) -> None:
+        if any(name.startswith(("corral_retries_", "corral_fallbacks", "corral_providers")) for name in updated):
+            try:
+                self._load_settings()
+            except PolicyError as e:
+                raise exceptions.OptionsError(str(e)) from None
+        if self.running_ and updated & {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}:
+            self.relay.set_verify(self._verify())
+
+    def _load_settings(self) -> None:
+        o = ctx.options
+        table: dict[str, Any] = {"enabled": o.corral_retries_enabled, "attempts": o.corral_retries_attempts,
+                                 "statuses": o.corral_retries_statuses}
+        for key in SECONDS:
+            raw = getattr(o, f"corral_retries_{key}")
+            try:
+                table[key] = float(raw)
+            except ValueError:
+                raise PolicyError(f"[retries] {key} must be a number of seconds, got {raw!r}") from None
+        default = Policy().merged(table, "[retries]")
+        policies = {}
+        for name, overrides in config.parse_json_option("corral_retries_providers", o.corral_retries_providers).items():
+            if not isinstance(overrides, dict):
+                raise PolicyError(f"[retries.providers.{name}] must be a table")
+            if name not in self.router.catalog:
+                raise PolicyError(f"[retries.providers.{name}]: unknown provider {name!r}")
+            policies[name] = default.merged(overrides, f"[retries.providers.{name}]")
+        auth_of = {p.name: p.auth for p in self.router.catalog}
+        fallbacks = parse_fallbacks(config.parse_json_option("corral_fallbacks", o.corral_fallbacks), auth_of)
+        self.default, self.policies, self.fallbacks = default, policies, fallbacks
+
+    @staticmethod
+    def _verify() -> Any:
+        """The same upstream verification mitmproxy applies to its own upstream connections."""
+        o = ctx.options
+        if o.ssl_insecure:
+            return False
+        if o.ssl_verify_upstream_trusted_ca or o.ssl_verify_upstream_trusted_confdir:
+            return ssl.create_default_context(cafile=o.ssl_verify_upstream_trusted_ca or None,
+                                              capath=o.ssl_verify_upstream_trusted_confdir or None)
+        return True  # certifi, as mitmproxy
+
+    async def running(self) -> None:
+        self.relay.verify = self._verify()
+        await self.relay.start()
+        self.running_ = True
+
+    async def done(self) -> None:
+        await self.relay.stop()
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        meta = flow.metadata
+        provider = meta.get(md.PROVIDER)
+        if (provider is None or flow.response is not None or md.ROUTE_ERROR in meta or not self.running_
+                or meta.get(md.CACHE) == "hit"  # answered by the cache (maybe via its replay server)
+                or flow.request.headers.get("upgrade") or flow.websocket is not None):
+            return
+        policy = self.policies.get(provider, self.default)
+        if not policy.enabled:
+            return
+        req = flow.request
+        primary = meta.get(md.UPSTREAM) or f"{req.scheme}://{req.host_header or req.host}"
+        job = Job(flow, req.method, req.url, primary, policy, self.fallbacks.get(provider, ()))
+        token = self.relay.add(job)
+        self.relayed[flow.id] = (req.scheme, req.host, req.port, token)
+        # Point the connection at the relay without touching the Host header (the relay forwards it).
+        req.data.scheme, req.data.host, req.data.port = b"http", "127.0.0.1", self.relay.port
+        req.headers[JOB_HEADER] = token
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self._restore(flow) and flow.response is not None:
+            # Only when something happened: a first-time answer reaches the client exactly as sent.
+            retries = flow.metadata.get(md.RETRIES, 0)
+            if retries:
+                flow.response.headers["x-corral-retries"] = str(retries)
+                flow.response.headers["x-corral-upstream"] = flow.metadata.get(md.UPSTREAM, "")
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._restore(flow)
+
+    def _restore(self, flow: http.HTTPFlow) -> bool:
+        """Put the request's real upstream address back; True if the flow went through the relay."""
+        state = self.relayed.pop(flow.id, None)
+        if state is None:
+            return False
+        scheme, host, port, token = state
+        self.relay.jobs.pop(token, None)  # never reached the relay (client gone): forget the job
+        req = flow.request
+        req.data.scheme, req.data.host, req.data.port = scheme.encode(), host, port
+        req.headers.pop(JOB_HEADER, None)
+        return True
