@@ -170,12 +170,19 @@ class Meter:
         family = self._family(flow)
         if family is None or flow.response is None or md.USAGE in flow.metadata:
             return
-        body = flow.response.get_content(strict=False) or b""
+        decode_error = None
+        try:
+            body = flow.response.get_content(strict=True) or b""
+        except ValueError as e:  # e.g. content-encoding: gzip on bytes that are not gzip
+            decode_error = f"response body is not valid {flow.response.headers.get('content-encoding')}: {e}"
+            body = flow.response.raw_content or b""
         flow.metadata.setdefault(md.STREAM, False)
         if len(body) > INLINE_PARSE_LIMIT:
             result = await asyncio.to_thread(family.parse_response, flow.request.path, flow.response.status_code, body)
         else:
             result = family.parse_response(flow.request.path, flow.response.status_code, body)
+        if decode_error:
+            result.parse_error = result.parse_error or decode_error
         publish(flow, result)
 
     def error(self, flow: http.HTTPFlow) -> None:
