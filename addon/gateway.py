@@ -7,7 +7,7 @@ import logging
 import signal
 from typing import Any
 
-from mitmproxy import exceptions, options
+from mitmproxy import exceptions, hooks, options
 from mitmproxy.tools.dump import DumpMaster
 
 from addon import chain, config, paths
@@ -35,9 +35,14 @@ async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[st
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     master.addons.add(*chain.build())
     # Addon-defined options exist only now; passing them to Options() would raise KeyError.
-    opts.update(connection_strategy="lazy", termlog_verbosity="info", **config.coerce_options(opts, settings))
+    opts.update(connection_strategy="lazy", termlog_verbosity="warn", **config.coerce_options(opts, settings))
     if specs:  # --set name=value, parsed by mitmproxy exactly as mitmdump would
         opts.set(*specs)
+    # mitmproxy tells addons added this way only about options that change, while a `-s` script's
+    # addons are configured with every option. Do the same for the ones still at their defaults, so
+    # e.g. the default database is opened and allow_hosts is set with no config file at all.
+    already = set(settings) | {"connection_strategy", "termlog_verbosity"} | {s.partition("=")[0] for s in specs}
+    master.addons.trigger(hooks.ConfigureHook(set(opts.keys()) - already))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
