@@ -18,6 +18,7 @@ import pytest
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.reliability import reliability
 
 KEY = "sk-test-cache-0123456789"
 OTHER_KEY = "sk-test-cache-other-9876"
@@ -95,6 +96,7 @@ def test_stream_hit_is_byte_identical_and_labelled(cgw: Gateway, fresh_mock, tag
     assert fresh_mock.request_count == 1
 
 
+@reliability("isolation", "same prompt, different API key", "a cache miss: answered by the provider", "cache=miss; zero cross-credential hits")
 def test_different_credential_misses(cgw: Gateway, fresh_mock, tag: str) -> None:
     openai_call(cgw, "openai-chat-json-1", tag)
     openai_call(cgw, "openai-chat-json-1", tag, key=OTHER_KEY)

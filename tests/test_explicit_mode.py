@@ -22,6 +22,7 @@ import pytest
 from tests.support import corpus
 from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
 from tests.support.mock_upstream import MockUpstream
+from tests.support.reliability import reliability
 
 OPENAI_SCRIPT = """
 import json, sys
@@ -160,6 +161,7 @@ def connect(gateway: Gateway, target: str) -> tuple[socket.socket, bytes]:
     return sock, head.split(b"\r\n", 1)[0]
 
 
+@reliability("isolation", "CONNECT to a non-provider host", "a raw tunnel, never decrypted", "nothing")
 def test_other_hosts_are_tunnelled_not_intercepted(gateway: Gateway, tag: str) -> None:
     """A TLS server with its own self-signed cert, reached through the proxy by a client that trusts
     ONLY that cert: the handshake succeeds only if the bytes went through untouched."""
@@ -184,6 +186,7 @@ def test_other_hosts_are_tunnelled_not_intercepted(gateway: Gateway, tag: str) -
 LOOK_ALIKES = ("api.openai.com.example.test", "evil-api.openai.com")
 
 
+@reliability("isolation", "look-alike host (api.openai.com.example.test)", "tunnelled, not intercepted", "nothing")
 def test_look_alike_host_is_tunnelled_not_intercepted(tmp_path, monkeypatch: pytest.MonkeyPatch, tag: str) -> None:
     """api.openai.com.example.test:443 must be a raw tunnel (the catalog's regexes are anchored). The gateway
     resolves that name to a local TLS server (test-only resolver, no DNS query leaves the machine); a
@@ -239,6 +242,7 @@ def test_plain_http_to_other_hosts_is_forwarded_not_recorded(gateway: Gateway, f
     assert_not_recorded(gateway, tag)
 
 
+@reliability("file safety", "CA private key", "-", "mode 0600")
 def test_ca_key_is_private(gateway: Gateway) -> None:
     key = gateway.workdir / "certs" / "mitmproxy-ca.pem"
     assert key.is_file()

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
 from tests.support.mock_upstream import MockUpstream
+from tests.support.reliability import reliability
 
 LIMITS = [
     {"name": "openai-5rpm", "requests_per_minute": 5, "provider": "openai", "per": "credential"},
@@ -93,6 +94,7 @@ def test_sixth_anthropic_request_gets_native_429(gw: Gateway, mock: MockUpstream
     assert upstream_count(mock, tag) == 5
 
 
+@reliability("isolation", "two credentials under a per-credential limit", "each has its own budget", "429 rows only for the exhausted key")
 def test_credentials_have_independent_limits(gw: Gateway, mock: MockUpstream, tag: str) -> None:
     first, second = oai(gw, key()), oai(gw, key())
     for _ in range(5):

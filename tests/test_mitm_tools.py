@@ -16,6 +16,7 @@ import pytest
 from tests.support import corpus
 from tests.support.gateway import CORRAL, Gateway, free_port, new_tag
 from tests.support.mock_upstream import MockUpstream
+from tests.support.reliability import reliability
 
 BIN = Path(sys.executable).parent
 COMPARED = ("mode", "provider", "model", "status", "stream", "input_tokens", "output_tokens",
@@ -124,6 +125,7 @@ def test_mitmweb_shows_the_annotation(mock: MockUpstream, tmp_path: Path) -> Non
     assert not reverse["marked"]
 
 
+@reliability("isolation", "proxy on a non-loopback address without proxy authentication", "the gateway refuses to start (exit 2)", "-")
 def test_corral_start_refuses_an_open_proxy(tmp_path: Path) -> None:
     """Refused before anything listens; mitmdump refuses the same way (ProxyScope.configure)."""
     gw = Gateway(None, workdir=tmp_path)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.gateway import new_tag
 from tests.support.viewer import ViewerGateway, viewer_gateway
+from tests.support.reliability import reliability
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,7 @@ def test_after_cursor_returns_only_newer_rows(vg: ViewerGateway) -> None:
     assert len(new) == 1 and new[0]["id"] != first["id"]
 
 
+@reliability("secrets", "viewer API detail and copy-as-curl", "fingerprints, never the key", "-")
 def test_detail_has_headers_bodies_reassembled_stream_and_no_secret(vg: ViewerGateway) -> None:
     flows = vg.api("api/flows", provider="openai").json()["flows"]
     stream = next(f for f in flows if f["stream"] and f["status"] == 200)

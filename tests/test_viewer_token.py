@@ -12,6 +12,7 @@ from mitmproxy import exceptions
 from addon.viewer import check_listen, is_loopback, token_ok
 from tests.support.gateway import REPO_ROOT, Gateway, free_port, new_tag
 from tests.support.viewer import viewer_gateway
+from tests.support.reliability import reliability
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "localhost"])
@@ -43,6 +44,7 @@ def test_token_comparison() -> None:
     assert not token_ok("abc", "Basic abc", None)
 
 
+@reliability("isolation", "viewer/API on a non-loopback address without a token", "the gateway refuses to start", "-")
 def test_gateway_refuses_to_start_with_an_open_viewer_and_no_token(mock, tmp_path) -> None:
     port = free_port()
     gw = Gateway(mock.url, workdir=tmp_path, config={"viewer": {"listen": f"0.0.0.0:{port}"}})
@@ -53,6 +55,7 @@ def test_gateway_refuses_to_start_with_an_open_viewer_and_no_token(mock, tmp_pat
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
+@reliability("isolation", "viewer API call without or with a wrong token", "401", "-")
 def test_api_with_a_token_refuses_requests_without_it(mock, tmp_path) -> None:
     for vg in viewer_gateway(mock, tmp_path, new_tag(), token="t0ken-for-test"):
         url = vg.url
