@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import httpx
 
 from addon.credentials import fingerprint
 from tests.support import corpus
-from tests.support.gateway import Gateway
+from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
 
 SECRETS = {
     "authorization": "Bearer sk-proj-SECRETopenai0123456789abcdef",
@@ -22,7 +23,7 @@ QUERY_KEY = "AIzaSyQUERYSECRET0123456789abcdefghi"
 from tests.support.reliability import reliability
 
 
-@reliability("secrets", "API keys in Authorization, x-api-key, x-goog-api-key, api-key, cookie, ?key=", "credentials pass through to the provider", "only fp_ fingerprints in database and log")
+@reliability("secrets", "API keys in Authorization, x-api-key, x-goog-api-key, api-key, cookie, ?key=", "credentials pass through to the provider", "only fp_ fingerprints in database, log and exports (jsonl, csv, har)")
 def test_no_secret_reaches_the_database_or_log(gateway: Gateway, fresh_mock, tag: str) -> None:
     name = "gemini-generatecontent-json-2"
     ex = corpus.load(name)
@@ -42,10 +43,17 @@ def test_no_secret_reaches_the_database_or_log(gateway: Gateway, fresh_mock, tag
         db_path = Path(gateway.db.removeprefix("sqlite:///"))
         stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
     log = gateway.log()
+    exports = "".join(
+        subprocess.run([*CORRAL, "export", "--format", fmt, "--db", gateway.db], cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=60, check=True).stdout
+        for fmt in ("jsonl", "csv", "har")
+    )
+    assert tag in exports  # the exports did contain these flows
     for value in [*SECRETS.values(), QUERY_KEY]:
         secret = value.split(" ")[-1].split("=")[-1]
         assert secret.encode() not in stored, f"{secret[:12]}... reached the database"
         assert secret not in log
+        assert secret not in exports, f"{secret[:12]}... reached an export"
     credentials = {r["credential"] for r in rows}
     assert fingerprint("sk-proj-SECRETopenai0123456789abcdef") in credentials
     assert all(c and c.startswith("fp_") for c in credentials)
