@@ -38,8 +38,9 @@ def plain() -> Iterator[MockUpstream]:
 @pytest.fixture(scope="module")
 def gw(mock: MockUpstream, plain: MockUpstream, tmp_path_factory) -> Iterator[Gateway]:
     config = {
-        "retries": {"attempts": 4, "backoff": 0.02, "backoff_max": 0.05, "connect_timeout": 1,
-                    "ttfb_timeout": 1, "idle_timeout": 1},
+        # Timeouts with room for a loaded CI machine; the slow/stalled mocks wait far longer.
+        "retries": {"attempts": 4, "backoff": 0.02, "backoff_max": 0.05, "connect_timeout": 3,
+                    "ttfb_timeout": 2, "idle_timeout": 2},
         "providers.together": {"upstream": f"https://127.0.0.1:{plain.port}"},
     }
     with Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("faults")) as g:
@@ -102,7 +103,7 @@ def test_tls_handshake_failure_is_a_clean_502(gw: Gateway, plain: MockUpstream, 
 
 @reliability("upstream faults", "slow headers beyond the TTFB timeout", "retried, then 504 in the provider's shape", "row: 504, timeout error")
 def test_slow_headers_beyond_the_timeout(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
-    fresh_mock.default = Reply.from_exchange(OK_NAME, delay_before_headers=3)
+    fresh_mock.default = Reply.from_exchange(OK_NAME, delay_before_headers=6)
     try:
         resp = call(gw, tag)
     finally:
@@ -114,7 +115,7 @@ def test_slow_headers_beyond_the_timeout(gw: Gateway, fresh_mock: MockUpstream, 
 @reliability("upstream faults", "stall mid-stream beyond the idle timeout", "the chunks so far, then the stream ends",
              "row: complete=false, idle-timeout error")
 def test_stall_mid_stream_is_cut(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
-    fresh_mock.enqueue(Reply.from_exchange(STREAM, fault="stall_mid_stream", stall=10))
+    fresh_mock.enqueue(Reply.from_exchange(STREAM, fault="stall_mid_stream", stall=15))
     got = b""
     with httpx.Client(timeout=30) as client:
         try:
