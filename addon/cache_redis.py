@@ -101,17 +101,7 @@ class RedisCacheBackend:
         self._sweep = self.redis.register_script(SWEEP)
 
     async def _guard(self, call):
-        try:
-            self.breaker.check()
-        except state.StateUnavailable:
-            call.close()
-            raise
-        try:
-            result = await call
-        except Exception as e:
-            raise self.breaker.failed(e) from e
-        self.breaker.ok()
-        return result
+        return await self.breaker.guard(call)
 
     async def get(self, key: str) -> Entry | None:
         found = await self._guard(self._get(keys=[entry_key(key)]))

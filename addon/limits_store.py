@@ -65,17 +65,7 @@ class LimitsStore:
         """Run one storage call; on a shared store, a failure becomes StateUnavailable (and trips the breaker)."""
         if not self.shared:
             return await call
-        try:
-            self.breaker.check()
-        except state.StateUnavailable:
-            call.close()
-            raise
-        try:
-            result = await call
-        except Exception as e:
-            raise self.breaker.failed(e) from e
-        self.breaker.ok()
-        return result
+        return await self.breaker.guard(call)
 
     def _script(self, name: str):
         if name not in self._scripts:

@@ -89,6 +89,21 @@ class Breaker:
             logger.warning("corral: %s: Redis is back", self.what)
         self.down = False
 
+    async def guard(self, call):
+        """Await one Redis call (a coroutine) through the breaker: skipped at once while the breaker is
+        open, and a failure becomes StateUnavailable (opening the breaker)."""
+        try:
+            self.check()
+        except StateUnavailable:
+            call.close()
+            raise
+        try:
+            result = await call
+        except Exception as e:
+            raise self.failed(e) from e
+        self.ok()
+        return result
+
 
 class StateUnavailable(Exception):
     """Shared state could not be read or written (Redis down, timed out, or skipped by the breaker)."""
