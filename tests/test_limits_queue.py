@@ -16,6 +16,10 @@ import pytest
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
 
+# Wall-clock timing on a shared 2-core machine: a failure is re-run up to twice before it counts
+# (a real defect fails all three runs).
+pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
+
 RATE = 2  # requests per second per tenant
 LIMITS = [
     {"name": "per-tenant", "requests_per_second": RATE, "provider": "openai", "per": "tenant",
