@@ -127,7 +127,7 @@ class Viewer:
             server.listen(port, address=host)
         except OSError as e:
             # The gateway matters more than its viewer: say so loudly and keep proxying.
-            logger.error("corral: viewer could not listen on %s:%d: %s (gateway keeps running)", host, port, e)
+            logger.warning("corral: viewer could not listen on %s:%d: %s (gateway keeps running)", host, port, e)
             return
         self.server = server
         sock = next(iter(server._sockets.values()))

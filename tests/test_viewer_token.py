@@ -68,3 +68,23 @@ def test_api_with_a_token_refuses_requests_without_it(mock, tmp_path) -> None:
         assert httpx.get(url + "api/flows", params={"token": "t0ken-for-test"}).status_code == 200
         assert httpx.get(url + "metrics", params={"token": "t0ken-for-test"}).status_code == 200
         assert httpx.get(url).status_code == 200  # the static page itself holds no data
+
+
+def test_viewer_port_taken_warns_and_the_gateway_still_proxies(mock, tmp_path) -> None:
+    """Two gateways with the default-style viewer setting: the second cannot have the port, says so,
+    and keeps proxying (mitmproxy exits on an error logged at startup, so this must be a warning)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        gw = Gateway(mock.url, workdir=tmp_path, config={"viewer": {"listen": f"127.0.0.1:{port}"}}).start()
+        try:
+            tag = new_tag()
+            r = httpx.post(gw.base("openai/v1/chat/completions"), json={"model": "gpt-4o-mini", "messages": []},
+                           headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": tag,
+                                    "authorization": "Bearer sk-viewer-port"}, timeout=10)
+            assert r.status_code == 200
+            assert gw.row_for(tag)["status"] == 200
+            assert "viewer could not listen" in gw.log()
+        finally:
+            gw.stop()
