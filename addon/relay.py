@@ -2,8 +2,8 @@
 
 mitmproxy cannot send a flow upstream twice, and its ``error`` hook cannot rescue a refused or reset
 connection. So the Retrier points a flow that may need retrying at this relay (plain HTTP on loopback),
-and the relay makes the upstream attempts itself over one pooled ``httpcore`` connection pool (httpx's
-engine, used directly: no cookie jar shared between users, no header normalisation, less work):
+and the relay makes the upstream attempts itself over a keep-alive pool of its own
+(addon/upstream_client.py: no cookie jar shared between users, no header normalisation, little work):
 
 - the request goes on byte for byte as mitmproxy sent it (method, URL, headers incl. auth, body); only the
   relay's own job header is removed, and a fallback target gets its own Host and, if configured, its key;
@@ -27,20 +27,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import certifi
-import httpcore
 import tenacity
 
 from addon import metadata as md
 from addon.relay_http import FRAMING, complete, decision_headers, read_all, read_body, read_head, write_head
 from addon.responses import make_error
 from addon.retry_policy import Policy, Target, retry_after_seconds, target_headers, target_url
+from addon.upstream_client import ConnectTimeout, Pool, Response, UpstreamError
 
 logger = logging.getLogger(__name__)
 
 JOB_HEADER = "corral-relay-job"  # not x-corral-*: the cache strips those before upstream
 _JOB_HEADER_B = JOB_HEADER.encode()
 # Failures before the first response byte: nothing reached the client, so another attempt is safe.
-TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError)
+TRANSPORT_ERRORS = (UpstreamError,)
 RETRYABLE_ERRORS = (*TRANSPORT_ERRORS, TimeoutError)
 
 
@@ -67,7 +67,7 @@ class Outcome:
     """A response of one attempt; ``body`` holds the raw bytes once read (retryable statuses)."""
 
     target: Target
-    response: httpcore.Response
+    response: Response
     headers: dict[str, str]  # lower-case name -> first value, for decisions only
     body: bytes | None = None
 
@@ -91,7 +91,7 @@ class Relay:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.port = 0
-        self.pool: httpcore.AsyncConnectionPool | None = None
+        self.pool: Pool | None = None
         self._server: asyncio.Server | None = None
         self.verify: Any = True
 
@@ -106,9 +106,7 @@ class Relay:
     def set_verify(self, verify: Any) -> None:
         """Upstream TLS verification, mirroring mitmproxy's own (certifi, trusted CA, or insecure)."""
         self.verify = verify
-        old, self.pool = self.pool, httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context(verify), max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60,
-        )
+        old, self.pool = self.pool, Pool(ssl_context(verify), max_idle_per_origin=200, keepalive_expiry=60)
         if old is not None:
             asyncio.get_running_loop().create_task(old.aclose())
 
@@ -161,7 +159,7 @@ class Relay:
         finally:
             meta[md.RETRIES] = max(0, len(job.attempts) - 1)
         if outcome is None:
-            status = 504 if isinstance(error, TimeoutError | httpcore.TimeoutException) else 502
+            status = 504 if isinstance(error, TimeoutError | ConnectTimeout) else 502
             kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
             last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
             made = make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
@@ -265,15 +263,10 @@ class Relay:
         job.attempts.append(record)
         primary = target.upstream == job.primary and target.api_key is None
         url = job.url if primary else target_url(job.primary, job.url, target)
-        request = httpcore.Request(
-            job.method, url, content=body,  # exactly what mitmproxy sent
-            headers=complete(headers if primary else target_headers(headers, target), body, url),
-            extensions={"timeout": {"connect": policy.connect_timeout, "pool": policy.connect_timeout,
-                                    "write": policy.ttfb_timeout, "read": None}},
-        )
+        request_headers = complete(headers if primary else target_headers(headers, target), body, url)
         try:
-            async with asyncio.timeout(policy.ttfb_timeout):
-                response = await self.pool.handle_async_request(request)
+            async with asyncio.timeout(policy.ttfb_timeout):  # connect, send, and the response head
+                response = await self.pool.request(job.method, url, request_headers, body, policy.connect_timeout)
         except TimeoutError:
             record["error"] = f"no response headers within ttfb_timeout={policy.ttfb_timeout:g}s"
             raise
@@ -309,7 +302,7 @@ class Relay:
         elif length is not None:
             head.append((b"content-length", length.encode()))
         keep_alive = "close" not in found.get("connection", "").lower()
-        reason = response.extensions.get("reason_phrase", b"").decode("latin-1", "replace")
+        reason = response.reason
         try:
             await write_head(writer, response.status, reason, head)
             if outcome.body is not None:
@@ -322,7 +315,7 @@ class Relay:
         finally:
             await response.aclose()
 
-    async def _pump(self, job: Job, response: httpcore.Response, writer: asyncio.StreamWriter, chunked: bool) -> bool:
+    async def _pump(self, job: Job, response: Response, writer: asyncio.StreamWriter, chunked: bool) -> bool:
         """Body chunks as they arrive; False (cut the connection) on an idle or broken upstream."""
         idle = job.policy.idle_timeout
         chunks = aiter(response.stream)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from typing import TYPE_CHECKING
 
-import httpcore
+if TYPE_CHECKING:
+    from addon.upstream_client import Response
 
 FRAMING = {b"content-length", b"transfer-encoding"}
 
@@ -60,7 +62,7 @@ async def write_head(writer: asyncio.StreamWriter, status: int, reason: str, hea
     await writer.drain()
 
 
-async def read_all(response: httpcore.Response) -> bytes:
+async def read_all(response: Response) -> bytes:
     return b"".join([chunk async for chunk in response.stream])
 
 
