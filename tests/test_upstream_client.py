@@ -148,7 +148,7 @@ def test_partial_chunks_are_handed_on_before_the_chunk_completes() -> None:
 
 @pytest.mark.parametrize("reply, error", [
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", RemoteProtocolError),
-    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabXX", RemoteProtocolError),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabXX0\r\n\r\n", RemoteProtocolError),
     (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", RemoteProtocolError),
     (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nx", RemoteProtocolError),
     (b"HTTP/1.1 2000 Huh\r\n\r\n", RemoteProtocolError),
