@@ -7,7 +7,7 @@ errors (red) and cache hits (blue). Runs after the Recorder, which publishes the
 
 from __future__ import annotations
 
-from mitmproxy import ctx, hooks, http
+from mitmproxy import http
 
 from addon import metadata as md
 from addon.recorder import _error_text
@@ -64,5 +64,5 @@ class Annotator:
         flow.comment, mark = annotation(flow)
         if mark:
             flow.marked = mark
-        # mitmweb's view already sent this flow to the browser before this hook ran: push it again.
-        ctx.master.addons.trigger(hooks.UpdateHook([flow]))
+        # No UpdateHook of our own: mitmproxy triggers `update` for the flow right after every
+        # lifecycle hook (AddonManager.handle_lifecycle), so mitmweb pushes the comment then.
