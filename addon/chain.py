@@ -1,5 +1,5 @@
 """The addon chain, in order. Each addon reads only metadata written by the ones before it
-(addon/metadata.py documents every key). mitmproxy runs each hook through the addons in list order.
+(addon/metadata.py documents every key). ``Chain`` runs each hook through them in list order.
 
 Target order as features land:
     ConfigFile, Router, CacheLookup, RateLimiter, Retrier, Meter, CacheStore, Recorder,
@@ -13,6 +13,17 @@ Target order as features land:
 """
 
 from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import mitmproxy.addonmanager  # noqa: F401  (these imports define every hook in hooks.all_hooks)
+import mitmproxy.log  # noqa: F401
+import mitmproxy.proxy.layers  # noqa: F401
+import mitmproxy.proxy.server_hooks  # noqa: F401
+from mitmproxy import exceptions, hooks
 
 from addon.annotate import Annotator
 from addon.cache_lookup import CacheLookup
@@ -28,6 +39,57 @@ from addon.retrier import Retrier
 from addon.router import Router
 from addon.state import StateHeader
 from addon.viewer import Viewer
+
+
+logger = logging.getLogger(__name__)
+
+
+class Chain:
+    """Corral's addons as *one* mitmproxy addon that runs each hook through them in order.
+
+    Why: mitmproxy pays ~5 µs per top-level addon per event (a safecall context manager, a coroutine,
+    two generators) and fires ~8 events per flow; 14 top-level addons cost ~0.3 ms of CPU per flow
+    (bench: 210 vs 174 µs per event). Unlike mitmproxy's nesting (a ``-s`` script's ``addons`` list,
+    one safecall for all), an exception in one addon's hook is logged as mitmproxy would and the
+    next addons still run, so e.g. the recorder still writes its row when an earlier addon failed.
+    """
+
+    name = "corral"
+
+    def __init__(self, children: list[object]) -> None:
+        self.children = children
+        names = set(hooks.all_hooks)
+        for hook in sorted(names):
+            funcs = [f for f in (getattr(c, hook, None) for c in children) if callable(f)]
+            if funcs:
+                setattr(self, hook, self._dispatcher(hook, funcs))
+
+    @staticmethod
+    def _dispatcher(hook: str, funcs: list[Callable[..., Any]]) -> Callable[..., Any]:
+        if any(inspect.iscoroutinefunction(f) for f in funcs):
+            async def run_async(*args: Any) -> None:
+                for func in funcs:
+                    try:
+                        result = func(*args)
+                        if result is not None and inspect.isawaitable(result):
+                            await result
+                    except (exceptions.AddonHalt, exceptions.OptionsError):
+                        raise
+                    except Exception as e:
+                        logger.error("Addon error: %s", e, exc_info=True)
+            run_async.__name__ = hook
+            return run_async
+
+        def run(*args: Any) -> None:
+            for func in funcs:
+                try:
+                    func(*args)
+                except (exceptions.AddonHalt, exceptions.OptionsError):
+                    raise
+                except Exception as e:
+                    logger.error("Addon error: %s", e, exc_info=True)
+        run.__name__ = hook
+        return run
 
 
 def build() -> list[object]:
@@ -52,3 +114,8 @@ def build() -> list[object]:
         Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen
         metrics,  # Prometheus counters from the flow's metadata; last, so it sees everything
     ]
+
+
+def addon() -> Chain:
+    """The whole chain as the one addon mitmproxy loads (``corral start`` and ``-s addon/corral.py``)."""
+    return Chain(build())

@@ -14,6 +14,6 @@ _root = str(Path(__file__).resolve().parent.parent)
 if _root not in sys.path:
     sys.path.insert(0, _root)
 
-from addon.chain import build  # noqa: E402
+from addon.chain import addon  # noqa: E402
 
-addons = build()
+addons = [addon()]

@@ -33,7 +33,7 @@ async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[st
         listen_host=listen[0], listen_port=listen[1], mode=["regular"], confdir=certs_dir,
     )
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    master.addons.add(*chain.build())
+    master.addons.add(chain.addon())
     # Addon-defined options exist only now; passing them to Options() would raise KeyError.
     opts.update(connection_strategy="lazy", termlog_verbosity="warn", **config.coerce_options(opts, settings))
     if specs:  # --set name=value, parsed by mitmproxy exactly as mitmdump would
