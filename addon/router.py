@@ -140,13 +140,13 @@ class Router:
                 "Corral as an explicit proxy instead (HTTPS_PROXY, see `corral env`)"
             )
             return
-        self._rewrite(flow, provider.upstream_url(rest))
+        self._rewrite(flow, provider, rest)
 
     def _route_explicit(self, flow: http.HTTPFlow, provider: Provider) -> None:
         flow.metadata[md.MODE] = "explicit"
         self._set_provider(flow, provider, flow.request.path)
         if provider.name in self.overridden_upstreams:
-            self._rewrite(flow, provider.upstream_url(flow.request.path))
+            self._rewrite(flow, provider, flow.request.path)
         else:
             flow.metadata[md.UPSTREAM] = f"{flow.request.scheme}://{flow.request.host}:{flow.request.port}"
 
@@ -158,14 +158,14 @@ class Router:
         )
 
     @staticmethod
-    def _rewrite(flow: http.HTTPFlow, url: str) -> None:
-        flow.request.url = url
-        # Origin-form on the wire, and a Host header naming the upstream (SNI follows host).
-        flow.request.authority = ""
+    def _rewrite(flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
+        scheme, host, port, path, host_header = provider.upstream_target(rest)
         req = flow.request
-        default_port = {"http": 80, "https": 443}.get(req.scheme)
-        req.host_header = req.host if req.port == default_port else f"{req.host}:{req.port}"
-        flow.metadata[md.UPSTREAM] = f"{req.scheme}://{req.host_header}"
+        req.scheme, req.host, req.port, req.path = scheme, host, port, path
+        # Origin-form on the wire, and a Host header naming the upstream (SNI follows host).
+        req.authority = ""
+        req.host_header = host_header
+        flow.metadata[md.UPSTREAM] = f"{scheme}://{host_header}"
 
 
 def parse_intercept_hosts(entries: Sequence[str]) -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ uses ``re.search``, so an unanchored ``api\\.openai\\.com`` would also intercept
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -71,6 +72,18 @@ class Provider:
         if self.pricing_id == "":
             return None
         return self.pricing_id or self.name
+
+    def upstream_target(self, rest: str) -> tuple[str, str, int, str, str]:
+        """(scheme, host, port, path, Host header) of ``upstream_url(rest)``, without parsing a URL per
+        request (mitmproxy's ``Request.url`` setter cost ~0.2 ms of CPU per flow in the bench)."""
+        scheme, host, port, base, host_header = _split_upstream(self.upstream)
+        if not rest:
+            path = base or "/"
+        elif rest.startswith("?"):
+            path = (base or "/") + rest
+        else:
+            path = base + (rest if rest.startswith("/") else "/" + rest)
+        return scheme, host, port, path, host_header
 
     def upstream_url(self, rest: str) -> str:
         """The upstream URL for ``rest`` (path + query after the prefix, forwarded unchanged)."""
@@ -326,3 +339,14 @@ def _as_str_list(name: str, key: str, value: Any) -> list[str]:
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_upstream(upstream: str) -> tuple[str, str, int, str, str]:
+    parts = urlsplit(upstream.rstrip("/"))
+    scheme = parts.scheme.lower()
+    default = 443 if scheme == "https" else 80
+    port = parts.port or default
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    return scheme, host, port, parts.path.rstrip("/"), shown if port == default else f"{shown}:{port}"

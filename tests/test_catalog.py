@@ -278,3 +278,19 @@ def test_extra_hosts_unknown_provider() -> None:
 
 def test_catalog_error_is_a_value_error() -> None:
     assert issubclass(CatalogError, ValueError)
+
+
+@pytest.mark.parametrize("upstream", ["https://api.openai.com", "https://api.openai.com/", "http://127.0.0.1:9100",
+                                      "https://host.example:8443/base/v1/", "http://[::1]:8080/x"])
+@pytest.mark.parametrize("rest", ["", "/", "/v1/chat/completions", "?key=1", "/v1/models?limit=2", "v1/x"])
+def test_upstream_target_is_upstream_url_split(upstream: str, rest: str) -> None:
+    """The router's fast path (no URL parse per request) says exactly what upstream_url says."""
+    from urllib.parse import urlsplit
+
+    p = Provider(name="x", prefix="x", upstream=upstream, hosts=(), auth="bearer", format="openai")
+    scheme, host, port, path, host_header = p.upstream_target(rest)
+    url = urlsplit(p.upstream_url(rest))
+    assert (scheme, host, port) == (url.scheme, url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    assert path == url.path + (f"?{url.query}" if url.query else "")
+    default = 443 if url.scheme == "https" else 80
+    assert host_header == (url.netloc if url.port not in (None, default) else url.netloc.rsplit(":", 1)[0] if url.port else url.netloc)
