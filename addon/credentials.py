@@ -6,6 +6,7 @@ The fingerprint is the first 12 hex digits of SHA-256 over the secret, enough to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import urllib.parse
@@ -33,6 +34,7 @@ SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "access_to
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)")
 
 
+@functools.lru_cache(maxsize=4096)  # the same key is fingerprinted several times per flow
 def fingerprint(secret: str) -> str:
     return "fp_" + hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 

@@ -153,9 +153,9 @@ class Router:
     def _set_provider(self, flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
         flow.metadata[md.PROVIDER] = provider.name
         flow.metadata[md.FORMAT] = self.catalog.format_for(provider, rest)
-        flow.metadata[md.CREDENTIAL] = credential_fingerprint(
-            flow.request.headers.items(), flow.request.query.items(multi=True)
-        )
+        req = flow.request
+        query = req.query.items(multi=True) if "?" in req.path else ()  # parsing an absent query costs too
+        flow.metadata[md.CREDENTIAL] = credential_fingerprint(req.headers.items(), query)
 
     @staticmethod
     def _rewrite(flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
