@@ -78,6 +78,10 @@ def start(listen: str, settings: dict[str, Any], specs: list[str] | None = None,
         return asyncio.run(_run(parse_listen(listen), settings, specs or [], certs))
     except (exceptions.OptionsError, ValueError) as e:
         print(f"corral: {e}")
+        if "Unknown option" in str(e):
+            print("corral: `corral start` loads only the mitmproxy addons a gateway needs; for mitmproxy's "
+                  "others (modify_headers, map_local, save_stream_file, ...) run Corral inside mitmdump: "
+                  "mitmdump -s addon/corral.py (see README)")
         return 2
     except KeyError as e:
         print(f"corral: unknown setting {e} (see `corral start --help` and addon/config.py)")

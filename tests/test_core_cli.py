@@ -116,3 +116,13 @@ def test_known_model_cost_is_the_genai_prices_figure(gateway: Gateway, fresh_moc
     price = calc_price(usage, model_ref=expect["model"], provider_id="openai")
     assert row["cost_usd"] == pytest.approx(float(price.total_price), rel=1e-9)
     assert not row["unpriced"]
+
+
+def test_mitmproxy_options_of_addons_corral_start_leaves_out_say_where_to_get_them(tmp_path) -> None:
+    """`corral start` runs a lean master; an option of a left-out mitmproxy addon is a clear error."""
+    out = subprocess.run([*CORRAL, "start", "--listen", "127.0.0.1:0", "--db", f"sqlite:///{tmp_path / 'c.db'}",
+                          "--certs", str(tmp_path / "certs"), "--set", "modify_headers=/~q/x/y"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "Unknown option(s): modify_headers" in out.stdout and "mitmdump -s addon/corral.py" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
