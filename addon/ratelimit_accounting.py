@@ -67,4 +67,7 @@ def _from_upstream(flow: http.HTTPFlow) -> bool:
     meta = flow.metadata
     if md.GATEWAY_ERROR in meta or meta.get(md.CACHE) == "hit" or md.PROVIDER not in meta:
         return False  # Corral's own answer or a replay: not the provider's current word
+    attempts = meta.get(md.ATTEMPTS)
+    if attempts and attempts[-1].get("status") is not None:
+        return True  # answered by the retrier (relay, or inline without a server connection of mitmproxy's)
     return flow.server_conn is not None and flow.server_conn.timestamp_start is not None

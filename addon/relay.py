@@ -56,6 +56,7 @@ class Job:
     fallbacks: tuple[Target, ...] = ()
     attempts: list[dict[str, Any]] = field(default_factory=list)
     client_gone: Callable[[], bool] = lambda: False
+    outcome: Outcome | None = None  # an answer already received (inline path met a stream): just relay it
 
 
 class ClientGone(Exception):
@@ -152,25 +153,37 @@ class Relay:
 
     async def _serve(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter) -> bool:
         """Answer one relayed request; False when the connection to mitmproxy must end."""
-        meta = job.flow.metadata
-        meta[md.ATTEMPTS] = job.attempts  # the same list: attempts show up as they are made
-        try:
-            outcome, error = await self._attempt_all(job, headers, body)
-        finally:
-            meta[md.RETRIES] = max(0, len(job.attempts) - 1)
+        if job.outcome is not None:
+            outcome, error = job.outcome, None
+        else:
+            outcome, error = await self.run_attempts(job, headers, body)
         if outcome is None:
-            status = 504 if isinstance(error, TimeoutError | ConnectTimeout) else 502
-            kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
-            last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
-            made = make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
+            made = self.failure(job, error)
             content = made.content or b""
             head = [(k, v) for k, v in made.headers.fields if k.lower() not in FRAMING]
-            await write_head(writer, status, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
+            await write_head(writer, made.status_code, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
             writer.write(content)
             await writer.drain()
             return True
-        meta[md.UPSTREAM] = outcome.target.upstream
+        job.flow.metadata[md.UPSTREAM] = outcome.target.upstream
         return await self._stream_back(job, outcome, writer)
+
+    async def run_attempts(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[Outcome | None, BaseException | None]:
+        """Every attempt the policy allows; the attempts are on the flow as they are made."""
+        meta = job.flow.metadata
+        meta[md.ATTEMPTS] = job.attempts  # the same list: attempts show up as they are made
+        try:
+            return await self._attempt_all(job, headers, body)
+        finally:
+            meta[md.RETRIES] = max(0, len(job.attempts) - 1)
+
+    @staticmethod
+    def failure(job: Job, error: BaseException | None) -> Any:
+        """The provider-shaped 502 (504 after a timeout) for a flow no upstream attempt answered."""
+        status = 504 if isinstance(error, TimeoutError | ConnectTimeout) else 502
+        kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
+        last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
+        return make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
 
     # --- attempts ----------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 For each provider flow with retries enabled, ``request`` hands the flow to the in-process relay
 (addon/relay.py) by pointing its connection at 127.0.0.1:<relay port> with a one-time job header; the
-relay makes the upstream attempts and streams the first good answer back. ``responseheaders`` puts the
-request's real address back (so the recorder and mitmweb show the provider, not the relay) and adds
+relay makes the upstream attempts and streams the first good answer back. A POST that did not ask for
+a stream is answered in ``request`` itself with the same attempts (addon/relay_inline.py: mitmproxy
+would buffer that answer anyway, and the hop costs CPU). ``responseheaders`` puts the request's real
+address back (so the recorder and mitmweb show the provider, not the relay) and adds
 ``x-corral-retries`` / ``x-corral-upstream`` to the response.
 
 Settings: ``[retries]`` (options ``corral_retries_*``), per-provider overrides in
@@ -17,8 +19,9 @@ import ssl
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.connection import ConnectionState
 
-from addon import config, metadata as md
+from addon import config, metadata as md, relay_inline
 from addon.relay import JOB_HEADER, Job, Relay
 from addon.retry_policy import Policy, PolicyError, Target, parse_fallbacks
 from addon.router import Router
@@ -38,6 +41,7 @@ class Retrier:
         self.policies: dict[str, Policy] = {}
         self.fallbacks: dict[str, tuple[Target, ...]] = {}
         self.relayed: dict[str, tuple[str, str, int, str]] = {}  # flow.id -> real scheme, host, port, job token
+        self.inline: dict[str, float] = {}  # flow.id -> when the upstream's head arrived (answered in `request`)
         self.running_ = False
 
     def load(self, loader) -> None:
@@ -113,10 +117,11 @@ class Retrier:
 
     # --- hooks -------------------------------------------------------------------------------
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         meta = flow.metadata
         provider = meta.get(md.PROVIDER)
-        if (provider is None or flow.response is not None or md.ROUTE_ERROR in meta or not self.running_
+        if (provider is None or flow.response is not None or flow.error is not None  # e.g. killed while queued
+                or md.ROUTE_ERROR in meta or not self.running_
                 or meta.get(md.CACHE) == "hit"  # answered by the cache (maybe via its replay server)
                 or flow.request.headers.get("upgrade") or flow.websocket is not None):
             return
@@ -126,6 +131,13 @@ class Retrier:
         req = flow.request
         primary = meta.get(md.UPSTREAM) or f"{req.scheme}://{req.host_header or req.host}"
         job = Job(flow, req.method, req.url, primary, policy, self.fallbacks.get(provider, ()))
+        if relay_inline.wants_inline(flow):
+            job.client_gone = lambda: not flow.client_conn.state & ConnectionState.CAN_READ
+            head_at = await relay_inline.answer(self.relay, job)
+            if head_at is not None:
+                self.inline[flow.id] = head_at
+                return
+            # The upstream streams: the relay passes the answer it already has on, chunk by chunk.
         token = self.relay.add(job)
         self.relayed[flow.id] = (req.scheme, req.host, req.port, token)
         # Point the connection at the relay without touching the Host header (the relay forwards it).
@@ -133,7 +145,12 @@ class Retrier:
         req.headers[JOB_HEADER] = token
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if self._restore(flow) and flow.response is not None:
+        head_at = self.inline.pop(flow.id, None)
+        if head_at is not None and flow.response is not None:
+            # mitmproxy stamps an answer set in `request` with the time it sends it; the upstream's
+            # head arrived earlier, and that is the time to first byte the record shows.
+            flow.response.timestamp_start = head_at
+        if (head_at is not None or self._restore(flow)) and flow.response is not None:
             # Only when something happened: a first-time answer reaches the client exactly as sent.
             retries = flow.metadata.get(md.RETRIES, 0)
             if retries:
@@ -141,6 +158,7 @@ class Retrier:
                 flow.response.headers["x-corral-upstream"] = flow.metadata.get(md.UPSTREAM, "")
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.inline.pop(flow.id, None)
         self._restore(flow)
 
     def _restore(self, flow: http.HTTPFlow) -> bool:
