@@ -35,7 +35,10 @@ def _body_text(raw: bytes | None, limit: int) -> str | None:
     clipped = raw[:limit]
     try:
         text = clipped.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if len(raw) > limit and e.reason == "unexpected end of data":
+            # The clip cut the last character in two: the text before it is still text, not binary.
+            return clipped[: e.start].decode("utf-8")
         return "base64:" + base64.b64encode(clipped).decode("ascii")
     return text
 
