@@ -13,6 +13,9 @@ from mitmproxy.addons import (
 )
 
 from addon import chain, config, paths
+from addon.recorder import Recorder
+
+CUT_TIMEOUT = 5.0  # seconds the open client connections get to close at shutdown
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -55,7 +58,8 @@ async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[st
         listen_host=listen[0], listen_port=listen[1], mode=["regular"], confdir=certs_dir,
     )
     gateway = GatewayMaster(opts)
-    gateway.addons.add(chain.addon())
+    corral = chain.addon()
+    gateway.addons.add(corral)
     # Addon-defined options exist only now; passing them to Options() would raise KeyError.
     opts.update(connection_strategy="lazy", termlog_verbosity="warn", **config.coerce_options(opts, settings))
     if specs:  # --set name=value, parsed by mitmproxy exactly as mitmdump would
@@ -66,10 +70,46 @@ async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[st
     already = set(settings) | {"connection_strategy", "termlog_verbosity"} | {s.partition("=")[0] for s in specs}
     gateway.addons.trigger(hooks.ConfigureHook(set(opts.keys()) - already))
     loop = asyncio.get_running_loop()
+    recorder = next((c for c in corral.children if isinstance(c, Recorder)), None)
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if stopping:  # a second signal: stop now
+            gateway.shutdown()
+        else:
+            stopping.append(loop.create_task(_stop(gateway, recorder)))
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, gateway.shutdown)
+        loop.add_signal_handler(sig, on_signal)
     await gateway.run()
     return 0
+
+
+async def _stop(gateway: master.Master, recorder: Recorder | None, timeout: float = CUT_TIMEOUT) -> None:
+    """SIGTERM/SIGINT: stop listening, end the client connections still open, then shut down.
+
+    mitmproxy's own shutdown runs the addons' ``done`` while its listener still accepts and open
+    connections still carry data: a request could then be answered after the Recorder's last pass and
+    never be recorded, and a stream recorded as aborted could still finish. Ending every connection
+    first makes each flow in flight end through the error hook, recorded as cut by the shutdown, before
+    any addon is done; a client that connects later is refused, and can retry elsewhere.
+    """
+    try:
+        server: proxyserver.Proxyserver | None = gateway.addons.get("proxyserver")
+        if server is not None:
+            await server.servers.update([])
+            if recorder is not None:
+                recorder.stopping = True
+            deadline = asyncio.get_running_loop().time() + timeout
+            while server.connections and asyncio.get_running_loop().time() < deadline:
+                # Repeated: a connection accepted just before the listener closed gets its handler late.
+                for handler in list(server.connections.values()):
+                    io = handler.transports.get(handler.client)
+                    if io is not None and io.handler is not None and not io.handler.done():
+                        io.handler.cancel("gateway shutting down")
+                await asyncio.sleep(0.02)
+    finally:
+        gateway.shutdown()
 
 
 def start(listen: str, settings: dict[str, Any], specs: list[str] | None = None, certs_dir: str | None = None) -> int:

@@ -27,6 +27,7 @@ from providers.pricing import Pricer
 logger = logging.getLogger(__name__)
 
 BODY_MODES = ("full", "metadata")
+SHUTDOWN_ERROR = "gateway shut down before the exchange finished"
 
 
 def _body_text(raw: bytes | None, limit: int) -> str | None:
@@ -35,7 +36,10 @@ def _body_text(raw: bytes | None, limit: int) -> str | None:
     clipped = raw[:limit]
     try:
         text = clipped.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if len(raw) > limit and e.reason == "unexpected end of data":
+            # The clip cut the last character in two: the text before it is still text, not binary.
+            return clipped[: e.start].decode("utf-8")
         return "base64:" + base64.b64encode(clipped).decode("ascii")
     return text
 
@@ -80,6 +84,7 @@ class Recorder:
         self.writer: RecordWriter | None = None
         self.pricer = Pricer()
         self.inflight: dict[str, http.HTTPFlow] = {}
+        self.stopping = False  # set by the SIGTERM handler (addon/gateway.py) before it ends the connections
         # Set by `corral start --workers N` for each gateway process (addon/workers.py).
         worker = os.environ.get("CORRAL_WORKER", "")
         self.worker = int(worker) if worker.isdigit() else None
@@ -129,7 +134,7 @@ class Recorder:
     def done(self) -> None:
         for flow in list(self.inflight.values()):
             if flow.error is None:
-                flow.metadata.setdefault(md.GATEWAY_ERROR, "gateway shut down before the exchange finished")
+                flow.metadata.setdefault(md.GATEWAY_ERROR, SHUTDOWN_ERROR)
             self.record(flow)
         if self.writer is not None:
             self.writer.close()
@@ -140,6 +145,9 @@ class Recorder:
         if not md.is_llm_flow(flow) or flow.metadata.get(md.RECORDED) or self.writer is None:
             return
         flow.metadata[md.RECORDED] = True
+        if self.stopping and flow.error is not None and not flow.metadata.get(md.COMPLETE):
+            # The shutdown ended its connection; mitmproxy reports that as "Client disconnected."
+            flow.metadata.setdefault(md.GATEWAY_ERROR, SHUTDOWN_ERROR)
         try:
             row = self.build_row(flow)
         except Exception:  # a bug here must never cost the client its answer, nor lose the row
