@@ -226,6 +226,8 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
         port = free_port()
         conf = workdir / f"{name}.toml"
         extra = (BENCH / "configs" / extra_file).read_text() if extra_file else ""
+        if extra_file:  # the default system's viewer has 127.0.0.1:8082; the variants run none
+            extra = '[viewer]\nlisten = ""\n\n' + extra
         conf.write_text(corral_toml(mock_port, extra))
         db = workdir / f"{name}.db"
         cmd = [str(VENV / "corral"), "start", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
