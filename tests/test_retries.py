@@ -287,3 +287,52 @@ def test_retries_disabled_passes_failures_through(gw: Gateway, fresh_mock: MockU
     assert resp.status_code == 503 and "x-corral-retries" not in resp.headers
     assert fresh_mock.request_count == 1
     assert gw.row_for(tag)["attempts"] is None  # not relayed at all
+
+
+# --- the inline path: a POST without "stream": true is answered in the request hook -------------------
+
+
+def test_a_stream_answering_a_non_stream_request_is_still_streamed(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+    """The inline path must not buffer: an SSE answer to a request that did not ask for one goes through
+    the relay chunk by chunk (first chunk at the client long before the last is sent)."""
+    reply = Reply.from_exchange("openai-chat-stream-1", chunk_delay=0.3)
+    fresh_mock.enqueue(reply)
+    started = time.monotonic()
+    arrivals = []
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", gw.base("openai") + "/v1/chat/completions", json=CHAT,  # no "stream"
+                           headers={"x-test-id": tag}) as resp:
+            assert resp.status_code == 200
+            body = b""
+            for chunk in resp.iter_raw():
+                arrivals.append(time.monotonic() - started)
+                body += chunk
+    assert body == reply.wire_body()
+    sending_time = 0.3 * (len(reply.chunks) - 1)
+    assert arrivals[0] < sending_time / 2, (arrivals[0], sending_time)
+    row = gw.row_for(tag)
+    assert row["stream"] and row["complete"] and row["input_tokens"] is not None
+
+
+def test_json_body_cut_by_the_upstream_is_a_clean_provider_error(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+    """Nothing of a buffered answer reached the client yet: a body the upstream breaks off becomes a
+    502 in the provider's shape, not a truncated JSON document."""
+    fresh_mock.enqueue(Reply(200, {"content-type": "application/json"}, chunks=[b'{"id": "x", ', b'"choices": []}'],
+                             fault="reset_mid_stream"))
+    with httpx.Client(timeout=30) as client:
+        resp = client.post(gw.base("openai") + "/v1/chat/completions", json=CHAT, headers={"x-test-id": tag})
+    assert resp.status_code == 502 and resp.headers["x-corral-error"] == "upstream_unavailable"
+    assert resp.json()["error"]["message"].startswith("corral: upstream failed")
+    assert fresh_mock.request_count == 1  # the upstream took the request: not sent twice
+    row = gw.row_for(tag)
+    assert row["status"] == 502 and "broke off" in row["error"]
+
+
+def test_ttfb_of_an_inline_answer_is_when_the_upstream_head_came(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+    fresh_mock.enqueue(Reply(200, {"content-type": "application/json"},
+                             chunks=[b'{"id": "x", "object": "chat.completion", ', b'"choices": []}'], chunk_delay=0.6))
+    with httpx.Client(timeout=30) as client:
+        assert client.post(gw.base("openai") + "/v1/chat/completions", json=CHAT,
+                           headers={"x-test-id": tag}).status_code == 200
+    row = gw.row_for(tag)
+    assert row["ttfb_ms"] < 400 and row["duration_ms"] >= 550, (row["ttfb_ms"], row["duration_ms"])
