@@ -10,10 +10,10 @@ from providers.formats.common import (
     FramedStreamParser,
     as_int,
     as_str,
-    body_result,
     dig,
     dumps,
     error_text,
+    object_result,
     request_object,
 )
 
@@ -75,10 +75,8 @@ class AnthropicFamily:
         return "sse" if "text/event-stream" in content_type.lower() else None
 
     def parse_response(self, path: str, status: int, body: bytes) -> ParseResult:
-        doc, result = body_result(status, body)
-        if not isinstance(doc, dict):
-            if doc is not None:
-                result.parse_error, result.complete = "response body is not a JSON object", False
+        doc, result = object_result(status, body)
+        if doc is None:
             return result
         result.error = error_from(doc)
         if status >= 400 and result.error is None:

@@ -18,12 +18,12 @@ from providers.formats.common import (
     JSON_CT,
     FramedStreamParser,
     as_str,
-    body_result,
     dig,
     dumps,
     error_text,
     first_int,
     loads,
+    object_result,
     path_only,
 )
 from providers.formats.eventstream import Message
@@ -86,10 +86,8 @@ class BedrockFamily:
         return None
 
     def parse_response(self, path: str, status: int, body: bytes) -> ParseResult:
-        doc, result = body_result(status, body)
-        if not isinstance(doc, dict):
-            if doc is not None:
-                result.parse_error, result.complete = "response body is not a JSON object", False
+        doc, result = object_result(status, body)
+        if doc is None:
             return result
         if status >= 400:
             msg = doc.get("message") or doc.get("Message")

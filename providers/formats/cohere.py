@@ -12,11 +12,11 @@ from providers.formats.common import (
     JSON_CT,
     FramedStreamParser,
     as_str,
-    body_result,
     dig,
     dumps,
     error_text,
     first_int,
+    object_result,
     request_object,
 )
 
@@ -63,10 +63,8 @@ class CohereFamily:
         return None
 
     def parse_response(self, path: str, status: int, body: bytes) -> ParseResult:
-        doc, result = body_result(status, body)
-        if not isinstance(doc, dict):
-            if doc is not None:
-                result.parse_error, result.complete = "response body is not a JSON object", False
+        doc, result = object_result(status, body)
+        if doc is None:
             return result
         if status >= 400:
             result.error = error_text(None, doc.get("message")) if doc.get("message") else error_text(status, None)

@@ -124,6 +124,17 @@ def body_result(status: int, body: bytes) -> tuple[Any, ParseResult]:
     return doc, result
 
 
+def object_result(status: int, body: bytes) -> tuple[dict[str, Any] | None, ParseResult]:
+    """``body_result`` for families whose whole-body answer is one JSON object: any other JSON value
+    is a parse error (the bytes still pass through unchanged; the record says so)."""
+    doc, result = body_result(status, body)
+    if isinstance(doc, dict):
+        return doc, result
+    if doc is not None:
+        result.parse_error, result.complete = "response body is not a JSON object", False
+    return None, result
+
+
 class Decoder(Protocol):
     error: str | None
 
