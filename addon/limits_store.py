@@ -18,6 +18,7 @@ import math
 import time
 from typing import Protocol
 
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
@@ -37,6 +38,25 @@ class WindowStore(Protocol):
         ...
 
 
+class LazyExpiryMemoryStorage(MemoryStorage):
+    """limits' async MemoryStorage starts a clean-up task on *every* call, and that task hands a bisect
+    per key to the thread pool: ~1 ms of CPU per request in the bench. Reads already ignore expired
+    entries (counters check their expiry, moving windows their timestamps), so the clean-up only frees
+    memory: once a second is plenty."""
+
+    CLEANUP_EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_cleanup = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # overrides the name-mangled private hook
+        now = time.monotonic()
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + self.CLEANUP_EVERY
+            await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+
 def storage_uri(url: str) -> str:
     """`limits` wants its async storages as ``async+<scheme>://``."""
     scheme, sep, rest = url.partition("://")
@@ -54,7 +74,7 @@ class LimitsStore:
         self.shared = "redis" in uri.partition("://")[0]
         # limits' async Redis defaults to coredis; Corral's dependency is redis-py.
         options = {"implementation": "redispy", **state.client_options()} if self.shared else {}
-        self.storage = storage_from_string(uri, **options)
+        self.storage = LazyExpiryMemoryStorage() if uri.startswith("async+memory:") else storage_from_string(uri, **options)
         self.moving = MovingWindowRateLimiter(self.storage)
         self.counter = SlidingWindowCounterRateLimiter(self.storage)
         self.cluster = state.is_cluster(url)

@@ -146,3 +146,31 @@ def test_storage_uri_and_cli_endpoint() -> None:
         storage_uri("memory")
     assert endpoint("0.0.0.0:8080") == "http://127.0.0.1:8080/_corral/limits"
     assert endpoint("[::1]:9000") == "http://[::1]:9000/_corral/limits"
+
+
+def test_memory_store_cleans_up_at_most_once_a_second_and_still_expires_counts() -> None:
+    """The clean-up task of limits' MemoryStorage ran on every call (a thread-pool job per key);
+    Corral's runs once a second, and reads must not depend on it."""
+    from addon.limits_store import LazyExpiryMemoryStorage
+
+    async def run() -> tuple[int, int, int]:
+        storage = LazyExpiryMemoryStorage()
+        runs = 0
+        original = storage._MemoryStorage__expire_events
+
+        async def counted() -> None:
+            nonlocal runs
+            runs += 1
+            await original()
+
+        storage._MemoryStorage__expire_events = counted
+        for _ in range(200):
+            await storage.incr("k", 0.2)
+            await storage.acquire_entry("m", 1000, 0.2)
+            await asyncio.sleep(0)
+        during = await storage.get("k")
+        await asyncio.sleep(0.3)  # past the expiry, but before the next clean-up may run
+        return runs, during, await storage.get("k") + (await storage.get_moving_window("m", 1000, 0.2))[1]
+
+    runs, during, after = asyncio.run(run())
+    assert runs == 1 and during == 200 and after == 0
