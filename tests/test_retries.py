@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.reliability import reliability
 
 # Wall-clock timing on a shared 2-core machine: a failure is re-run up to twice before it counts
 # (a real defect fails all three runs).
@@ -314,6 +315,7 @@ def test_a_stream_answering_a_non_stream_request_is_still_streamed(gw: Gateway, 
     assert row["stream"] and row["complete"] and row["input_tokens"] is not None
 
 
+@reliability("upstream faults", "reset inside a JSON (non-stream) body", "a 502 in the provider's error shape (never a truncated document)", "row: status 502, error 'response body broke off'")
 def test_json_body_cut_by_the_upstream_is_a_clean_provider_error(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     """Nothing of a buffered answer reached the client yet: a body the upstream breaks off becomes a
     502 in the provider's shape, not a truncated JSON document."""
