@@ -20,6 +20,7 @@ from addon.ratelimiter import LimitBook
 from addon.state import StateUnavailable, note_degraded
 
 logger = logging.getLogger(__name__)
+WAIT_HEADER = "x-corral-ratelimit-wait-ms"
 
 
 class RateLimitAccounting:
@@ -27,6 +28,10 @@ class RateLimitAccounting:
         self.book = book
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        waited = flow.metadata.get(md.WAIT_MS)
+        if waited is not None and flow.response is not None:
+            # Tell the client its request was held by a queueing limit, and for how long.
+            flow.response.headers[WAIT_HEADER] = str(round(waited))
         if not self.book.adaptive or flow.response is None or not _from_upstream(flow):
             return
         seconds = hold_seconds(flow.response.headers.items(multi=True), flow.response.status_code)

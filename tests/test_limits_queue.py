@@ -55,7 +55,7 @@ def upstream_times(mock: MockUpstream, tag: str) -> list[tuple[str, float]]:
 
 def test_queued_requests_go_in_order_at_the_window_pace(gw: Gateway, mock: MockUpstream, tag: str) -> None:
     tenant, n = uuid.uuid4().hex, 6
-    results: dict[int, tuple[int, float]] = {}
+    results: dict[int, tuple[int, float, str | None]] = {}
     start = time.monotonic()
 
     def one(i: int) -> None:
@@ -63,7 +63,7 @@ def test_queued_requests_go_in_order_at_the_window_pace(gw: Gateway, mock: MockU
             gw.base("openai") + "/v1/chat/completions", json={"model": "gpt-4.1", "messages": []},
             headers={"x-corral-tenant": tenant, "x-test-id": tag, "x-seq": str(i),
                      "x-mock-exchange": "openai-chat-json-1"}, timeout=30)
-        results[i] = (resp.status_code, time.monotonic() - start)
+        results[i] = (resp.status_code, time.monotonic() - start, resp.headers.get("x-corral-ratelimit-wait-ms"))
 
     def arrived() -> int:  # requests the gateway has taken in: sent upstream or queued
         report = httpx.get(gw.url + "/_corral/limits").json()
@@ -88,6 +88,11 @@ def test_queued_requests_go_in_order_at_the_window_pace(gw: Gateway, mock: MockU
         started = datetime.datetime.fromisoformat(str(row["started_at"])).replace(tzinfo=datetime.UTC).timestamp()
         admitted[int(seq)] = started + (row["wait_ms"] or 0) / 1000
         waited[int(seq)] = row["wait_ms"]
+    for seq, held in waited.items():  # the client is told how long it was held, and only then
+        header = results[seq][2]
+        assert (header is None) == (held is None), (seq, header, held)
+        assert header is None or abs(int(header) - held) <= 1
+    assert any(held for held in waited.values())
     order = sorted(admitted, key=admitted.get)
     assert order == list(range(n)), (order, admitted)  # first come, first served
     upstream_order = [int(seq) for seq, _ in sorted(upstream_times(mock, tag), key=lambda a: a[1])]
@@ -169,3 +174,5 @@ def test_queued_then_timed_out_is_rejected_with_its_wait_recorded(gw: Gateway, m
     for row in rejected:  # they queued first, then gave up at max_wait's horizon
         assert row["error"].startswith("rate limited by corral")
         assert row["wait_ms"] is not None and row["wait_ms"] >= 500
+    late = [r for r in results if r.status_code == 429]
+    assert all(int(r.headers["x-corral-ratelimit-wait-ms"]) >= 500 for r in late)  # the client is told too
