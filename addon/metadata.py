@@ -31,7 +31,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.cache_ttl | float | cache | seconds a stored answer of this request lives |
 | corral.retries | int | retrier | extra upstream attempts made (attempts - 1), fallbacks included |
 | corral.attempts | list[dict] | retrier | per attempt: {upstream, status (None if no response), error, wait_ms (wait before the next attempt)} |
-| corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit |
+| corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit (the client gets `x-corral-ratelimit-wait-ms`, addon/ratelimit_accounting.py) |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down, 504 ttfb timeout) or, on a stream the retrier cut for idleness, why |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
 | corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
