@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import pgdb
+from tests.support import corpus, pgdb
 from tests.support.gateway import Gateway, new_tag
 from tests.support.mock_upstream import MockUpstream
 
@@ -19,6 +19,13 @@ from tests.support.mock_upstream import MockUpstream
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_name, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Without the recorded traffic most tests cannot run: say so once instead of failing hundreds.
+    if not any(corpus.CORPUS_DIR.glob("*.json")):
+        pytest.exit(f"no recorded provider traffic in {corpus.CORPUS_DIR}: put shared/corpus beside the "
+                    "checkout or set CORRAL_CORPUS_DIR (see README, Development)", returncode=4)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """Access to the recorded provider exchanges in shared/corpus (see its README.md).
 
 The corpus lives beside the repository (``<repo>/../shared/corpus``) so that CI, which
-clones the repo fresh and copies ``shared/`` next to it, finds it without configuration.
-``CORRAL_CORPUS_DIR`` overrides the location.
+clones the repo fresh and copies ``shared/`` next to it, finds it without configuration. A clone
+made elsewhere from a local checkout (``git clone /work/main /tmp/x``) finds it beside the checkout it
+was cloned from. ``CORRAL_CORPUS_DIR`` overrides the location.
 """
 
 from __future__ import annotations
@@ -12,12 +13,33 @@ import functools
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CORPUS_DIR = Path(os.environ.get("CORRAL_CORPUS_DIR") or (REPO_ROOT.parent / "shared" / "corpus")).resolve()
+
+
+def _find_corpus() -> Path:
+    if os.environ.get("CORRAL_CORPUS_DIR"):
+        return Path(os.environ["CORRAL_CORPUS_DIR"]).resolve()
+    beside = REPO_ROOT.parent / "shared" / "corpus"
+    if beside.is_dir():
+        return beside.resolve()
+    try:  # a clone of a local checkout: look beside the checkout it came from
+        origin = subprocess.run(["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and Path(origin).is_dir():
+        candidate = Path(origin).resolve().parent / "shared" / "corpus"
+        if candidate.is_dir():
+            return candidate
+    return beside.resolve()
+
+
+CORPUS_DIR = _find_corpus()
 
 Exchange = dict[str, Any]
 
