@@ -44,6 +44,23 @@ from addon.viewer import Viewer
 logger = logging.getLogger(__name__)
 
 
+class _Isolated:
+    """Logs an addon's exception as mitmproxy's safecall does and lets the next addon run. A plain
+    class, not @contextmanager: it is entered once per addon hook call of every flow."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, etype: Any, value: Any, tb: Any) -> bool:
+        if etype is None or not issubclass(etype, Exception) or issubclass(etype, (exceptions.AddonHalt, exceptions.OptionsError)):
+            return False
+        logger.error("Addon error: %s", value, exc_info=(etype, value, tb))
+        return True
+
+
+_ISOLATED = _Isolated()
+
+
 class Chain:
     """Corral's addons as *one* mitmproxy addon that runs each hook through them in order.
 
@@ -58,36 +75,28 @@ class Chain:
 
     def __init__(self, children: list[object]) -> None:
         self.children = children
-        names = set(hooks.all_hooks)
-        for hook in sorted(names):
+        for hook in sorted(hooks.all_hooks):
             funcs = [f for f in (getattr(c, hook, None) for c in children) if callable(f)]
             if funcs:
                 setattr(self, hook, self._dispatcher(hook, funcs))
 
     @staticmethod
     def _dispatcher(hook: str, funcs: list[Callable[..., Any]]) -> Callable[..., Any]:
+        # mitmproxy calls load/configure synchronously: a hook stays sync unless some addon's is async.
         if any(inspect.iscoroutinefunction(f) for f in funcs):
             async def run_async(*args: Any) -> None:
                 for func in funcs:
-                    try:
+                    with _ISOLATED:
                         result = func(*args)
                         if result is not None and inspect.isawaitable(result):
                             await result
-                    except (exceptions.AddonHalt, exceptions.OptionsError):
-                        raise
-                    except Exception as e:
-                        logger.error("Addon error: %s", e, exc_info=True)
             run_async.__name__ = hook
             return run_async
 
         def run(*args: Any) -> None:
             for func in funcs:
-                try:
+                with _ISOLATED:
                     func(*args)
-                except (exceptions.AddonHalt, exceptions.OptionsError):
-                    raise
-                except Exception as e:
-                    logger.error("Addon error: %s", e, exc_info=True)
         run.__name__ = hook
         return run
 
