@@ -62,8 +62,17 @@ async def write_head(writer: asyncio.StreamWriter, status: int, reason: str, hea
     await writer.drain()
 
 
-async def read_all(response: Response) -> bytes:
-    return b"".join([chunk async for chunk in response.stream])
+async def read_all(response: Response, idle: float | None = None) -> bytes:
+    """The whole body; with ``idle``, TimeoutError when no chunk comes for that many seconds."""
+    if idle is None:
+        return b"".join([chunk async for chunk in response.stream])
+    chunks, iterator = [], aiter(response.stream)
+    while True:
+        async with asyncio.timeout(idle):
+            try:
+                chunks.append(await anext(iterator))
+            except StopAsyncIteration:
+                return b"".join(chunks)
 
 
 def decision_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -14,15 +14,13 @@ ready outcome, and the flow goes the usual way through it, chunk by chunk.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from mitmproxy import http
 
 from addon import metadata as md
-from addon.relay import TRANSPORT_ERRORS, Job, Relay
-from addon.relay_http import FRAMING, complete
-from addon.upstream_client import Response
+from addon.relay import TRANSPORT_ERRORS, Job, Outcome, Relay
+from addon.relay_http import FRAMING, complete, read_all
 from providers.formats import get_family
 
 
@@ -43,23 +41,11 @@ def request_parts(flow: http.HTTPFlow, url: str) -> tuple[list[tuple[bytes, byte
     return complete(headers, body, url), body
 
 
-def streams(flow: http.HTTPFlow, response: Response) -> bool:
-    if not 200 <= response.status < 300:
-        return False
-    content_type = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-type"), "")
+def streams(flow: http.HTTPFlow, outcome: Outcome) -> bool:
+    """A 2xx whose content type the flow's format streams: the same test the Meter applies."""
     family = flow.metadata.get(md.FORMAT)
-    return family is not None and get_family(family).stream_kind(flow.request.path, content_type) is not None
-
-
-async def read_body(response: Response, idle: float) -> bytes:
-    chunks = []
-    iterator = aiter(response.stream)
-    while True:
-        async with asyncio.timeout(idle):
-            try:
-                chunks.append(await anext(iterator))
-            except StopAsyncIteration:
-                return b"".join(chunks)
+    return (family is not None and 200 <= outcome.status < 300
+            and get_family(family).stream_kind(flow.request.path, outcome.headers.get("content-type", "")) is not None)
 
 
 async def answer(relay: Relay, job: Job) -> float | None:
@@ -74,11 +60,11 @@ async def answer(relay: Relay, job: Job) -> float | None:
     head_at = time.time()
     flow.metadata[md.UPSTREAM] = outcome.target.upstream
     response = outcome.response
-    if outcome.body is None and streams(flow, response):
+    if outcome.body is None and streams(flow, outcome):
         job.outcome = outcome
         return None
     try:
-        content = outcome.body if outcome.body is not None else await read_body(response, job.policy.idle_timeout)
+        content = outcome.body if outcome.body is not None else await read_all(response, job.policy.idle_timeout)
     except (*TRANSPORT_ERRORS, TimeoutError) as e:
         # No byte reached the client: a clean provider-shaped error beats a truncated JSON body.
         await response.aclose()
