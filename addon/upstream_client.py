@@ -59,7 +59,6 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
-        self.reused = False
 
     def usable(self, now: float, expiry: float) -> bool:
         # The transport reads in the background: EOF or stray bytes on an idle connection show here.
@@ -232,7 +231,6 @@ class Pool:
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed by the peer
             if conn.usable(now, self.expiry):
-                conn.reused = True
                 return conn
             conn.close()
         scheme, host, port = origin
