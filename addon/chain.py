@@ -26,19 +26,19 @@ import mitmproxy.proxy.server_hooks  # noqa: F401
 from mitmproxy import exceptions, hooks
 
 from addon.annotate import Annotator
-from addon.cache_lookup import CacheLookup
-from addon.cache_store import CacheStore
+from addon.cache.lookup import CacheLookup
+from addon.cache.store import CacheStore
 from addon.config import ConfigFile
 from addon.meter import Meter
-from addon.metrics import Metrics
+from addon.viewer.metrics import Metrics
 from addon.proxy_scope import ProxyScope
-from addon.ratelimit_accounting import RateLimitAccounting
-from addon.ratelimiter import LimitBook, RateLimiter
+from addon.limits.accounting import RateLimitAccounting
+from addon.limits.limiter import LimitBook, RateLimiter
 from addon.recorder import Recorder
-from addon.retrier import Retrier
+from addon.relay.retrier import Retrier
 from addon.router import Router
 from addon.state import StateHeader
-from addon.viewer import Viewer
+from addon.viewer.server import Viewer
 
 
 logger = logging.getLogger(__name__)

@@ -27,11 +27,11 @@ addons themselves, keyed by ``flow.id``.
 | corral.text | str | meter | reassembled output text, for the viewer |
 | corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself; the meter, limits and retries leave the flow alone (with replay_pace=original it goes to the in-process replay server on 127.0.0.1, not upstream) |
 | corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
-| corral.cache_key | str | cache | SHA-256 cache key of the request (addon/cache_key.py); set when the cache applies |
+| corral.cache_key | str | cache | SHA-256 cache key of the request (addon/cache/key.py); set when the cache applies |
 | corral.cache_ttl | float | cache | seconds a stored answer of this request lives |
 | corral.retries | int | retrier | extra upstream attempts made (attempts - 1), fallbacks included |
 | corral.attempts | list[dict] | retrier | per attempt: {upstream, status (None if no response), error, wait_ms (wait before the next attempt)} |
-| corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit (the client gets `x-corral-ratelimit-wait-ms`, addon/ratelimit_accounting.py) |
+| corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit (the client gets `x-corral-ratelimit-wait-ms`, addon/limits/accounting.py) |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down, 504 ttfb timeout) or, on a stream the retrier cut for idleness, why |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
 | corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |

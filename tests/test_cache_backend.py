@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from addon.cache_backend import Entry, MemoryDbBackend, SqlStore
-from addon.cache_key import canonical_body, canonical_path
+from addon.cache.backend import Entry, MemoryDbBackend, SqlStore
+from addon.cache.key import canonical_body, canonical_path
 from addon.storage import db as dbmod
 
 

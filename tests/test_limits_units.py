@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from addon.cli_limits import endpoint
-from addon.limits_adaptive import hold_seconds, parse_reset
-from addon.limits_config import LimitConfigError, actual_tokens, estimate_tokens, parse_limits
-from addon.limits_store import LimitsStore, counter_wait, storage_uri
+from addon.cli.limits import endpoint
+from addon.limits.adaptive import hold_seconds, parse_reset
+from addon.limits.config import LimitConfigError, actual_tokens, estimate_tokens, parse_limits
+from addon.limits.store import LimitsStore, counter_wait, storage_uri
 from tests.support.gateway import free_port
 
 
@@ -151,7 +151,7 @@ def test_storage_uri_and_cli_endpoint() -> None:
 def test_memory_store_cleans_up_at_most_once_a_second_and_still_expires_counts() -> None:
     """The clean-up task of limits' MemoryStorage ran on every call (a thread-pool job per key);
     Corral's runs once a second, and reads must not depend on it."""
-    from addon.limits_store import LazyExpiryMemoryStorage
+    from addon.limits.store import LazyExpiryMemoryStorage
 
     async def run() -> tuple[int, int, int]:
         storage = LazyExpiryMemoryStorage()

@@ -10,7 +10,8 @@ from mitmproxy import exceptions
 from mitmproxy.addons.proxyauth import ProxyAuth
 from mitmproxy.test import taddons, tflow
 
-from addon import cli_env, metadata as md
+from addon import metadata as md
+from addon.cli import env as cli_env
 from addon.annotate import MARK_CACHE_HIT, MARK_ERROR, Annotator, annotation
 from addon.proxy_scope import ProxyScope, open_listeners
 from addon.meter import Meter

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from addon.retry_policy import (
+from addon.relay.policy import (
     Policy, PolicyError, Target, parse_fallbacks, parse_statuses, retry_after_seconds, target_headers, target_url,
 )
 from tests.support.gateway import Gateway

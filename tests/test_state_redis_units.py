@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from addon import state
-from addon.cache_backend import Entry
-from addon.cache_redis import RedisCacheBackend
-from addon.limits_config import parse_limits
-from addon.limits_store import LimitsStore
+from addon.cache.backend import Entry
+from addon.cache.redis_backend import RedisCacheBackend
+from addon.limits.config import parse_limits
+from addon.limits.store import LimitsStore
 from tests.support.redis_server import RedisServer
 
 

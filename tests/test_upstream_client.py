@@ -1,4 +1,4 @@
-"""The relay's upstream client (addon/upstream_client.py) against a raw socket server that answers
+"""The relay's upstream client (addon/relay/upstream_client.py) against a raw socket server that answers
 with scripted bytes: body framing, keep-alive reuse, stale connections, and protocol errors."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from addon.upstream_client import ConnectError, ConnectTimeout, Pool, ReadError, RemoteProtocolError
+from addon.relay.upstream_client import ConnectError, ConnectTimeout, Pool, ReadError, RemoteProtocolError
 
 
 class Scripted:

@@ -120,7 +120,7 @@ def test_har_export_validates(vg: ViewerGateway) -> None:
 
 
 def test_progress_bar_on_stderr_for_large_exports(tmp_path) -> None:
-    from addon.cli_export import Progress
+    from addon.cli.export import Progress
     buf = io.StringIO()
     p = Progress(2000, buf, enabled=True)
     for _ in range(2000):

@@ -68,7 +68,7 @@ class Flow(BaseModel):
 
 
 class CacheEntry(BaseModel):
-    """One stored answer of the response cache (addon/cache_backend.py). ``key`` is a SHA-256 over
+    """One stored answer of the response cache (addon/cache/backend.py). ``key`` is a SHA-256 over
     provider, method, path, canonical body and credential (or shared namespace): never a secret."""
 
     key = peewee.CharField(primary_key=True, max_length=64)

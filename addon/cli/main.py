@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from addon import cli_cache, cli_certs, cli_env, cli_export, cli_flows, cli_limits, cli_providers, cli_start, cli_stats
+from addon.cli import cache, certs, env, export, flows, limits, providers, start, stats
 
-COMMANDS = [cli_start, cli_flows, cli_providers, cli_env, cli_certs, cli_limits, cli_cache, cli_stats, cli_export]
+COMMANDS = [start, flows, providers, env, certs, limits, cache, stats, export]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,20 +9,21 @@ from __future__ import annotations
 import argparse
 import stat
 
-from addon import ca, cli_common
+from addon import ca
+from addon.cli import common
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("certs", help="show the CA (paths, SHA-256 fingerprint); --bundle writes the client bundle")
-    cli_common.add_config_args(p, db=False)
-    cli_common.add_certs_arg(p)
+    common.add_config_args(p, db=False)
+    common.add_certs_arg(p)
     p.add_argument("--bundle", metavar="PATH", help="write system roots + Corral CA to PATH")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = cli_common.resolve(args)
-    files = ca.ensure_ca(cli_common.certs_dir(settings))
+    settings = common.resolve(args)
+    files = ca.ensure_ca(common.certs_dir(settings))
     bundle = ca.write_bundle(files, args.bundle) if args.bundle else ca.write_bundle(files)
     mode = stat.S_IMODE(files.key.stat().st_mode)
     print(f"directory:    {files.confdir}")

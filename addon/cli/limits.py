@@ -11,12 +11,12 @@ import json
 import urllib.error
 import urllib.request
 
-from addon import cli_common
+from addon.cli import common
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("limits", help="show configured rate limits and their current use (asks the running gateway)")
-    cli_common.add_config_args(p, listen=True, db=False)
+    common.add_config_args(p, listen=True, db=False)
     p.add_argument("--json", action="store_true", help="the gateway's raw JSON report")
     p.set_defaults(func=run)
 
@@ -66,8 +66,8 @@ def table(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = cli_common.resolve(args)
-    url = endpoint(cli_common.listen(settings))
+    settings = common.resolve(args)
+    url = endpoint(common.listen(settings))
     try:
         report = fetch(url)
     except (urllib.error.URLError, OSError, ValueError) as e:

@@ -1,4 +1,4 @@
-"""HTTP/1.1 framing for the retry relay (addon/relay.py): reading what mitmproxy sends it and writing
+"""HTTP/1.1 framing for the retry relay (addon/relay/relay.py): reading what mitmproxy sends it and writing
 the answer back. mitmproxy is the relay's only client, so requests are well-formed; no pipelining."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from addon.upstream_client import Response
+    from addon.relay.upstream_client import Response
 
 FRAMING = {b"content-length", b"transfer-encoding"}
 

@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 
-from addon.cache_backend import Entry
+from addon.cache.backend import Entry
 
 logger = logging.getLogger(__name__)
 

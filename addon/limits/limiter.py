@@ -25,8 +25,8 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 
 from addon import config, metadata as md
-from addon.limits_config import Limit, LimitConfigError, Window, estimate_tokens, parse_limits
-from addon.limits_store import LimitsStore, WindowStore
+from addon.limits.config import Limit, LimitConfigError, Window, estimate_tokens, parse_limits
+from addon.limits.store import LimitsStore, WindowStore
 from addon.responses import make_error
 from addon.state import ON_FAILURE, StateUnavailable, note_degraded
 

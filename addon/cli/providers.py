@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from addon import cli_common, config
+from addon import config
+from addon.cli import common
 from providers.catalog import Catalog, CatalogError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("providers", help="list the providers Corral routes (reverse prefix, upstream, format, hosts)")
-    cli_common.add_config_args(p, db=False)
+    common.add_config_args(p, db=False)
     p.add_argument("--json", action="store_true", help="one JSON object per provider per line")
     p.add_argument("--markdown", action="store_true", help="the README's provider table")
     p.set_defaults(func=run)
 
 
 def load_catalog(args: argparse.Namespace) -> Catalog:
-    settings = cli_common.resolve(args)
+    settings = common.resolve(args)
     overrides = config.parse_json_option("corral_providers", settings.get("corral_providers", ""))
     return Catalog.load(overrides)
 

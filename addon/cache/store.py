@@ -16,10 +16,11 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addon import cache_key, metadata as md, state
-from addon.cache_backend import Entry
-from addon.cache_lookup import CacheLookup
-from addon.cache_replay import TOKEN_HEADER
+from addon import metadata as md, state
+from addon.cache import key as cache_key
+from addon.cache.backend import Entry
+from addon.cache.lookup import CacheLookup
+from addon.cache.replay import TOKEN_HEADER
 from addon.credentials import SECRET_HEADERS
 from addon.recorder import Recorder
 

@@ -7,14 +7,14 @@ import datetime
 import json
 from typing import Any
 
-from addon import cli_common
+from addon.cli import common
 from addon.storage import db as dbmod
 from addon.storage.models import FLOW_SUMMARY_FIELDS, Flow
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("flows", help="show recorded flows, newest first")
-    cli_common.add_config_args(p)
+    common.add_config_args(p)
     p.add_argument("--limit", type=int, default=50, help="how many flows (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--full", action="store_true", help="with --json: include headers and bodies")
@@ -57,9 +57,9 @@ def table(rows: list[Flow]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = cli_common.resolve(args)
+    settings = common.resolve(args)
     try:
-        dbmod.connect(cli_common.db_url(settings), create=False)
+        dbmod.connect(common.db_url(settings), create=False)
     except dbmod.DatabaseError as e:
         print(f"corral: {e}")
         return 1

@@ -3,7 +3,7 @@
 mitmproxy cannot send a flow upstream twice, and its ``error`` hook cannot rescue a refused or reset
 connection. So the Retrier points a flow that may need retrying at this relay (plain HTTP on loopback),
 and the relay makes the upstream attempts itself over a keep-alive pool of its own
-(addon/upstream_client.py: no cookie jar shared between users, no header normalisation, little work):
+(addon/relay/upstream_client.py: no cookie jar shared between users, no header normalisation, little work):
 
 - the request goes on byte for byte as mitmproxy sent it (method, URL, headers incl. auth, body); only the
   relay's own job header is removed, and a fallback target gets its own Host and, if configured, its key;
@@ -30,10 +30,10 @@ import certifi
 import tenacity
 
 from addon import metadata as md
-from addon.relay_http import FRAMING, complete, decision_headers, read_all, read_body, read_head, write_head
+from addon.relay.http import FRAMING, complete, decision_headers, read_all, read_body, read_head, write_head
 from addon.responses import make_error
-from addon.retry_policy import Policy, Target, retry_after_seconds, target_headers, target_url
-from addon.upstream_client import ConnectTimeout, Pool, Response, UpstreamError
+from addon.relay.policy import Policy, Target, retry_after_seconds, target_headers, target_url
+from addon.relay.upstream_client import ConnectTimeout, Pool, Response, UpstreamError
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import IO, Any
 
-from addon import cli_common
+from addon.cli import common
 from addon.storage import db as dbmod, queries
 from addon.storage.models import Flow
 
@@ -23,7 +23,7 @@ PROGRESS_MIN = 1000  # rows; below this no bar
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export recorded flows as jsonl, csv or har")
-    cli_common.add_config_args(p)
+    common.add_config_args(p)
     p.add_argument("--format", choices=FORMATS, default="jsonl")
     p.add_argument("--since", help="time range: 30m, 24h, 7d, or an ISO time (default: everything)")
     p.add_argument("--provider", help="only this provider")
@@ -118,10 +118,10 @@ def write(fmt: str, flows, out: IO[str], progress: Progress) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = cli_common.resolve(args)
+    settings = common.resolve(args)
     try:
         filters = queries.Filters(provider=args.provider, since=queries.parse_since(args.since))
-        dbmod.connect(cli_common.db_url(settings), create=False)
+        dbmod.connect(common.db_url(settings), create=False)
     except (dbmod.DatabaseError, queries.QueryError) as e:
         print(f"corral: {e}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
 Sits after the Router (it needs provider, credential and model) and before the RateLimiter, so a hit
 never counts against a quota. Off by default; ``[cache] enabled``, ``providers``, ``models`` or the
-request header ``x-corral-cache: use`` turn it on (addon/cache_key.py has the key and the headers).
+request header ``x-corral-cache: use`` turn it on (addon/cache/key.py has the key and the headers).
 
 On a hit it publishes what the meter would have (model, usage of the original answer, stream,
 complete) plus ``corral.saved_cost_usd``; the meter leaves the flow alone. CacheStore (after the
@@ -17,10 +17,11 @@ from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions, http
 
-from addon import cache_key, metadata as md, state
-from addon.cache_backend import CacheBackend, Entry, MemoryDbBackend
-from addon.cache_redis import RedisCacheBackend
-from addon.cache_replay import TOKEN_HEADER, ReplayServer
+from addon import metadata as md, state
+from addon.cache import key as cache_key
+from addon.cache.backend import CacheBackend, Entry, MemoryDbBackend
+from addon.cache.redis_backend import RedisCacheBackend
+from addon.cache.replay import TOKEN_HEADER, ReplayServer
 from addon.storage.models import database_proxy
 
 logger = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ import tornado.web
 from addon.credentials import SECRET_HEADERS
 from addon.storage import queries
 from addon.storage.models import database_proxy
+from addon.viewer.auth import token_ok
 
 # Framing headers curl recomputes itself.
 _CURL_SKIP = SECRET_HEADERS | {"content-length", "host", "connection", "transfer-encoding", "accept-encoding"}
@@ -60,8 +61,6 @@ class Base(tornado.web.RequestHandler):
         self.viewer = viewer
 
     def prepare(self) -> None:
-        from addon.viewer import token_ok
-
         self.set_header("Cache-Control", "no-store")
         if not token_ok(self.viewer.token(), self.request.headers.get("Authorization"), self.get_query_argument("token", None)):
             self.set_status(401)

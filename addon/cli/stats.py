@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from addon import cli_common
+from addon.cli import common
 from addon.storage import db as dbmod, queries
 
 COLUMNS = [("provider", "provider"), ("model", "model"), ("requests", "requests"), ("errors", "errors"),
@@ -15,7 +15,7 @@ COLUMNS = [("provider", "provider"), ("model", "model"), ("requests", "requests"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="usage, cost, latency and errors per provider and model")
-    cli_common.add_config_args(p)
+    common.add_config_args(p)
     p.add_argument("--since", default="24h", help="time range: 30m, 24h, 7d, or an ISO time (default 24h)")
     p.add_argument("--provider", help="only this provider")
     p.add_argument("--json", action="store_true", help="the same numbers as JSON (as the viewer's /api/analytics)")
@@ -41,10 +41,10 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = cli_common.resolve(args)
+    settings = common.resolve(args)
     try:
         since = queries.parse_since(args.since)
-        dbmod.connect(cli_common.db_url(settings), create=False)
+        dbmod.connect(common.db_url(settings), create=False)
     except (dbmod.DatabaseError, queries.QueryError) as e:
         print(f"corral: {e}")
         return 1

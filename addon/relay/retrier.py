@@ -1,9 +1,9 @@
 """Retrier: retries with backoff that honour Retry-After, timeouts, and fallback targets.
 
 For each provider flow with retries enabled, ``request`` hands the flow to the in-process relay
-(addon/relay.py) by pointing its connection at 127.0.0.1:<relay port> with a one-time job header; the
+(addon/relay/relay.py) by pointing its connection at 127.0.0.1:<relay port> with a one-time job header; the
 relay makes the upstream attempts and streams the first good answer back. A POST that did not ask for
-a stream is answered in ``request`` itself with the same attempts (addon/relay_inline.py: mitmproxy
+a stream is answered in ``request`` itself with the same attempts (addon/relay/inline.py: mitmproxy
 would buffer that answer anyway, and the hop costs CPU). ``responseheaders`` puts the request's real
 address back (so the recorder and mitmweb show the provider, not the relay) and adds
 ``x-corral-retries`` / ``x-corral-upstream`` to the response.
@@ -21,9 +21,10 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 
-from addon import config, metadata as md, relay_inline
-from addon.relay import JOB_HEADER, Job, Relay
-from addon.retry_policy import Policy, PolicyError, Target, parse_fallbacks
+from addon import config, metadata as md
+from addon.relay import inline as relay_inline
+from addon.relay.relay import JOB_HEADER, Job, Relay
+from addon.relay.policy import Policy, PolicyError, Target, parse_fallbacks
 from addon.router import Router
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The relay's short cut for answers mitmproxy would buffer anyway: made inside the ``request`` hook.
 
-A provider flow normally reaches the upstream through the in-process relay (addon/relay.py): mitmproxy
+A provider flow normally reaches the upstream through the in-process relay (addon/relay/relay.py): mitmproxy
 sends the request to 127.0.0.1:<relay>, the relay makes the attempts and streams the answer back. That
 second HTTP hop cost ~1.5 ms of CPU per request in the bench, and a JSON answer gains nothing from it:
 mitmproxy buffers a non-streamed response whole before the client sees a byte. So for a POST that did
@@ -19,8 +19,8 @@ import time
 from mitmproxy import http
 
 from addon import metadata as md
-from addon.relay import TRANSPORT_ERRORS, Job, Outcome, Relay
-from addon.relay_http import FRAMING, complete, read_all
+from addon.relay.relay import TRANSPORT_ERRORS, Job, Outcome, Relay
+from addon.relay.http import FRAMING, complete, read_all
 from providers.formats import get_family
 
 

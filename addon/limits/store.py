@@ -7,7 +7,7 @@ counters (O(1) per bucket; a moving window would keep one entry per token).
 
 Admission (``admit``) checks all windows of a request and charges them only if all fit, atomically:
 in memory nothing in between yields to the event loop; on Redis it is one Lua script
-(addon/limits_lua.py), so two gateways can never both take the last slot. Token corrections are one
+(addon/limits/lua.py), so two gateways can never both take the last slot. Token corrections are one
 script too (an INCRBY that never goes below zero). On Redis every call goes through a `Breaker`: a
 failure raises `StateUnavailable` and the limiter applies ``[state] on_failure``.
 """
@@ -22,8 +22,9 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from addon import limits_lua, state
-from addon.limits_config import Window
+from addon import state
+from addon.limits import lua as limits_lua
+from addon.limits.config import Window
 
 FORCE = 1 << 40  # a limit no charge can exceed: corrections are bookkeeping, never refused
 

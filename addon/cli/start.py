@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from addon import ca, cli_common, paths, workers
+from addon import ca, paths, workers
+from addon.cli import common
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("start", help="start the gateway (reverse and explicit-proxy mode on one port)")
-    cli_common.add_config_args(p, listen=True)
-    cli_common.add_certs_arg(p)
+    common.add_config_args(p, listen=True)
+    common.add_certs_arg(p)
     p.add_argument("--workers", type=int, metavar="N",
                    help="gateway processes sharing the port and the database (default 1; [gateway] workers)")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
@@ -54,23 +55,23 @@ def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, c
 def run(args: argparse.Namespace) -> int:
     from addon import gateway  # mitmproxy's master: imported only here, so other commands start fast
 
-    settings = cli_common.resolve(args)
+    settings = common.resolve(args)
     # The gateway's own ConfigFile addon reads the same file; "-" tells it there is none.
     found = paths.default_config_file()
     settings["corral_config"] = args.config or (str(found) if found else "-")
-    listen = cli_common.listen(settings)
+    listen = common.listen(settings)
     count = args.workers if args.workers is not None else int(settings.get("corral_gateway_workers") or 1)
     if count < 1:
         print("corral: --workers must be at least 1")
         return 2
     # The CA is made before listening (clients may fetch it at once), and once: not by each worker.
-    certs = ca.ensure_ca(cli_common.certs_dir(settings)).confdir
+    certs = ca.ensure_ca(common.certs_dir(settings)).confdir
     if os.environ.get(workers.WORKER_ENV) is None:  # a worker's supervisor has said all this already
         print(f"corral: starting on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
-        print(f"corral: recording to {cli_common.db_url(settings)}", flush=True)
+        print(f"corral: recording to {common.db_url(settings)}", flush=True)
         print(f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})", flush=True)
     if count > 1:
-        return _start_workers(args, count, listen, cli_common.db_url(settings), str(certs))
+        return _start_workers(args, count, listen, common.db_url(settings), str(certs))
     if os.environ.get(workers.REUSE_PORT_ENV) == "1":
         workers.enable_reuse_port()
     return gateway.start(listen, settings, args.set, str(certs))

@@ -15,15 +15,16 @@ import shlex
 import urllib.parse
 from typing import Any
 
-from addon import ca, cli_common
+from addon import ca
+from addon.cli import common
 
 NO_PROXY = "localhost,127.0.0.1,::1"  # reverse-mode calls to the gateway itself go direct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("env", help="print HTTPS_PROXY/CA variables for explicit-proxy mode (eval \"$(corral env)\")")
-    cli_common.add_config_args(p, listen=True, db=False)
-    cli_common.add_certs_arg(p)
+    common.add_config_args(p, listen=True, db=False)
+    common.add_certs_arg(p)
     p.add_argument("--shell", choices=("sh", "fish", "powershell"), default="sh",
                    help="syntax of the output (default sh: bash, zsh, dash)")
     p.set_defaults(func=run)
@@ -47,9 +48,9 @@ def proxy_url(listen: str, proxyauth: str = "") -> str:
 
 
 def variables(settings: dict[str, Any]) -> dict[str, str]:
-    files = ca.ensure_ca(cli_common.certs_dir(settings))
+    files = ca.ensure_ca(common.certs_dir(settings))
     bundle = str(ca.write_bundle(files))
-    proxy = proxy_url(cli_common.listen(settings), settings.get("corral_gateway_proxyauth") or "")
+    proxy = proxy_url(common.listen(settings), settings.get("corral_gateway_proxyauth") or "")
     return {
         "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
         "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY,
@@ -71,5 +72,5 @@ def render(env: dict[str, str], shell: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(render(variables(cli_common.resolve(args)), args.shell))
+    print(render(variables(common.resolve(args)), args.shell))
     return 0

@@ -2,7 +2,7 @@
 
 - Token windows were charged an estimate at admission; when the response (or stream) ends, the Meter
   has published the real ``corral.usage`` and the difference is charged (or given back).
-- Adaptive mode: the provider's own rate-limit headers (addon/limits_adaptive.py) start a hold on
+- Adaptive mode: the provider's own rate-limit headers (addon/limits/adaptive.py) start a hold on
   that provider+credential, read in ``responseheaders`` so a stream's headers count at once.
 """
 
@@ -14,9 +14,9 @@ import time
 from mitmproxy import http
 
 from addon import metadata as md
-from addon.limits_adaptive import hold_seconds
-from addon.limits_config import actual_tokens
-from addon.ratelimiter import LimitBook
+from addon.limits.adaptive import hold_seconds
+from addon.limits.config import actual_tokens
+from addon.limits.limiter import LimitBook
 from addon.state import StateUnavailable, note_degraded
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from addon import state
-from addon.cache_backend import Entry
+from addon.cache.backend import Entry
 
 PREFIX = "{corral:cache}:"
 IDX = PREFIX + "idx"

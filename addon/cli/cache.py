@@ -12,9 +12,10 @@ import asyncio
 import json
 import time
 
-from addon import cli_common, state
-from addon.cache_backend import SqlStore
-from addon.cache_redis import RedisCacheBackend
+from addon import state
+from addon.cli import common
+from addon.cache.backend import SqlStore
+from addon.cache.redis_backend import RedisCacheBackend
 from addon.storage import db as dbmod
 from addon.storage.models import CacheEntry
 
@@ -23,19 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="response cache: stats, clear")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     stats = actions.add_parser("stats", help="entries, bytes, hits and savings per provider")
-    cli_common.add_config_args(stats)
+    common.add_config_args(stats)
     stats.add_argument("--json", action="store_true", help="as one JSON object")
     stats.set_defaults(func=run_stats)
     clear = actions.add_parser("clear", help="delete cached answers")
-    cli_common.add_config_args(clear)
+    common.add_config_args(clear)
     clear.add_argument("--provider", help="only this provider's entries")
     clear.set_defaults(func=run_clear)
 
 
 def _store(args: argparse.Namespace) -> SqlStore | None:
-    settings = cli_common.resolve(args)
+    settings = common.resolve(args)
     try:
-        return SqlStore(dbmod.connect(cli_common.db_url(settings), create=False))
+        return SqlStore(dbmod.connect(common.db_url(settings), create=False))
     except dbmod.DatabaseError as e:
         print(f"corral: {e}")
         return None
@@ -50,7 +51,7 @@ def _size(n: int) -> str:
 
 
 def _redis_url(args: argparse.Namespace) -> str | None:
-    url = cli_common.resolve(args).get("corral_state_url") or ""
+    url = common.resolve(args).get("corral_state_url") or ""
     return url if state.is_redis(url) else None
 
 

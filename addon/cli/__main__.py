@@ -1,0 +1,7 @@
+"""`python -m addon.cli`: the `corral` command."""
+
+import sys
+
+from addon.cli.main import main
+
+sys.exit(main())
