@@ -9,8 +9,12 @@ mitmproxy listens on every interface by default, which Corral refuses without ``
 import sys
 from pathlib import Path
 
-# mitmproxy loads this file by path: make the checkout importable when Corral is not pip-installed.
-_root = str(Path(__file__).resolve().parent.parent)
+# mitmproxy loads this file by path and puts its directory (addon/) first on sys.path, where
+# addon/limits/ would shadow the `limits` package: Corral is imported as `addon` from the directory
+# above, which is also what makes a checkout importable when Corral is not pip-installed.
+_here = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+_root = str(_here.parent)
 if _root not in sys.path:
     sys.path.insert(0, _root)
 
