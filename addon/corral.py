@@ -1,4 +1,5 @@
-"""Corral as a mitmproxy script: ``mitmdump -s addon/corral.py`` or ``mitmweb -s addon/corral.py``.
+"""Corral as a mitmproxy script: ``mitmdump -s addon/corral.py`` or ``mitmweb -s addon/corral.py``
+(pip-installed: ``mitmweb -s "$(corral paths --script)"``).
 
 Every Corral setting is a ``--set corral_...`` option (see addon/config.py), e.g.
 ``mitmdump -s addon/corral.py --listen-host 127.0.0.1 --set confdir=certs --set connection_strategy=lazy

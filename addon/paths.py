@@ -2,7 +2,8 @@
 
 Running from a checkout (the repo that holds pyproject.toml next to addon/), files live inside it:
 ``data/corral.db`` and ``certs/``. Installed elsewhere, they live in per-user directories
-(``$XDG_DATA_HOME/corral``, default ``~/.local/share/corral``).
+(``$XDG_DATA_HOME/corral``, default ``~/.local/share/corral``). The viewer's static files are the
+checkout's ``web/``, which a wheel installs as ``addon/web/`` (pyproject.toml's package-dir).
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def default_db_url() -> str:
 def default_certs_dir() -> Path:
     root = checkout_root()
     return root / "certs" if root else user_data_dir() / "certs"
+
+
+def web_dir() -> Path:
+    root = checkout_root()
+    return root / "web" if root else Path(__file__).resolve().parent / "web"
+
+
+def mitmproxy_script() -> Path:
+    """The file to load with ``mitmdump -s`` / ``mitmweb -s``."""
+    return Path(__file__).resolve().parent / "corral.py"
 
 
 def default_config_file() -> Path | None:

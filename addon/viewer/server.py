@@ -24,7 +24,7 @@ from addon.storage.models import database_proxy
 
 logger = logging.getLogger(__name__)
 
-WEB_DIR = paths.PACKAGE_ROOT / "web"
+WEB_DIR = paths.web_dir()
 DEFAULT_LISTEN = "127.0.0.1:8082"  # 8081 is mitmweb's own UI
 
 
