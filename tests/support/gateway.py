@@ -104,10 +104,10 @@ class Gateway:
             cmd += ["--set", spec]
         return cmd + self.args
 
-    def start(self, timeout: float = 20.0) -> Gateway:
+    def start(self, timeout: float = 20.0, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None) -> Gateway:
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(self.command(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(self.command(), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
