@@ -1,6 +1,7 @@
 """Happy-path cost of the retry relay: the same requests through a gateway with retries off (plain
 mitmproxy pass-through) and one with retries on (routed through the in-process relay), interleaved.
 
+    make venv   # once: httpx comes with the test extra
     .venv/bin/python scripts/retry_overhead.py [--requests 500] [--concurrency 1]
 
 Prints p50/p90/p99 latency per path, the difference, and the gateway process's CPU time per request
