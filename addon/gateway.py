@@ -12,17 +12,19 @@ from mitmproxy.addons import (
     block, core, disable_h2c, errorcheck, next_layer, proxyauth, proxyserver, script, tlsconfig, upstream_auth,
 )
 
-from addon import chain, config, paths
+from addon import chain, config, netaddr, paths
 from addon.recorder import Recorder
 
 CUT_TIMEOUT = 5.0  # seconds the open client connections get to close at shutdown
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    """``--listen``: an empty host means loopback here, not every interface (mitmproxy's default)."""
+    try:
+        host, port = netaddr.parse_hostport(value)
+    except ValueError as e:
+        raise ValueError(f"--listen {e}") from None
+    return host or "127.0.0.1", port
 
 
 def _setup_logging() -> None:

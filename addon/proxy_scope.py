@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -21,22 +20,12 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
-from addon import ca
+from addon import ca, netaddr
 from addon.router import Router
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode, mode_specs.Socks5Mode)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # "" (every interface) or a DNS name: assume reachable from outside
 
 
 def open_listeners(modes: list[str], default_host: str) -> list[str]:
@@ -47,7 +36,7 @@ def open_listeners(modes: list[str], default_host: str) -> list[str]:
         if not isinstance(mode, PROXY_MODES):
             continue  # reverse forwards only to its one target; local/transparent see this machine only
         host = mode.listen_host(default_host)
-        if not is_loopback(host):
+        if not netaddr.is_loopback(host):
             found.append(f"{spec} on {host or 'every interface'}")
     return found
 

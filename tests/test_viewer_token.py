@@ -9,7 +9,8 @@ import httpx
 import pytest
 from mitmproxy import exceptions
 
-from addon.viewer.auth import check_listen, is_loopback, token_ok
+from addon.netaddr import is_loopback
+from addon.viewer.auth import check_listen, token_ok
 from tests.support.gateway import REPO_ROOT, Gateway, free_port, new_tag
 from tests.support.viewer import viewer_gateway
 from tests.support.reliability import reliability

@@ -15,7 +15,7 @@ import shlex
 import urllib.parse
 from typing import Any
 
-from addon import ca
+from addon import ca, netaddr
 from addon.cli import common
 
 NO_PROXY = "localhost,127.0.0.1,::1"  # reverse-mode calls to the gateway itself go direct
@@ -32,25 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def proxy_url(listen: str, proxyauth: str = "") -> str:
     """http://[user:pass@]host:port a client on this machine uses to reach the listener."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"  # listening everywhere: loopback reaches it from here
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
+    address = netaddr.local_hostport(*netaddr.parse_hostport(listen))
     userinfo = ""
     user, sep, password = proxyauth.partition(":")
     if sep and not proxyauth.startswith(("@", "ldap")):  # a literal user:pass, not htpasswd/LDAP
         userinfo = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@"
-    return f"http://{userinfo}{host}:{port}"
+    return f"http://{userinfo}{address}"
 
 
-def variables(settings: dict[str, Any]) -> dict[str, str]:
+def variables(settings: dict[str, Any], proxy: str) -> dict[str, str]:
     files = ca.ensure_ca(common.certs_dir(settings))
     bundle = str(ca.write_bundle(files))
-    proxy = proxy_url(common.listen(settings), settings.get("corral_gateway_proxyauth") or "")
     return {
         "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
         "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY,
@@ -72,5 +64,11 @@ def render(env: dict[str, str], shell: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(render(variables(common.resolve(args)), args.shell))
+    settings = common.resolve(args)
+    try:
+        proxy = proxy_url(common.listen(settings), settings.get("corral_gateway_proxyauth") or "")
+    except ValueError as e:
+        print(f"corral: --listen {e}")
+        return 2
+    print(render(variables(settings, proxy), args.shell))
     return 0

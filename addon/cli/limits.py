@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 
+from addon import netaddr
 from addon.cli import common
 
 
@@ -22,13 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def endpoint(listen: str) -> str:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"  # a wildcard listener is reachable on loopback
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}/_corral/limits"
+    """Raises ValueError for a listen address that is not HOST:PORT."""
+    return f"http://{netaddr.local_hostport(*netaddr.parse_hostport(listen))}/_corral/limits"
 
 
 def fetch(url: str) -> dict:
@@ -67,7 +63,11 @@ def table(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = common.resolve(args)
-    url = endpoint(common.listen(settings))
+    try:
+        url = endpoint(common.listen(settings))
+    except ValueError as e:
+        print(f"corral: --listen {e}")
+        return 2
     try:
         report = fetch(url)
     except (urllib.error.URLError, OSError, ValueError) as e:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import ipaddress
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ import time
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 
-from addon import config, metadata as md
+from addon import config, metadata as md, netaddr
 from addon.limits.config import Limit, LimitConfigError, Window, estimate_tokens, parse_limits
 from addon.limits.store import LimitsStore, WindowStore
 from addon.responses import make_error
@@ -142,7 +141,7 @@ class RateLimiter:
         if flow.metadata.get(md.INTERNAL) != LIMITS_ENDPOINT or flow.response is not None:
             return
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
-        if not _is_loopback(peer):
+        if not netaddr.is_loopback(peer):
             flow.response = http.Response.make(403, b'{"error": "corral: loopback only"}', {"content-type": "application/json"})
             return
         try:
@@ -312,13 +311,6 @@ class RateLimiter:
             "x-corral-ratelimit-reset": str(retry),
         }
         flow.response = make_error(flow, 429, message, "rate_limited", headers)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.removeprefix("::ffff:")).is_loopback
-    except ValueError:
-        return False
 
 
 async def snapshot(book: LimitBook) -> dict:

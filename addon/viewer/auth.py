@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from mitmproxy import exceptions
 
+from addon import netaddr
+
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise exceptions.OptionsError(f"corral_viewer_listen must be HOST:PORT (or empty to turn the viewer off), got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and "localhost" are loopback; "", 0.0.0.0 and any other name are not."""
-    if host.lower() == "localhost":
-        return True
+    """``[viewer] listen``: an empty host means every interface, as for mitmproxy's listen_host."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return netaddr.parse_hostport(value)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"corral_viewer_listen {e} (or empty to turn the viewer off)") from None
 
 
 def check_listen(listen: str, token: str) -> tuple[str, int] | None:
@@ -30,7 +22,7 @@ def check_listen(listen: str, token: str) -> tuple[str, int] | None:
     if not listen:
         return None
     host, port = parse_listen(listen)
-    if not is_loopback(host) and not token:
+    if not netaddr.is_loopback(host) and not token:
         raise exceptions.OptionsError(
             f"the viewer would listen on {listen}, which is not loopback: set [viewer] token "
             "(corral_viewer_token) so the API needs it, or listen on 127.0.0.1"
