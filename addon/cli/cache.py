@@ -14,6 +14,7 @@ import time
 
 from addon import state
 from addon.cli import common
+from addon.cli.table import render_table
 from addon.cache.backend import SqlStore
 from addon.cache.redis_backend import RedisCacheBackend
 from addon.storage import db as dbmod
@@ -87,10 +88,7 @@ def run_stats(args: argparse.Namespace) -> int:
     t = data["total"]
     rows.append(["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), f"${t['saved_usd']:.6f}", str(t["expired"])])
     headers = ["provider", "entries", "size", "hits", "saved", "expired"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print(render_table(headers, rows))
     return 0
 
 

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from addon.cli import common
+from addon.cli.table import render_table
 from addon.storage import db as dbmod
 from addon.storage.models import FLOW_SUMMARY_FIELDS, Flow
 
@@ -50,10 +51,7 @@ def table(rows: list[Flow]) -> str:
             _fmt_tokens(r.input_tokens), _fmt_tokens(r.output_tokens), _fmt_cost(r), r.cache,
             (r.error or r.parse_error or "")[:48].replace("\n", " "),
         ])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+    return render_table(headers, lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import urllib.request
 
 from addon import netaddr
 from addon.cli import common
+from addon.cli.table import render_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +52,7 @@ def table(report: dict) -> str:
                     f"{w['used']}/{w['limit']}", str(bucket["queued"]),
                     "-" if not full else f"{full:.1f}s" if full is not None else "never",
                 ])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    out = [render_table(headers, rows)]
     for hold in report.get("holds", []):
         out.append(f"adaptive hold: {hold['provider']} credential {hold['credential']} for {hold['for_s']:.1f}s more")
     if not report.get("limits"):

@@ -7,6 +7,7 @@ import json
 
 from addon import config
 from addon.cli import common
+from addon.cli.table import render_table
 from providers.catalog import Catalog, CatalogError
 
 
@@ -40,9 +41,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     headers = ["name", "prefix", "upstream", "format", "auth", "intercepted hosts"]
     lines = [[r["name"], "/" + r["prefix"], r["upstream"], r["format"], r["auth"], " ".join(r["hosts"]) or "-"] for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-    for line in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    print(render_table(headers, lines))
     print(f"\n{len(rows)} providers")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from addon.cli import common
+from addon.cli.table import render_table
 from addon.storage import db as dbmod, queries
 
 COLUMNS = [("provider", "provider"), ("model", "model"), ("requests", "requests"), ("errors", "errors"),
@@ -34,10 +35,7 @@ def _cell(key: str, value) -> str:
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     cells = [[_cell(key, r.get(key)) for _, key in columns] for r in rows]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _) in enumerate(columns)]
-    out = ["  ".join(h.ljust(w) for (h, _), w in zip(columns, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
-    return "\n".join(out)
+    return render_table([h for h, _ in columns], cells)
 
 
 def run(args: argparse.Namespace) -> int:
