@@ -84,3 +84,9 @@ INTERNAL_PREFIX = "_corral"  # http://<gateway>/_corral/... : Corral's own endpo
 def is_llm_flow(flow) -> bool:
     """True for flows Corral handles: routed to a provider, or refused by the router."""
     return PROVIDER in flow.metadata or ROUTE_ERROR in flow.metadata
+
+
+def client_went_away(flow) -> bool:
+    """The flow ended because the client hung up (mitmproxy's "Client disconnected.", "Client closed
+    connection before completing request headers", ...), not because the upstream failed."""
+    return flow.error is not None and "client" in flow.error.msg.lower()

@@ -58,11 +58,11 @@ def _error_text(flow: http.HTTPFlow) -> str | None:
         return meta[md.ROUTE_ERROR]
     if flow.error is not None:
         msg = flow.error.msg
-        if meta.get(md.COMPLETE) and "client" in msg.lower():
+        if meta.get(md.COMPLETE) and md.client_went_away(flow):
             # The openai SDK hangs up as soon as it reads `data: [DONE]`: the stream was complete.
             return meta.get(md.RESPONSE_ERROR)
         if flow.response is not None and meta.get(md.STREAM):
-            who = "client aborted the stream" if "client" in msg.lower() else "stream broke off"
+            who = "client aborted the stream" if md.client_went_away(flow) else "stream broke off"
             return f"{who}: {msg}"
         return msg
     return meta.get(md.RESPONSE_ERROR)
@@ -73,7 +73,7 @@ def _status(flow: http.HTTPFlow) -> int | None:
     502 itself; a client that left before any response got nothing (NULL)."""
     if flow.response is not None:
         return flow.response.status_code
-    if flow.error is not None and "client" not in flow.error.msg.lower():
+    if flow.error is not None and not md.client_went_away(flow):
         return 502
     return None
 

@@ -102,7 +102,7 @@ class CacheStore:
         # The openai SDK hangs up right after `data: [DONE]`, which mitmproxy may report as a client
         # disconnect, even before the stream's end reached us: the stream is whole when the meter saw its
         # own end marker (corral.complete), which the client received.
-        if rec is not None and "client" in (flow.error.msg if flow.error else "").lower():
+        if rec is not None and md.client_went_away(flow):
             rec.ended = True
             await self._store(flow, rec)
 

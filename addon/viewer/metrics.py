@@ -55,7 +55,7 @@ class Metrics:
         model = meta.get(md.MODEL) or "-"
         resp = flow.response
         status = resp.status_code if resp is not None else None
-        unreachable = status is None and flow.error is not None and "client" not in flow.error.msg.lower()
+        unreachable = status is None and flow.error is not None and not md.client_went_away(flow)
         if resp is not None and resp.headers.get("x-corral-error") in ("upstream_unavailable", "upstream_timeout"):
             unreachable = True  # the retrier's 502/504 after every attempt failed to get a response
         if status is None and unreachable:
@@ -80,7 +80,7 @@ class Metrics:
             self.upstream_errors.labels(provider, "unreachable").inc()
         elif status is not None and (status >= 500 or status == 429) and cache != "hit":
             self.upstream_errors.labels(provider, "429" if status == 429 else "5xx").inc()
-        elif flow.error is not None and meta.get(md.STREAM) and "client" not in flow.error.msg.lower():
+        elif flow.error is not None and meta.get(md.STREAM) and not md.client_went_away(flow):
             self.upstream_errors.labels(provider, "broken_stream").inc()
         started = flow.request.timestamp_start
         first = meta.get(md.FIRST_BYTE_AT) or (resp.timestamp_start if resp is not None else None)
