@@ -1,15 +1,20 @@
-"""The addon chain, in order. Each addon reads only metadata written by the ones before it
-(addon/metadata.py documents every key). ``Chain`` runs each hook through them in list order.
+"""The addon chain, in order: services first, then the addons that handle flows.
 
-Target order as features land:
-    ConfigFile, Router, CacheLookup, RateLimiter, Retrier, Meter, CacheStore, Recorder,
-    Annotator (mitmweb comments), Viewer (web UI + JSON API), Metrics
+Services (addon/services.py, and the books two addons share) are built once in ``build()`` and handed
+to the addons that use them; no addon reaches another addon. The ones with options sit in the chain
+right after ConfigFile, so they are configured before any addon that reads them.
+
+Each addon reads only metadata written by the ones before it (addon/metadata.py documents every key);
+``Chain`` runs each hook through them in list order. Why this order:
 - CacheLookup before RateLimiter: a hit never counts against a provider quota.
 - Retrier before Meter: the meter parses only the final response the client gets.
 - RateLimitAccounting right after Meter: token windows are corrected with the usage the Meter
   publishes at the end of a response or stream.
 - CacheStore after Meter: it stores what the meter judged complete, and wraps the meter's stream tee
   to keep the chunks (with timings) that the client received.
+- Recorder after everything that writes metadata about the exchange; Annotator and Metrics after the
+  Recorder, whose cost they show and count.
+docs/architecture.md draws the chain and the path of one request through the hooks.
 """
 
 from __future__ import annotations
@@ -24,20 +29,23 @@ import mitmproxy.log  # noqa: F401
 import mitmproxy.proxy.layers  # noqa: F401
 import mitmproxy.proxy.server_hooks  # noqa: F401
 from mitmproxy import exceptions, hooks
+from prometheus_client import CollectorRegistry
 
 from addon.annotate import Annotator
+from addon.cache.backend import ResponseCache
 from addon.cache.lookup import CacheLookup
 from addon.cache.store import CacheStore
 from addon.config import ConfigFile
-from addon.meter import Meter
-from addon.viewer.metrics import Metrics
-from addon.proxy_scope import ProxyScope
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
+from addon.meter import Meter
+from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
 from addon.relay.retrier import Retrier
 from addon.router import Router
+from addon.services import CatalogService, PricingService, SharedState
 from addon.state import StateHeader
+from addon.viewer.metrics import Metrics
 from addon.viewer.server import Viewer
 
 
@@ -64,10 +72,9 @@ _ISOLATED = _Isolated()
 class Chain:
     """Corral's addons as *one* mitmproxy addon that runs each hook through them in order.
 
-    Why: mitmproxy pays ~5 µs per top-level addon per event (a safecall context manager, a coroutine,
-    two generators) and fires ~8 events per flow; 14 top-level addons cost ~0.3 ms of CPU per flow
-    (bench: 210 vs 174 µs per event). Unlike mitmproxy's nesting (a ``-s`` script's ``addons`` list,
-    one safecall for all), an exception in one addon's hook is logged as mitmproxy would and the
+    Why one addon: mitmproxy's cost per event grows with the number of top-level addons, whether or not
+    they have a hook for it (docs/decisions.md). Unlike mitmproxy's nesting (a ``-s`` script's ``addons``
+    list, one safecall for all), an exception in one addon's hook is logged as mitmproxy would and the
     next addons still run, so e.g. the recorder still writes its row when an earlier addon failed.
     """
 
@@ -102,26 +109,29 @@ class Chain:
 
 
 def build() -> list[object]:
-    router = Router()
-    recorder = Recorder(router)
-    cache = CacheLookup()
-    metrics = Metrics()
+    # Services: one of each, handed to the addons that use them.
+    catalog = CatalogService()  # providers in force ([providers], [gateway] intercept_hosts)
+    pricing = PricingService(catalog)  # [prices] over genai-prices
+    shared_state = SharedState()  # [state]: where limits and cache entries live
     limits = LimitBook()  # shared by the limiter (admission) and its accounting (usage corrections)
+    cache = ResponseCache()  # the cache backend, shared by its lookup (reads) and its store (writes)
+    registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
-        router,  # provider, mode, upstream rewrite; answers unknown routes itself
-        ProxyScope(router),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
-        cache,  # response cache: answers hits without upstream (before limits: hits are free)
-        RateLimiter(limits),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
-        Retrier(router),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
+        catalog, pricing, shared_state,  # services with options: configured before the addons using them
+        Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
+        ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
+        CacheLookup(cache, shared_state),  # response cache: answers hits without upstream (before limits: hits are free)
+        RateLimiter(limits, shared_state),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
+        Retrier(catalog),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
-        CacheStore(cache, recorder),  # keeps complete answers (after the meter judged them); x-corral-cache header
+        CacheStore(cache, pricing),  # keeps complete answers (after the meter judged them); x-corral-cache header
         StateHeader(),  # x-corral-state: degraded when Redis ([state] url) was unavailable for the flow
-        recorder,  # one row per flow, written off the loop in batches
+        Recorder(pricing),  # one row per flow, written off the loop in batches
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
-        Viewer(metrics),  # web UI, read-only JSON API and /metrics on [viewer] listen
-        metrics,  # Prometheus counters from the flow's metadata; last, so it sees everything
+        Viewer(registry),  # web UI, read-only JSON API and /metrics on [viewer] listen
+        Metrics(registry),  # Prometheus counters from the flow's metadata; last, so it sees everything
     ]
 
 

@@ -21,7 +21,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
 from addon import ca, netaddr
-from addon.router import Router
+from addon.services import CatalogService
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def open_listeners(modes: list[str], default_host: str) -> list[str]:
 
 
 class ProxyScope:
-    def __init__(self, router: Router) -> None:
-        self.router = router  # its catalog says which hosts are intercepted
+    def __init__(self, catalog: CatalogService) -> None:
+        self.catalog = catalog  # says which hosts are intercepted
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -73,7 +73,7 @@ class ProxyScope:
     def configure(self, updated: set[str]) -> None:
         self._refuse_open_proxy()  # first: on any change, listen_host/mode/proxyauth may have opened it up
         if "corral_providers" in updated or "corral_gateway_intercept_hosts" in updated:
-            ctx.options.allow_hosts = self.router.catalog.intercept_regexes()
+            ctx.options.allow_hosts = self.catalog.current.intercept_regexes()
         if "corral_gateway_proxyauth" in updated and ctx.options.corral_gateway_proxyauth:
             ctx.options.proxyauth = ctx.options.corral_gateway_proxyauth
         if "corral_gateway_upstream_ca" in updated and ctx.options.corral_gateway_upstream_ca:

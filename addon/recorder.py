@@ -17,12 +17,11 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from addon import config, metadata as md, paths
+from addon import metadata as md, paths
 from addon.credentials import redact_headers, redact_url_path
+from addon.services import PricingService
 from addon.storage.db import DatabaseError
 from addon.storage.writer import RecordWriter
-from addon.router import Router
-from providers.pricing import Pricer
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +78,9 @@ def _status(flow: http.HTTPFlow) -> int | None:
 
 
 class Recorder:
-    def __init__(self, router: Router) -> None:
-        self.router = router  # for the provider catalog, which the pricer needs
+    def __init__(self, pricing: PricingService) -> None:
+        self.pricing = pricing
         self.writer: RecordWriter | None = None
-        self.pricer = Pricer()
         self.inflight: dict[str, http.HTTPFlow] = {}
         self.stopping = False  # set by the SIGTERM handler (addon/gateway.py) before it ends the connections
         # Set by `corral start --workers N` for each gateway process (addon/workers.py).
@@ -99,16 +97,10 @@ class Recorder:
             "corral_storage_bodies", str, "full",
             "What is kept of bodies: full (headers and bodies) or metadata (no bodies).",
         )
-        loader.add_option(
-            "corral_prices", str, "",
-            "JSON of corral.toml's [prices.\"<provider>/<model>\"] tables: USD per million tokens.",
-        )
 
     def configure(self, updated: set[str]) -> None:
         if "corral_storage_bodies" in updated and ctx.options.corral_storage_bodies not in BODY_MODES:
             raise exceptions.OptionsError(f"corral_storage_bodies must be one of {', '.join(BODY_MODES)}")
-        if "corral_prices" in updated:
-            self.pricer = Pricer(config.parse_json_option("corral_prices", ctx.options.corral_prices))
         if "corral_storage_db" in updated:
             url = ctx.options.corral_storage_db or paths.default_db_url()
             writer = RecordWriter(url)
@@ -165,13 +157,7 @@ class Recorder:
         started = req.timestamp_start
         end = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or time.time()
         ttfb_at = meta.get(md.FIRST_BYTE_AT) or (resp.timestamp_start if resp is not None else None)
-        provider_name = meta.get(md.PROVIDER) or ""
-        price = self.pricer.price(
-            self.router.catalog.get(provider_name) or provider_name, meta.get(md.MODEL),
-            usage.get("input_tokens"), usage.get("output_tokens"),
-            usage.get("cached_input_tokens"), usage.get("cache_creation_input_tokens"),
-            family=meta.get(md.FORMAT),
-        )
+        price = self.pricing.price(meta)
         cache = meta.get(md.CACHE, "off")
         cost = price.cost_usd
         saved = None

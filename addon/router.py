@@ -13,16 +13,16 @@ Unknown reverse prefixes are answered here with a 404 and never forwarded: no op
 from __future__ import annotations
 
 import logging
-import re
 import socket
 from collections.abc import Sequence
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 
-from addon import config, metadata as md
+from addon import metadata as md
 from addon.credentials import credential_fingerprint
 from addon.responses import make_error
-from providers.catalog import Catalog, CatalogError, Provider
+from addon.services import CatalogService
+from providers.catalog import Provider
 from providers.formats import get_family
 
 logger = logging.getLogger(__name__)
@@ -31,37 +31,17 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 class Router:
-    def __init__(self) -> None:
-        self.catalog: Catalog = Catalog.load()
-        self.overridden_upstreams: set[str] = set()
+    def __init__(self, catalog: CatalogService) -> None:
+        self.catalog = catalog
         self.gateway_names: frozenset[str] = LOOPBACK_NAMES
 
     def load(self, loader) -> None:
-        loader.add_option(
-            "corral_providers", str, "",
-            "JSON of corral.toml's [providers.<name>] tables: upstream overrides and custom providers.",
-        )
-        loader.add_option(
-            "corral_gateway_intercept_hosts", Sequence[str], [],
-            "More hosts to intercept in explicit-proxy mode, each \"<provider>=<anchored regex over host:port>\", "
-            "e.g. \"openai=^llm\\.corp\\.example:443$\": handled (and recorded) as that provider.",
-        )
         loader.add_option(
             "corral_gateway_names", Sequence[str], [],
             "Extra host names clients use to reach the gateway itself (reverse mode), e.g. a DNS name.",
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "corral_providers" in updated or "corral_gateway_intercept_hosts" in updated:
-            overrides = config.parse_json_option("corral_providers", ctx.options.corral_providers)
-            extra = parse_intercept_hosts(ctx.options.corral_gateway_intercept_hosts)
-            try:
-                self.catalog = Catalog.load(overrides, extra)
-            except CatalogError as e:
-                raise exceptions.OptionsError(f"[providers] / [gateway] intercept_hosts: {e}") from None
-            self.overridden_upstreams = {
-                name for name, table in overrides.items() if isinstance(table, dict) and "upstream" in table
-            }
         if "corral_gateway_names" in updated:
             names = {n.lower() for n in ctx.options.corral_gateway_names}
             names.add(socket.gethostname().lower())
@@ -73,11 +53,11 @@ class Router:
         if self._addressed_to_gateway(flow):
             self._route_reverse(flow)
         else:
-            provider = self.catalog.by_host(flow.request.host, flow.request.port)
+            provider = self.catalog.current.by_host(flow.request.host, flow.request.port)
             if provider is None and not flow.client_conn.tls and flow.request.scheme == "http" and flow.request.port == 80:
                 # Absolute-form plain HTTP (`http://api.openai.com/...` through the proxy): same provider
                 # as its :443 host; _route_explicit sends it on over TLS unless the upstream is overridden.
-                provider = self.catalog.by_host(flow.request.host, 443)
+                provider = self.catalog.current.by_host(flow.request.host, 443)
                 if provider is not None:
                     flow.request.scheme, flow.request.port = "https", 443
             if provider is not None:
@@ -124,7 +104,7 @@ class Router:
             # Corral's own endpoints (/_corral/...): answered in-band by the addon that owns them.
             flow.metadata[md.INTERNAL] = "/" + remainder
             return
-        provider = self.catalog.by_prefix(prefix)
+        provider = self.catalog.current.by_prefix(prefix)
         if provider is None:
             shown = prefix[:64] or "(empty)"
             flow.metadata[md.ROUTE_ERROR] = (
@@ -145,14 +125,14 @@ class Router:
     def _route_explicit(self, flow: http.HTTPFlow, provider: Provider) -> None:
         flow.metadata[md.MODE] = "explicit"
         self._set_provider(flow, provider, flow.request.path)
-        if provider.name in self.overridden_upstreams:
+        if provider.name in self.catalog.overridden_upstreams:
             self._rewrite(flow, provider, flow.request.path)
         else:
             flow.metadata[md.UPSTREAM] = f"{flow.request.scheme}://{flow.request.host}:{flow.request.port}"
 
     def _set_provider(self, flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
         flow.metadata[md.PROVIDER] = provider.name
-        flow.metadata[md.FORMAT] = self.catalog.format_for(provider, rest)
+        flow.metadata[md.FORMAT] = self.catalog.current.format_for(provider, rest)
         req = flow.request
         query = req.query.items(multi=True) if "?" in req.path else ()  # parsing an absent query costs too
         flow.metadata[md.CREDENTIAL] = credential_fingerprint(req.headers.items(), query)
@@ -166,27 +146,3 @@ class Router:
         req.authority = ""
         req.host_header = host_header
         flow.metadata[md.UPSTREAM] = f"{scheme}://{host_header}"
-
-
-def parse_intercept_hosts(entries: Sequence[str]) -> dict[str, list[str]]:
-    """``["openai=^llm\\.corp:443$", ...]`` -> {"openai": ["^llm\\.corp:443$"]} (validated)."""
-    extra: dict[str, list[str]] = {}
-    for entry in entries:
-        provider, sep, regex = entry.partition("=")
-        provider, regex = provider.strip(), regex.strip()
-        if not sep or not provider or not regex:
-            raise exceptions.OptionsError(
-                f"[gateway] intercept_hosts: {entry!r} must be \"<provider>=<regex>\", "
-                "e.g. \"openai=^llm\\\\.corp\\\\.example:443$\""
-            )
-        if not (regex.startswith("^") and regex.endswith("$")):
-            raise exceptions.OptionsError(
-                f"[gateway] intercept_hosts: {regex!r} must be anchored (^...$): mitmproxy matches "
-                "with re.search, so an open-ended regex would also intercept look-alike hosts"
-            )
-        try:
-            re.compile(regex)
-        except re.error as e:
-            raise exceptions.OptionsError(f"[gateway] intercept_hosts: {regex!r} is not a regex: {e}") from None
-        extra.setdefault(provider, []).append(regex)
-    return extra

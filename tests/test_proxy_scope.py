@@ -16,7 +16,8 @@ from addon.annotate import MARK_CACHE_HIT, MARK_ERROR, Annotator, annotation
 from addon.proxy_scope import ProxyScope, open_listeners
 from addon.meter import Meter
 from addon.recorder import Recorder
-from addon.router import Router, parse_intercept_hosts
+from addon.router import Router
+from addon.services import CatalogService, PricingService, parse_intercept_hosts
 from providers.catalog import Catalog
 
 
@@ -54,14 +55,14 @@ def test_intercept_hosts_entries() -> None:
 
 
 def test_router_and_scope_agree_on_intercepted_hosts() -> None:
-    router = Router()
-    with taddons.context(ProxyAuth(), router, ProxyScope(router)) as tctx:
+    catalog = CatalogService()
+    with taddons.context(ProxyAuth(), catalog, Router(catalog), ProxyScope(catalog)) as tctx:
         tctx.options.listen_host = "127.0.0.1"
-        tctx.configure(router, corral_gateway_intercept_hosts=["groq=^llm\\.corp:443$"])
+        tctx.configure(catalog, corral_gateway_intercept_hosts=["groq=^llm\\.corp:443$"])
         assert "^llm\\.corp:443$" in tctx.options.allow_hosts
         assert "^api\\.openai\\.com:443$" in tctx.options.allow_hosts
         with pytest.raises(exceptions.OptionsError, match="anchored"):
-            tctx.configure(router, corral_gateway_intercept_hosts=["groq=llm"])
+            tctx.configure(catalog, corral_gateway_intercept_hosts=["groq=llm"])
 
 
 @pytest.mark.parametrize("modes,host,open_", [
@@ -80,9 +81,9 @@ def test_open_listeners(modes: list[str], host: str, open_: bool) -> None:
 
 
 def test_open_proxy_needs_auth_or_explicit_consent() -> None:
-    router = Router()
-    scope = ProxyScope(router)
-    with taddons.context(ProxyAuth(), router, scope) as tctx:
+    catalog = CatalogService()
+    scope = ProxyScope(catalog)
+    with taddons.context(ProxyAuth(), catalog, scope) as tctx:
         tctx.options.listen_host = "127.0.0.1"
         with pytest.raises(exceptions.OptionsError, match="beyond loopback"):
             tctx.options.listen_host = "0.0.0.0"
@@ -96,11 +97,11 @@ def test_open_proxy_needs_auth_or_explicit_consent() -> None:
 
 
 def test_upstream_ca_setting(tmp_path) -> None:
-    router = Router()
-    scope = ProxyScope(router)
+    catalog = CatalogService()
+    scope = ProxyScope(catalog)
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
-    with taddons.context(ProxyAuth(), router, scope) as tctx:
+    with taddons.context(ProxyAuth(), catalog, scope) as tctx:
         tctx.options.listen_host = "127.0.0.1"
         tctx.configure(scope, corral_gateway_upstream_ca=str(ca))
         assert tctx.options.ssl_verify_upstream_trusted_ca == str(ca)
@@ -109,9 +110,9 @@ def test_upstream_ca_setting(tmp_path) -> None:
 
 
 def test_websocket_messages_are_trimmed() -> None:
-    router = Router()
-    scope = ProxyScope(router)
-    with taddons.context(ProxyAuth(), router, scope) as tctx:
+    catalog = CatalogService()
+    scope = ProxyScope(catalog)
+    with taddons.context(ProxyAuth(), catalog, scope) as tctx:
         tctx.options.listen_host = "127.0.0.1"
         tctx.configure(scope, corral_gateway_websocket_messages=3)
         flow = tflow.twebsocketflow()
@@ -162,9 +163,9 @@ def test_annotation_text() -> None:
 
 def test_annotator_uses_the_recorders_cost(tmp_path) -> None:
     """End of the chain in one process: the Recorder prices the flow, the Annotator shows that price."""
-    router = Router()
-    recorder, annotator = Recorder(router), Annotator()
-    with taddons.context(router, Meter(), recorder, annotator) as tctx:
+    pricing = PricingService(CatalogService())
+    recorder, annotator = Recorder(pricing), Annotator()
+    with taddons.context(pricing, Meter(), recorder, annotator) as tctx:
         tctx.configure(recorder, corral_storage_db=f"sqlite:///{tmp_path / 'x.db'}",
                        corral_prices='{"openai/gpt-4o-mini": {"input": 0.15, "output": 0.60}}')
         flow = llm_flow(**{md.USAGE: {"input_tokens": 25, "output_tokens": 32}, md.MODE: "explicit"})

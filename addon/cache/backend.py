@@ -96,6 +96,14 @@ class CacheBackend(Protocol):
         ...
 
 
+class ResponseCache:
+    """The response cache as its two addons share it (built in addon/chain.py): CacheLookup makes the
+    backend on first need and reads from it, CacheStore writes to it. None: no backend (cache off)."""
+
+    def __init__(self) -> None:
+        self.backend: CacheBackend | None = None
+
+
 class SqlStore:
     """Synchronous operations on the cache table, for worker threads and the CLI (never the event loop)."""
 

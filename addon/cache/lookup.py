@@ -6,7 +6,7 @@ request header ``x-corral-cache: use`` turn it on (addon/cache/key.py has the ke
 
 On a hit it publishes what the meter would have (model, usage of the original answer, stream,
 complete) plus ``corral.saved_cost_usd``; the meter leaves the flow alone. CacheStore (after the
-Meter) writes new answers and shares this addon's backend and settings.
+Meter) writes new answers into the same ``ResponseCache`` and reads the same ``[cache]`` options.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from mitmproxy import ctx, exceptions, http
 
 from addon import metadata as md, state
 from addon.cache import key as cache_key
-from addon.cache.backend import CacheBackend, Entry, MemoryDbBackend
+from addon.cache.backend import CacheBackend, Entry, MemoryDbBackend, ResponseCache
 from addon.cache.redis_backend import RedisCacheBackend
 from addon.cache.replay import TOKEN_HEADER, ReplayServer
+from addon.services import SharedState
 from addon.storage.models import database_proxy
 
 logger = logging.getLogger(__name__)
@@ -33,9 +34,10 @@ EXPIRE_INTERVAL = 5.0  # also how soon a running gateway notices `corral cache c
 
 
 class CacheLookup:
-    def __init__(self) -> None:
+    def __init__(self, cache: ResponseCache, shared_state: SharedState) -> None:
+        self.cache = cache
+        self.shared_state = shared_state  # [state] url: entries in Redis or in memory + the record database
         self.policy = cache_key.Policy()
-        self.backend: CacheBackend | None = None
         self.replay = ReplayServer()
         self._housekeeper: asyncio.Task | None = None
 
@@ -71,14 +73,14 @@ class CacheLookup:
             models=tuple(opts.corral_cache_models),
             shared_providers=frozenset(opts.corral_cache_shared_providers),
         )
-        if "corral_state_url" in updated and self.backend is not None:
-            if isinstance(self.backend, RedisCacheBackend) or state.is_redis(opts.corral_state_url):
-                self.backend = None  # made again on first need, on the new state URL
-        if isinstance(self.backend, MemoryDbBackend):
-            self.backend.max_entries = opts.corral_cache_max_entries
-            self.backend.max_bytes = opts.corral_cache_max_bytes
-        elif isinstance(self.backend, RedisCacheBackend):
-            self.backend.max_entries = opts.corral_cache_max_entries
+        if "corral_state_url" in updated and self.cache.backend is not None:
+            if isinstance(self.cache.backend, RedisCacheBackend) or state.is_redis(self.shared_state.url):
+                self.cache.backend = None  # made again on first need, on the new state URL
+        if isinstance(self.cache.backend, MemoryDbBackend):
+            self.cache.backend.max_entries = opts.corral_cache_max_entries
+            self.cache.backend.max_bytes = opts.corral_cache_max_bytes
+        elif isinstance(self.cache.backend, RedisCacheBackend):
+            self.cache.backend.max_entries = opts.corral_cache_max_entries
 
     def _ensure_backend(self) -> CacheBackend | None:
         """The backend, made on first need: mitmproxy may deliver flows before ``running()`` finished.
@@ -86,15 +88,15 @@ class CacheLookup:
         (peewee keeps one connection per thread, so worker threads each get their own). No I/O here: the
         key index loads in the background, and until then lookups ask the database (off the loop).
         With ``[state] url = "redis://..."`` the entries live in Redis instead, shared by every gateway."""
-        url = getattr(ctx.options, "corral_state_url", "memory://")
-        if self.backend is None and state.is_redis(url):
-            self.backend = RedisCacheBackend(url, ctx.options.corral_cache_max_entries)
-        if self.backend is None and database_proxy.obj is not None:
+        url = self.shared_state.url
+        if self.cache.backend is None and state.is_redis(url):
+            self.cache.backend = RedisCacheBackend(url, ctx.options.corral_cache_max_entries)
+        if self.cache.backend is None and database_proxy.obj is not None:
             opts = ctx.options
-            self.backend = MemoryDbBackend(
+            self.cache.backend = MemoryDbBackend(
                 database_proxy.obj, opts.corral_cache_memory_bytes, opts.corral_cache_max_entries, opts.corral_cache_max_bytes,
             )
-        return self.backend
+        return self.cache.backend
 
     async def running(self) -> None:
         backend = self._ensure_backend()
@@ -112,9 +114,9 @@ class CacheLookup:
     async def done(self) -> None:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
-        if isinstance(self.backend, MemoryDbBackend) and self.backend.pending_hits:
+        if isinstance(self.cache.backend, MemoryDbBackend) and self.cache.backend.pending_hits:
             try:
-                await asyncio.to_thread(self.backend.store.add_hits, self.backend.pending_hits)
+                await asyncio.to_thread(self.cache.backend.store.add_hits, self.cache.backend.pending_hits)
             except Exception:
                 logger.exception("corral: cache hit counts not saved")
         await self.replay.stop()
@@ -123,7 +125,7 @@ class CacheLookup:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL)
             try:
-                removed = await self.backend.expire()
+                removed = await self.cache.backend.expire()
                 if removed:
                     logger.debug("corral: cache expired %d entries", removed)
             except state.StateUnavailable:

@@ -18,11 +18,10 @@ from mitmproxy import ctx, http
 
 from addon import metadata as md, state
 from addon.cache import key as cache_key
-from addon.cache.backend import Entry
-from addon.cache.lookup import CacheLookup
+from addon.cache.backend import Entry, ResponseCache
 from addon.cache.replay import TOKEN_HEADER
 from addon.credentials import SECRET_HEADERS
-from addon.recorder import Recorder
+from addon.services import PricingService
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +63,9 @@ class ChunkRecorder:
 
 
 class CacheStore:
-    def __init__(self, lookup: CacheLookup, recorder: Recorder) -> None:
-        self.lookup = lookup
-        self.recorder = recorder  # its pricer prices the answer, for saved_cost_usd on later hits
+    def __init__(self, cache: ResponseCache, pricing: PricingService) -> None:
+        self.cache = cache
+        self.pricing = pricing  # prices the answer, for saved_cost_usd on later hits
         self.recorders: dict[str, ChunkRecorder] = {}
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -119,7 +118,7 @@ class CacheStore:
         )
 
     async def _store(self, flow: http.HTTPFlow, rec: ChunkRecorder | None) -> None:
-        if self.lookup.backend is None or not self._storable(flow):
+        if self.cache.backend is None or not self._storable(flow):
             return
         response = flow.response
         if rec is not None:
@@ -140,27 +139,12 @@ class CacheStore:
             headers=[(k, v) for k, v in response.headers.items(multi=True)
                      if k.lower() not in _NOT_STORED and not k.lower().startswith("x-corral-")],
             headers_at=round(max(0.0, (response.timestamp_start or now) - flow.request.timestamp_start), 4),
-            chunks=chunks, usage=meta.get(md.USAGE), cost_usd=self._cost(flow),
+            chunks=chunks, usage=meta.get(md.USAGE), cost_usd=self.pricing.price(meta).cost_usd,
             created_at=now, expires_at=now + float(meta[md.CACHE_TTL]),
         )
         try:
-            await self.lookup.backend.put(entry)
+            await self.cache.backend.put(entry)
         except state.StateUnavailable as e:  # the breaker already logged the outage once
             state.note_degraded(flow, f"cache: {e}; not stored")
         except Exception:  # a full disk loses a cache entry, never an answer
             logger.warning("corral: cache write failed", exc_info=True)
-
-    def _cost(self, flow: http.HTTPFlow) -> float | None:
-        meta = flow.metadata
-        usage = meta.get(md.USAGE) or {}
-        name = meta.get(md.PROVIDER) or ""
-        try:
-            price = self.recorder.pricer.price(
-                self.recorder.router.catalog.get(name) or name, meta.get(md.MODEL),
-                usage.get("input_tokens"), usage.get("output_tokens"),
-                usage.get("cached_input_tokens"), usage.get("cache_creation_input_tokens"),
-                family=meta.get(md.FORMAT),
-            )
-        except Exception:
-            return None
-        return price.cost_usd

@@ -1,14 +1,17 @@
-"""`corral providers`: the provider catalog (built-in plus corral.toml overrides)."""
+"""`corral providers`: the provider catalog the gateway would use (built-in plus corral.toml's
+``[providers.<name>]`` tables and ``[gateway] intercept_hosts``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from addon import config
+from mitmproxy import exceptions
+
 from addon.cli import common
 from addon.cli.table import render_table
-from providers.catalog import Catalog, CatalogError
+from addon.services import catalog_from_options
+from providers.catalog import Catalog
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_catalog(args: argparse.Namespace) -> Catalog:
     settings = common.resolve(args)
-    overrides = config.parse_json_option("corral_providers", settings.get("corral_providers", ""))
-    return Catalog.load(overrides)
+    catalog, _ = catalog_from_options(settings.get("corral_providers", ""), settings.get("corral_gateway_intercept_hosts") or [])
+    return catalog
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         catalog = load_catalog(args)
-    except CatalogError as e:
-        print(f"corral: [providers]: {e}")
+    except exceptions.OptionsError as e:
+        print(f"corral: {e}")
         return 2
     if args.markdown:
         print(catalog.markdown_table())

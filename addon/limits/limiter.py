@@ -27,7 +27,8 @@ from addon import config, metadata as md, netaddr
 from addon.limits.config import Limit, LimitConfigError, Window, estimate_tokens, parse_limits
 from addon.limits.store import LimitsStore, WindowStore
 from addon.responses import make_error
-from addon.state import ON_FAILURE, StateUnavailable, note_degraded
+from addon.services import SharedState
+from addon.state import StateUnavailable, note_degraded
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,7 @@ class LimitBook:
     def __init__(self) -> None:
         self.limits: list[Limit] = []
         self.store: WindowStore = LimitsStore()
-        self.state_url = "memory://"
-        self.on_failure = "open"  # shared store unreachable: let requests pass ("open") or answer 503 ("closed")
+        self.state_url = "memory://"  # the [state] url the store was made for
         self.tenant_header = False
         self.adaptive = False
         self.adaptive_max_wait = 30.0
@@ -85,8 +85,9 @@ def _adaptive_limit(provider: str) -> Limit:
 
 
 class RateLimiter:
-    def __init__(self, book: LimitBook) -> None:
+    def __init__(self, book: LimitBook, shared_state: SharedState) -> None:
         self.book = book
+        self.shared_state = shared_state  # [state]: where the windows live, and on_failure
 
     def load(self, loader) -> None:
         loader.add_option("corral_limits", str, "", "JSON of corral.toml's [[limits]] tables (a list).")
@@ -103,15 +104,6 @@ class RateLimiter:
             "corral_limits_settings_adaptive_max_wait", float, 30.0,
             "Longest an adaptive hold queues a request; a longer hold is answered 429 at once.",
         )
-        loader.add_option(
-            "corral_state_url", str, "memory://",
-            "Shared state: memory:// (this process) or redis://host:6379 / redis+cluster://h:p,h:p "
-            "(rate-limit windows and the response cache shared by every gateway).",
-        )
-        loader.add_option(
-            "corral_state_on_failure", str, "open",
-            "Shared state unreachable: open (requests pass, not counted) or closed (503) for rate limits.",
-        )
 
     def configure(self, updated: set[str]) -> None:
         book = self.book
@@ -120,15 +112,13 @@ class RateLimiter:
                 book.limits = parse_limits(config.parse_json_option("corral_limits", ctx.options.corral_limits))
             except LimitConfigError as e:
                 raise exceptions.OptionsError(f"[[limits]]: {e}") from None
-        if "corral_state_url" in updated and ctx.options.corral_state_url != book.state_url:
+        url = self.shared_state.url
+        if "corral_state_url" in updated and url != book.state_url:
             try:
-                book.store = LimitsStore(ctx.options.corral_state_url)
+                book.store = LimitsStore(url)
             except Exception as e:  # unknown scheme, missing driver: say so at start, not per request
                 raise exceptions.OptionsError(f"[state] url: {e}") from None
-            book.state_url = ctx.options.corral_state_url
-        if ctx.options.corral_state_on_failure not in ON_FAILURE:
-            raise exceptions.OptionsError("[state] on_failure must be \"open\" or \"closed\"")
-        book.on_failure = ctx.options.corral_state_on_failure
+            book.state_url = url
         book.tenant_header = ctx.options.corral_limits_settings_tenant_header
         book.adaptive = ctx.options.corral_limits_settings_adaptive
         if ctx.options.corral_limits_settings_adaptive_max_wait < 0:
@@ -276,7 +266,7 @@ class RateLimiter:
 
     def _degraded(self, flow: http.HTTPFlow, error: StateUnavailable) -> None:
         """The shared window store is unreachable: ``[state] on_failure`` decides (documented in addon/state.py)."""
-        if self.book.on_failure == "closed":
+        if self.shared_state.on_failure == "closed":
             note_degraded(flow, f"limits: {error}; request refused (on_failure = closed)")
             flow.response = make_error(flow, 503, "corral: rate-limit state unavailable; retry shortly", "state_unavailable",
                                        {"retry-after": "1"})

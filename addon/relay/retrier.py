@@ -25,7 +25,7 @@ from addon import config, metadata as md
 from addon.relay import inline as relay_inline
 from addon.relay.relay import JOB_HEADER, Job, Relay
 from addon.relay.policy import Policy, PolicyError, Target, parse_fallbacks
-from addon.router import Router
+from addon.services import CatalogService
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ SECONDS = ("backoff", "backoff_max", "max_retry_after", "connect_timeout", "ttfb
 
 
 class Retrier:
-    def __init__(self, router: Router) -> None:
-        self.router = router  # the catalog: each provider's auth style, for fallback keys
+    def __init__(self, catalog: CatalogService) -> None:
+        self.catalog = catalog  # provider names, and each provider's auth style for fallback keys
         self.relay = Relay()
         self.default = DEFAULTS
         self.policies: dict[str, Policy] = {}
@@ -90,10 +90,10 @@ class Retrier:
         for name, overrides in config.parse_json_option("corral_retries_providers", o.corral_retries_providers).items():
             if not isinstance(overrides, dict):
                 raise PolicyError(f"[retries.providers.{name}] must be a table")
-            if name not in self.router.catalog:
+            if name not in self.catalog.current:
                 raise PolicyError(f"[retries.providers.{name}]: unknown provider {name!r}")
             policies[name] = default.merged(overrides, f"[retries.providers.{name}]")
-        auth_of = {p.name: p.auth for p in self.router.catalog}
+        auth_of = {p.name: p.auth for p in self.catalog.current}
         fallbacks = parse_fallbacks(config.parse_json_option("corral_fallbacks", o.corral_fallbacks), auth_of)
         self.default, self.policies, self.fallbacks = default, policies, fallbacks
 

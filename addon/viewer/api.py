@@ -26,6 +26,7 @@ import tornado.web
 from addon.credentials import SECRET_HEADERS
 from addon.storage import queries
 from addon.storage.models import database_proxy
+from addon.viewer import metrics
 from addon.viewer.auth import token_ok
 
 # Framing headers curl recomputes itself.
@@ -135,10 +136,10 @@ class AnalyticsHandler(Base):
 
 class MetricsHandler(Base):
     def get(self) -> None:
-        if self.viewer.metrics is None:
+        if self.viewer.registry is None:
             self.send({"error": "the Metrics addon is not loaded"}, 404)
             return
-        body, content_type = self.viewer.metrics.exposition()
+        body, content_type = metrics.exposition(self.viewer.registry)
         self.set_header("Content-Type", content_type)
         self.finish(body)
 

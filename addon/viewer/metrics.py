@@ -1,8 +1,9 @@
 """Metrics: Prometheus counters and histograms from each flow's metadata, served by the Viewer at /metrics.
 
 Last in the chain, so every other addon has published its metadata (usage, cache, retries, cost from
-the Recorder) by the time a flow is counted, once, at ``response`` or ``error``. Its own registry
-(not prometheus_client's global one), so several gateways in one process never clash.
+the Recorder) by the time a flow is counted, once, at ``response`` or ``error``. It counts into the
+registry addon/chain.py hands to it and to the Viewer, not prometheus_client's global one, so several
+gateways in one process never clash.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status else "none"
 
 
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The registry in Prometheus text format, and its content type (for the Viewer's /metrics)."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
         self.requests = Counter("corral_requests", "Flows handled", ["provider", "model", "status_class", "cache"], registry=r)
         self.tokens = Counter("corral_tokens", "Tokens reported by providers", ["provider", "model", "kind"], registry=r)
         self.cost = Counter("corral_cost_usd", "Cost of priced flows in USD", ["provider", "model"], registry=r)
@@ -36,9 +41,6 @@ class Metrics:
                                        ["provider", "kind"], registry=r)
         self.ttfb = Histogram("corral_ttfb_seconds", "Time to first response byte", ["provider"], buckets=LATENCY_BUCKETS, registry=r)
         self.duration = Histogram("corral_duration_seconds", "Request duration", ["provider"], buckets=LATENCY_BUCKETS, registry=r)
-
-    def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.count(flow)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from mitmproxy import ctx
+from prometheus_client import CollectorRegistry
 from tornado.httpserver import HTTPServer
 
 from addon import paths
@@ -29,8 +30,8 @@ DEFAULT_LISTEN = "127.0.0.1:8082"  # 8081 is mitmweb's own UI
 
 
 class Viewer:
-    def __init__(self, metrics=None) -> None:
-        self.metrics = metrics  # the Metrics addon whose registry /metrics serves
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry  # what /metrics serves: the Metrics addon counts into it
         self.server = None
         self.address: tuple[str, int] | None = None
         self.bound: tuple[str, int] | None = None
