@@ -22,7 +22,7 @@ from mitmproxy import ctx, exceptions
 from addon import config, metadata as md
 from addon.state import ON_FAILURE
 from providers.catalog import Catalog, CatalogError
-from providers.pricing import Pricer, PriceResult
+from providers.pricing import Pricer, PriceResult, PricingConfigError
 
 
 class CatalogService:
@@ -103,7 +103,10 @@ class PricingService:
 
     def configure(self, updated: set[str]) -> None:
         if "corral_prices" in updated:
-            self.pricer = Pricer(config.parse_json_option("corral_prices", ctx.options.corral_prices))
+            try:
+                self.pricer = Pricer(config.parse_json_option("corral_prices", ctx.options.corral_prices))
+            except PricingConfigError as e:
+                raise exceptions.OptionsError(f"[prices]: {e}") from None
 
     def price(self, meta: Mapping[str, Any]) -> PriceResult:
         """Cost of the exchange a flow's metadata describes (provider, model, usage, wire format)."""

@@ -80,6 +80,8 @@ def test_pricing_resolves_providers_from_the_current_catalog_and_applies_prices(
         assert pricing.price(meta).unpriced  # now a self-hosted provider (pricing_id = ""): no price
         tctx.options.update(corral_prices=json.dumps({"mylocal/gpt-4o-mini": {"input": 1.0, "output": 2.0}}))
         assert pricing.price(meta).cost_usd == pytest.approx(1000e-6 + 200e-6)
+        with pytest.raises(exceptions.OptionsError, match=r"\[prices\]"):  # refused, not logged and ignored
+            tctx.options.update(corral_prices=json.dumps({"gpt-4o-mini": {"input": -1, "output": 2.0}}))
 
 
 def test_shared_state_settings() -> None:
