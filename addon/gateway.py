@@ -38,8 +38,8 @@ class GatewayMaster(master.Master):
     """mitmproxy's master with only the addons a gateway uses, then Corral's chain.
 
     Why not DumpMaster: mitmproxy runs every event (about 8 per flow) through every top-level addon,
-    ~5 µs each even when the addon has no hook for it; DumpMaster's 35 cost ~1.4 ms of CPU per flow.
-    Kept: the proxy itself (Proxyserver, NextLayer, TlsConfig), access control (Block, ProxyAuth,
+    even one with no hook for it, so each addon a gateway does not use costs CPU on every flow
+    (docs/decisions.md). Kept: the proxy itself (Proxyserver, NextLayer, TlsConfig), access control (Block, ProxyAuth,
     DisableH2C), upstream_auth, extra scripts (`--set scripts=...`), logging and startup error checks.
     Left out: interactive and rewriting features (map/modify/replay/save/intercept...); for those,
     load Corral into mitmdump/mitmweb with `-s addon/corral.py`.

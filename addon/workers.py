@@ -1,6 +1,6 @@
 """`corral start --workers N`: N gateway processes serving one port, so every core does work.
 
-One mitmproxy process tops out near one core (~1,000 small req/s). With ``--workers N`` the `corral start`
+One mitmproxy process uses at most one core (docs/decisions.md). With ``--workers N`` the `corral start`
 process becomes a small supervisor that starts N ordinary gateway processes (`corral start` again, with
 ``CORRAL_WORKER=1..N`` in their environment) and does no proxying itself.
 
@@ -14,8 +14,9 @@ one worker; many clients (or a pool of connections) spread over all of them.
 
 Shared state: every worker records into the same database (SQLite in WAL mode with a busy timeout,
 each worker with its own batching writer thread; or PostgreSQL) and runs the schema migrations under
-a lock at start. Per-process state (the cache and rate-limit counters) becomes shared once it is moved
-to Redis; until then each worker keeps its own.
+a lock at start. Rate-limit windows and cache entries are shared through ``[state] url = "redis://..."``
+(addon/state.py); with the default ``memory://`` each worker keeps its own windows, and the cache's
+in-memory layer sits in front of the shared database table.
 
 The web viewer (a reader of the shared record) runs in worker 1 only; the other workers start
 with it turned off, so its port is not contended.

@@ -1,5 +1,5 @@
-"""Where the response cache keeps its entries, behind a small interface (``CacheBackend``) so a shared
-backend (Redis, issue 11) can slot in later.
+"""Where the response cache keeps its entries, behind a small interface (``CacheBackend``) that the
+default backend here and the shared Redis one (addon/cache/redis_backend.py, ``[state] url``) both implement.
 
 The default, ``MemoryDbBackend``, is an in-memory TLRU (cachetools, bounded by bytes, per-entry expiry)
 in front of the ``cache_entries`` table in the record database, so entries survive restarts. The event

@@ -41,7 +41,7 @@ class WindowStore(Protocol):
 
 class LazyExpiryMemoryStorage(MemoryStorage):
     """limits' async MemoryStorage starts a clean-up task on *every* call, and that task hands a bisect
-    per key to the thread pool: ~1 ms of CPU per request in the bench. Reads already ignore expired
+    per key to the thread pool, a cost on every request (docs/decisions.md). Reads already ignore expired
     entries (counters check their expiry, moving windows their timestamps), so the clean-up only frees
     memory: once a second is plenty."""
 

@@ -2,7 +2,7 @@
 
 A provider flow normally reaches the upstream through the in-process relay (addon/relay/relay.py): mitmproxy
 sends the request to 127.0.0.1:<relay>, the relay makes the attempts and streams the answer back. That
-second HTTP hop cost ~1.5 ms of CPU per request in the bench, and a JSON answer gains nothing from it:
+second HTTP hop costs CPU on every request (docs/decisions.md), and a JSON answer gains nothing from it:
 mitmproxy buffers a non-streamed response whole before the client sees a byte. So for a POST that did
 not ask for a stream the Retrier runs the same attempts right in its (async) ``request`` hook and sets
 ``flow.response``; mitmproxy then answers the client without opening any server connection.

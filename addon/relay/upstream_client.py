@@ -1,8 +1,8 @@
 """The retry relay's upstream HTTP/1.1 client: one keep-alive pool per origin, raw bytes both ways.
 
-Why not httpcore (which the relay used first): its pool re-checks every pooled connection on every
-request (a poll() and getpeername() each), so at 64 concurrent flows the check alone cost more CPU
-than mitmproxy's whole request handling (bench: 80 vs 207 req/s with the relay off). The relay needs
+Why not httpcore: its pool re-checks every pooled connection on every request (a poll() and
+getpeername() each), so at high concurrency the check alone costs more CPU than mitmproxy's whole
+request handling (docs/decisions.md). The relay needs
 little: send the request mitmproxy gave it byte for byte, read a status line and headers, hand the body
 on chunk by chunk as it arrives, and keep the connection if the framing allows. That is this file.
 

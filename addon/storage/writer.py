@@ -36,9 +36,9 @@ class RecordWriter:
         self.url = url
         self.batch_size = batch_size
         self.interval = interval
-        # A deque, not a queue.Queue: append/popleft are atomic and wake nobody. Waking the writer
-        # thread per row cost two GIL hand-offs per request and stalled the event loop (bench/:
-        # ~10 % of the loop's samples sat in Queue.put under load); now it is woken once per batch.
+        # A deque, not a queue.Queue: append/popleft are atomic and wake nobody, and the writer thread
+        # is woken once per batch. Waking it per row costs two GIL hand-offs per request, which stall
+        # the event loop under load (docs/decisions.md).
         self._rows: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -138,9 +138,9 @@ class RecordWriter:
     def _insert(self, batch: list[dict[str, Any]]) -> None:
         """Insert ``batch`` (inside the caller's transaction).
 
-        SQLite: one prepared statement through executemany, about 5x less CPU per row than peewee's
-        query builder (measured by bench/: ~110 vs ~22 us). It matters because this thread shares the
-        GIL with the event loop. Other databases keep peewee's one multi-row INSERT (one round trip).
+        SQLite: one prepared statement through executemany, a fraction of the CPU per row of peewee's
+        query builder (docs/decisions.md). It matters because this thread shares the GIL with the
+        event loop. Other databases keep peewee's one multi-row INSERT (one round trip).
         """
         assert self._db is not None
         if not isinstance(self._db, peewee.SqliteDatabase):
