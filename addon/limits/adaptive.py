@@ -4,7 +4,8 @@ Understood headers (any response from upstream, streams included, as soon as hea
 - OpenAI-style (OpenAI, Groq, Mistral, ...): ``x-ratelimit-remaining-<what>`` with ``x-ratelimit-reset-<what>``
   (a duration such as ``1s``, ``6m0s``, ``20ms``, or seconds);
 - Anthropic: ``anthropic-ratelimit-<what>-remaining`` with ``anthropic-ratelimit-<what>-reset`` (RFC 3339 time);
-- ``retry-after`` (seconds or an HTTP date) and ``retry-after-ms`` on an error status.
+- on an error status, ``retry-after-ms`` / ``x-ms-retry-after-ms`` or ``retry-after`` (seconds or an HTTP
+  date), read as the retrier reads them (addon/relay/policy.py).
 When a remaining count is 0 (or a retry-after is given), the provider+credential is held until the reset.
 """
 
@@ -15,6 +16,8 @@ import email.utils
 import re
 import time
 from collections.abc import Iterable
+
+from addon.relay.policy import retry_after_seconds
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -68,13 +71,7 @@ def hold_seconds(headers: Iterable[tuple[str, str]], status: int, now: float | N
             if seconds is not None:
                 holds.append(seconds)
     if status >= 400:
-        if "retry-after-ms" in found:
-            try:
-                holds.append(min(MAX_HOLD, max(0.0, float(found["retry-after-ms"]) / 1000)))
-            except ValueError:
-                pass
-        elif "retry-after" in found:
-            seconds = parse_reset(found["retry-after"], now)
-            if seconds is not None:
-                holds.append(seconds)
+        seconds = retry_after_seconds(found, now)  # the same reading the retrier gives it
+        if seconds is not None:
+            holds.append(min(MAX_HOLD, seconds))
     return max(holds) if holds else None
