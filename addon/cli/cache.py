@@ -37,10 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _store(args: argparse.Namespace) -> SqlStore | None:
     settings = common.resolve(args)
     try:
-        return SqlStore(dbmod.connect(common.db_url(settings), create=False))
+        store = SqlStore(dbmod.connect(common.db_url(settings), create=False))
     except dbmod.DatabaseError as e:
         print(f"corral: {e}")
         return None
+    # A database from before the cache existed gets the (empty) table here.
+    store.db.create_tables([CacheEntry], safe=True)
+    return store
 
 
 def _size(n: int) -> str:
@@ -77,8 +80,6 @@ def run_stats(args: argparse.Namespace) -> int:
         store = _store(args)
         if store is None:
             return 1
-        # A database from before the cache existed gets the (empty) table here.
-        store.db.create_tables([CacheEntry], safe=True)
         data = store.stats(time.time())
     if args.json:
         print(json.dumps(data))
@@ -100,7 +101,6 @@ def run_clear(args: argparse.Namespace) -> int:
         store = _store(args)
         if store is None:
             return 1
-        store.db.create_tables([CacheEntry], safe=True)
         removed = store.clear(args.provider)
     print(f"corral: removed {removed} cache entr{'y' if removed == 1 else 'ies'}"
           + (f" of {args.provider}" if args.provider else ""))

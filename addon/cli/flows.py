@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-from typing import Any
 
 from addon.cli import common
 from addon.cli.table import render_table
-from addon.storage import db as dbmod
+from addon.storage import db as dbmod, queries
 from addon.storage.models import FLOW_SUMMARY_FIELDS, Flow
 
 
@@ -21,12 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="with --json: include headers and bodies")
     p.add_argument("--provider", help="only this provider")
     p.set_defaults(func=run)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        return value.replace(tzinfo=datetime.UTC).isoformat()
-    return value
 
 
 def _fmt_tokens(value: int | None) -> str:
@@ -70,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             data = row.__data__
             keys = fields or list(data)
-            print(json.dumps({k: _jsonable(data.get(k)) for k in keys}))
+            print(json.dumps({k: queries.iso(data.get(k)) for k in keys}))
     else:
         print(table(rows))
     return 0
