@@ -10,11 +10,12 @@ from providers.formats.common import (
     FramedStreamParser,
     as_int,
     as_str,
+    block_text,
     dig,
     dumps,
     error_text,
+    model_and_stream,
     object_result,
-    request_object,
 )
 
 _ERROR_TYPES = {
@@ -51,25 +52,11 @@ def error_from(doc: Any) -> str | None:
     return None
 
 
-def content_text(content: Any) -> str | None:
-    if not isinstance(content, list):
-        return None
-    parts = [
-        b["text"]
-        for b in content
-        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
-    ]
-    return "".join(parts) if parts else None
-
-
 class AnthropicFamily:
     name = "anthropic"
 
     def parse_request(self, path: str, body: bytes) -> RequestInfo:
-        obj, err = request_object(body)
-        if obj is None:
-            return RequestInfo(parse_error=err)
-        return RequestInfo(model=as_str(obj.get("model")), stream=obj.get("stream") is True, parse_error=err)
+        return model_and_stream(body)
 
     def stream_kind(self, path: str, content_type: str) -> str | None:
         return "sse" if "text/event-stream" in content_type.lower() else None
@@ -83,7 +70,7 @@ class AnthropicFamily:
             result.error = error_text(status, doc.get("message"))
         result.model = as_str(doc.get("model"))
         apply_usage(result.usage, doc.get("usage"))
-        result.text = content_text(doc.get("content"))
+        result.text = block_text(doc.get("content"), "text")
         result.finish_reason = as_str(doc.get("stop_reason"))
         return result
 

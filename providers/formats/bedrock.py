@@ -18,6 +18,7 @@ from providers.formats.common import (
     JSON_CT,
     FramedStreamParser,
     as_str,
+    block_text,
     dig,
     dumps,
     error_text,
@@ -64,14 +65,6 @@ def apply_invocation_metrics(usage: Usage, doc: Any) -> bool:
     return True
 
 
-def converse_text(doc: Any) -> str | None:
-    content = dig(doc, "output", "message", "content")
-    if not isinstance(content, list):
-        return None
-    parts = [c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str)]
-    return "".join(parts) if parts else None
-
-
 class BedrockFamily:
     name = "bedrock"
 
@@ -107,7 +100,7 @@ class BedrockFamily:
                 output_tokens=first_int(doc.get("generation_token_count")),
             )
         result.usage = usage
-        result.text = converse_text(doc)
+        result.text = block_text(dig(doc, "output", "message", "content"))
         result.finish_reason = as_str(doc.get("stopReason")) or as_str(doc.get("stop_reason"))
         return result
 

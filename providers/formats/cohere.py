@@ -12,12 +12,13 @@ from providers.formats.common import (
     JSON_CT,
     FramedStreamParser,
     as_str,
+    block_text,
     dig,
     dumps,
     error_text,
     first_int,
+    model_and_stream,
     object_result,
-    request_object,
 )
 
 _V1_ERROR_FINISH = ("ERROR", "ERROR_TOXIC", "ERROR_LIMIT", "USER_CANCEL")
@@ -37,22 +38,11 @@ def usage_from(u: Any) -> Usage | None:
     )
 
 
-def message_text(message: Any) -> str | None:
-    content = dig(message, "content")
-    if not isinstance(content, list):
-        return None
-    parts = [c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str)]
-    return "".join(parts) if parts else None
-
-
 class CohereFamily:
     name = "cohere"
 
     def parse_request(self, path: str, body: bytes) -> RequestInfo:
-        obj, err = request_object(body)
-        if obj is None:
-            return RequestInfo(parse_error=err)
-        return RequestInfo(model=as_str(obj.get("model")), stream=obj.get("stream") is True, parse_error=err)
+        return model_and_stream(body)
 
     def stream_kind(self, path: str, content_type: str) -> str | None:
         ct = content_type.lower()
@@ -72,7 +62,7 @@ class CohereFamily:
         if usage is not None:
             result.usage = usage
         result.model = as_str(doc.get("model"))
-        text = message_text(doc.get("message"))
+        text = block_text(dig(doc, "message", "content"))
         result.text = text if text is not None else as_str(doc.get("text"))
         result.finish_reason = as_str(doc.get("finish_reason"))
         return result

@@ -8,7 +8,7 @@ import json
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from providers.formats.base import ParseResult, Usage
+from providers.formats.base import ParseResult, RequestInfo, Usage
 from providers.formats.eventstream import EventStreamDecoder
 from providers.formats.jsonarray import JSONArrayDecoder
 from providers.formats.ndjson import NDJSONDecoder
@@ -73,6 +73,26 @@ def path_only(path: str) -> str:
 
 def query(path: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(path).query)
+
+
+def block_text(blocks: Any, kind: str | None = None) -> str | None:
+    """The ``text`` of the content blocks in the list ``blocks``, joined (only blocks of type ``kind``
+    when given); None when there is none."""
+    if not isinstance(blocks, list):
+        return None
+    parts = [
+        b["text"] for b in blocks
+        if isinstance(b, dict) and (kind is None or b.get("type") == kind) and isinstance(b.get("text"), str)
+    ]
+    return "".join(parts) if parts else None
+
+
+def model_and_stream(body: bytes, stream_default: bool = False) -> RequestInfo:
+    """A JSON request body's ``model`` and ``stream`` fields, for the families that need nothing else."""
+    obj, err = request_object(body)
+    if obj is None:
+        return RequestInfo(parse_error=err)
+    return RequestInfo(model=as_str(obj.get("model")), stream=obj.get("stream", stream_default) is True, parse_error=err)
 
 
 def request_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:

@@ -15,9 +15,9 @@ from providers.formats.common import (
     dumps,
     error_text,
     first_int,
+    model_and_stream,
     object_result,
     path_only,
-    request_object,
 )
 
 # Endpoints that stream unless the request says "stream": false.
@@ -49,12 +49,7 @@ class OllamaFamily:
     name = "ollama"
 
     def parse_request(self, path: str, body: bytes) -> RequestInfo:
-        obj, err = request_object(body)
-        if obj is None:
-            return RequestInfo(parse_error=err)
-        default = path_only(path).rstrip("/").endswith(_STREAM_BY_DEFAULT)
-        stream = obj.get("stream", default)
-        return RequestInfo(model=as_str(obj.get("model")), stream=stream is True, parse_error=err)
+        return model_and_stream(body, stream_default=path_only(path).rstrip("/").endswith(_STREAM_BY_DEFAULT))
 
     def stream_kind(self, path: str, content_type: str) -> str | None:
         ct = content_type.lower()

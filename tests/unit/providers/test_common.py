@@ -1,0 +1,21 @@
+"""providers/formats/common.py helpers that several families share."""
+
+from __future__ import annotations
+
+from providers.formats.common import block_text, model_and_stream
+
+
+def test_block_text_joins_text_blocks_and_can_filter_by_type() -> None:
+    blocks = [{"type": "text", "text": "Hel"}, {"type": "tool_use", "text": "x"}, "junk", {"type": "text", "text": "lo"}]
+    assert block_text(blocks) == "Helxlo"
+    assert block_text(blocks, "text") == "Hello"
+    assert block_text([{"type": "image"}]) is None and block_text("text") is None and block_text(None) is None
+
+
+def test_model_and_stream() -> None:
+    info = model_and_stream(b'{"model": "m", "stream": true}')
+    assert (info.model, info.stream, info.parse_error) == ("m", True, None)
+    assert model_and_stream(b'{"model": "m"}', stream_default=True).stream is True  # Ollama's /api/chat
+    assert model_and_stream(b'{"model": "m", "stream": false}', stream_default=True).stream is False
+    assert model_and_stream(b"").parse_error == "empty request body"
+    assert model_and_stream(b'{"model": 3}').parse_error == "request field 'model' is not a string"
