@@ -28,9 +28,7 @@ FALLBACK_KEY = "sk-fallback-key-never-recorded-4242"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def err(status: int, **headers: str) -> Reply:
-    body = json.dumps({"error": {"message": f"mock {status}", "type": "server_error"}}).encode()
-    return Reply(status, {"content-type": "application/json", **headers}, body)
+err = Reply.error
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,7 @@ STREAM = "openai-chat-stream-2"
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def err(status: int) -> Reply:
-    return Reply(status, {"content-type": "application/json"},
-                 json.dumps({"error": {"message": f"mock {status}", "type": "server_error"}}).encode())
+err = Reply.error
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,12 @@ class Reply:
             raise ValueError(f"unknown fault {self.fault!r}; expected one of {sorted(FAULTS)}")
 
     @classmethod
+    def error(cls, status: int, **headers: str) -> Reply:
+        """An OpenAI-shaped JSON error answer ("mock <status>"), with extra headers (e.g. retry-after)."""
+        body = json.dumps({"error": {"message": f"mock {status}", "type": "server_error"}}).encode()
+        return cls(status, {"content-type": "application/json", **headers}, body)
+
+    @classmethod
     def from_exchange(cls, name: str, **overrides: Any) -> Reply:
         """The recorded response of corpus exchange ``name``, with fields overridden."""
         exchange = corpus.load(name)
