@@ -16,6 +16,7 @@ from providers.formats.common import (
     error_text,
     model_and_stream,
     object_result,
+    response_error,
 )
 
 _ERROR_TYPES = {
@@ -65,9 +66,7 @@ class AnthropicFamily:
         doc, result = object_result(status, body)
         if doc is None:
             return result
-        result.error = error_from(doc)
-        if status >= 400 and result.error is None:
-            result.error = error_text(status, doc.get("message"))
+        result.error = response_error(status, error_from(doc), doc.get("message"))
         result.model = as_str(doc.get("model"))
         apply_usage(result.usage, doc.get("usage"))
         result.text = block_text(doc.get("content"), "text")

@@ -126,6 +126,14 @@ def error_text(kind: Any, message: Any) -> str:
     return f"{kind}: {msg}" if msg else str(kind)
 
 
+def response_error(status: int, found: str | None, message: Any = None) -> str | None:
+    """The error a response carries: the one found in its body, else for an error status
+    "<status>: <message>" (the status alone without a message)."""
+    if found is not None or status < 400:
+        return found
+    return error_text(status, message)
+
+
 def http_error_fallback(status: int, body: bytes) -> str:
     snippet = body[:200].decode("utf-8", errors="replace").strip()
     return f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"

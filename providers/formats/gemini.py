@@ -23,6 +23,7 @@ from providers.formats.common import (
     first_int,
     path_only,
     query,
+    response_error,
 )
 
 _MODEL_IN_PATH = re.compile(r"/(?:tuned)?[mM]odels/([^/:]+)")
@@ -127,8 +128,7 @@ class GeminiFamily:
             chunks.handle(item)
         result.model = result.model or chunks.path_model
         result.text = "".join(parts) if parts else None
-        if status >= 400 and result.error is None:
-            result.error = error_text(status, None)
+        result.error = response_error(status, result.error)
         result.complete = isinstance(doc, (dict, list))
         return result
 

@@ -18,6 +18,7 @@ from providers.formats.common import (
     model_and_stream,
     object_result,
     path_only,
+    response_error,
 )
 
 # Endpoints that stream unless the request says "stream": false.
@@ -61,9 +62,7 @@ class OllamaFamily:
         doc, result = object_result(status, body)
         if doc is None:
             return result
-        result.error = error_from(doc)
-        if status >= 400 and result.error is None:
-            result.error = error_text(status, None)
+        result.error = response_error(status, error_from(doc))
         result.model = as_str(doc.get("model"))
         result.usage = usage_from(doc)
         result.text = chunk_text(doc)

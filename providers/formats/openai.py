@@ -19,6 +19,7 @@ from providers.formats.common import (
     object_result,
     path_only,
     request_object,
+    response_error,
 )
 
 # Azure puts the deployment (its model alias) in the path and may omit "model" from the body.
@@ -89,9 +90,7 @@ class OpenAIFamily:
         doc, result = object_result(status, body)
         if doc is None:
             return result
-        result.error = error_from(doc.get("error"))
-        if status >= 400 and result.error is None:
-            result.error = error_text(status, doc.get("message") or doc.get("detail"))
+        result.error = response_error(status, error_from(doc.get("error")), doc.get("message") or doc.get("detail"))
         result.model = as_str(doc.get("model"))
         usage = usage_from(doc.get("usage")) or usage_from(dig(doc, "x_groq", "usage"))
         if usage is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.formats.common import block_text, model_and_stream
+from providers.formats.common import block_text, model_and_stream, response_error
 
 
 def test_block_text_joins_text_blocks_and_can_filter_by_type() -> None:
@@ -19,3 +19,11 @@ def test_model_and_stream() -> None:
     assert model_and_stream(b'{"model": "m", "stream": false}', stream_default=True).stream is False
     assert model_and_stream(b"").parse_error == "empty request body"
     assert model_and_stream(b'{"model": 3}').parse_error == "request field 'model' is not a string"
+
+
+def test_response_error() -> None:
+    assert response_error(200, None, "ignored") is None
+    assert response_error(200, "overloaded: busy") == "overloaded: busy"  # an error inside a 200 counts
+    assert response_error(500, None, "boom") == "500: boom"
+    assert response_error(502, None) == "502"
+    assert response_error(429, "rate_limit: slow down", "other") == "rate_limit: slow down"
