@@ -48,7 +48,6 @@ from addon.state import StateHeader
 from addon.viewer.metrics import Metrics
 from addon.viewer.server import Viewer
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -121,7 +120,7 @@ def build() -> list[object]:
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
         ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
-        CacheLookup(cache, shared_state),  # response cache: answers hits without upstream (before limits: hits are free)
+        CacheLookup(cache, shared_state),  # answers cache hits without upstream (before limits: hits are free)
         RateLimiter(limits, shared_state),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
         Retrier(catalog),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors

@@ -59,7 +59,9 @@ def catalog_from_options(providers: str, intercept_hosts: Sequence[str]) -> tupl
         catalog = Catalog.load(overrides, parse_intercept_hosts(intercept_hosts))
     except CatalogError as e:
         raise exceptions.OptionsError(f"[providers] / [gateway] intercept_hosts: {e}") from None
-    overridden = frozenset(name for name, table in overrides.items() if isinstance(table, Mapping) and "upstream" in table)
+    overridden = frozenset(
+        name for name, table in overrides.items() if isinstance(table, Mapping) and "upstream" in table
+    )
     return catalog, overridden
 
 

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_catalog(args: argparse.Namespace) -> Catalog:
     settings = common.resolve(args)
-    catalog, _ = catalog_from_options(settings.get("corral_providers", ""), settings.get("corral_gateway_intercept_hosts") or [])
+    intercept_hosts = settings.get("corral_gateway_intercept_hosts") or []
+    catalog, _ = catalog_from_options(settings.get("corral_providers", ""), intercept_hosts)
     return catalog
 
 

@@ -92,7 +92,8 @@ def model_and_stream(body: bytes, stream_default: bool = False) -> RequestInfo:
     obj, err = request_object(body)
     if obj is None:
         return RequestInfo(parse_error=err)
-    return RequestInfo(model=as_str(obj.get("model")), stream=obj.get("stream", stream_default) is True, parse_error=err)
+    stream = obj.get("stream", stream_default) is True
+    return RequestInfo(model=as_str(obj.get("model")), stream=stream, parse_error=err)
 
 
 def request_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:

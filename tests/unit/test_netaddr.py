@@ -77,9 +77,9 @@ def test_callers_wrap_the_error_in_their_own() -> None:
 
     assert gateway.parse_listen(":8080") == ("127.0.0.1", 8080)  # `corral start`: empty host is loopback
     assert auth.parse_listen(":8082") == ("", 8082)  # the viewer: empty host is every interface
-    with pytest.raises(ValueError, match="^--listen must be HOST:PORT"):
+    with pytest.raises(ValueError, match=r"^--listen must be HOST:PORT"):
         gateway.parse_listen("8080")
-    with pytest.raises(exceptions.OptionsError, match="^corral_viewer_listen .*out of range"):
+    with pytest.raises(exceptions.OptionsError, match=r"^corral_viewer_listen .*out of range"):
         auth.parse_listen("127.0.0.1:70000")
     # `corral limits` and `corral env` agree on where a wildcard listener is reached (they did not for "::").
     assert limits.endpoint("[::]:8080") == "http://[::1]:8080/_corral/limits"

@@ -6,7 +6,8 @@ from providers.formats.common import block_text, model_and_stream, response_erro
 
 
 def test_block_text_joins_text_blocks_and_can_filter_by_type() -> None:
-    blocks = [{"type": "text", "text": "Hel"}, {"type": "tool_use", "text": "x"}, "junk", {"type": "text", "text": "lo"}]
+    blocks = [{"type": "text", "text": "Hel"}, {"type": "tool_use", "text": "x"}, "junk",
+              {"type": "text", "text": "lo"}]
     assert block_text(blocks) == "Helxlo"
     assert block_text(blocks, "text") == "Hello"
     assert block_text([{"type": "image"}]) is None and block_text("text") is None and block_text(None) is None
