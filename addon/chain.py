@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import mitmproxy.addonmanager  # noqa: F401  (these imports define every hook in hooks.all_hooks)
-import mitmproxy.log  # noqa: F401
-import mitmproxy.proxy.layers  # noqa: F401
+import mitmproxy.addonmanager  # these imports define every hook in hooks.all_hooks
+import mitmproxy.log
+import mitmproxy.proxy.layers
 import mitmproxy.proxy.server_hooks  # noqa: F401
 from mitmproxy import exceptions, hooks
 
@@ -29,17 +29,16 @@ from addon.annotate import Annotator
 from addon.cache.lookup import CacheLookup
 from addon.cache.store import CacheStore
 from addon.config import ConfigFile
-from addon.meter import Meter
-from addon.viewer.metrics import Metrics
-from addon.proxy_scope import ProxyScope
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
+from addon.meter import Meter
+from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
 from addon.relay.retrier import Retrier
 from addon.router import Router
 from addon.state import StateHeader
+from addon.viewer.metrics import Metrics
 from addon.viewer.server import Viewer
-
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from mitmproxy import ctx, exceptions, http
 
 from addon import config, metadata as md, paths
 from addon.credentials import redact_headers, redact_url_path
+from addon.router import Router
 from addon.storage.db import DatabaseError
 from addon.storage.writer import RecordWriter
-from addon.router import Router
 from providers.pricing import Pricer
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -21,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import report  # noqa: E402
-import scenarios as scen  # noqa: E402
-import systems as sysmod  # noqa: E402
+import report
+import scenarios as scen
+import systems as sysmod
 
 
 def version(cmd: list[str]) -> str | None:

@@ -38,9 +38,9 @@ def scenarios(quick: bool) -> list[Scenario]:
     main = ("direct", "mitm", "corral", "litellm")
     streams = ("direct", "mitm", "mitm-tee", "corral", "litellm")
     return [
-        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", main + ("corral-limits",), concurrency=1),
+        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", (*main, "corral-limits"), concurrency=1),
         Scenario("json_c8", "JSON POST, concurrency 8", "wrk", main, concurrency=8),
-        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", main + ("corral-limits",), concurrency=64),
+        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", (*main, "corral-limits"), concurrency=64),
         Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
                  concurrency=1, primary="p50_ms", higher_is_better=False),
         Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream", streams,

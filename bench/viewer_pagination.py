@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from addon.storage import db as dbmod, queries  # noqa: E402
-from addon.storage.models import Flow  # noqa: E402
+from addon.storage import db as dbmod, queries
+from addon.storage.models import Flow
 
 PROVIDERS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"), ("anthropic", "claude-haiku-4-5"),
              ("gemini", "gemini-2.5-flash"), ("groq", "llama-3.3-70b"), ("mistral", "mistral-small")]

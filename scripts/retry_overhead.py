@@ -12,8 +12,8 @@ Loopback only (mock upstream).
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from tests.support.gateway import Gateway  # noqa: E402
-from tests.support.mock_upstream import MockUpstream, Reply  # noqa: E402
+from tests.support.gateway import Gateway
+from tests.support.mock_upstream import MockUpstream, Reply
 
 BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 
@@ -79,7 +79,7 @@ def main() -> None:
                 urls = {"direct": mock.url + "/v1/chat/completions",
                         "retries off": off.base("openai") + "/v1/chat/completions",
                         "retries on": on.base("openai") + "/v1/chat/completions"}
-                for name, url in urls.items():  # warm-up
+                for url in urls.values():  # warm-up
                     asyncio.run(run(url, 50, args.concurrency, stream))
                 per_round = max(1, args.requests // args.rounds)
                 pids = {"direct": None, "retries off": off.proc.pid, "retries on": on.proc.pid}

@@ -15,8 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-import mock  # noqa: E402
-from tests.support.gateway import free_port  # noqa: E402
+import mock  # noqa: UP026 - bench/mock.py, not the mock backport
+
+from tests.support.gateway import free_port
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -171,7 +172,7 @@ def _arrival_gaps(gw: Gateway, body: bytes) -> tuple[list[float], bytes]:
                 times.append(time.monotonic())
                 chunks.append(chunk)
     del client
-    return [b - a for a, b in zip(times, times[1:])], b"".join(chunks)
+    return [b - a for a, b in itertools.pairwise(times)], b"".join(chunks)
 
 
 def test_paced_replay_keeps_the_original_gaps(mock: MockUpstream, fresh_mock, tag: str, tmp_path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import corpus
 from tests.support.gateway import Gateway
+from tests.support.reliability import reliability
 
 # corpus "provider" -> catalog prefix. Bedrock is signed for its own host: explicit mode only.
 PREFIX = {
@@ -23,7 +24,6 @@ PREFIX = {
 REVERSE_NAMES = [n for n in corpus.names() if corpus.load(n)["provider"] in PREFIX]
 SUCCESS = [n for n in REVERSE_NAMES if corpus.load(n)["response"]["status"] < 400]
 ERRORS = [n for n in REVERSE_NAMES if corpus.load(n)["response"]["status"] >= 400]
-from tests.support.reliability import reliability
 
 
 def replay(gateway: Gateway, name: str, tag: str) -> httpx.Response:

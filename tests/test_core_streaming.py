@@ -10,9 +10,9 @@ import httpx
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import Reply
+from tests.support.reliability import reliability
 
 NAME = "openai-chat-stream-2"
-from tests.support.reliability import reliability
 
 
 def stream_request(gateway: Gateway, tag: str, name: str = NAME) -> tuple[httpx.Client, httpx.Request]:

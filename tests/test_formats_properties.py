@@ -5,13 +5,13 @@ exactly one event."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import struct
 import zlib
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from providers.formats import FAMILIES, get_family
 from providers.formats.base import ParseResult
@@ -42,7 +42,7 @@ KINDS = ["sse", "ndjson", "json-array", "aws-eventstream"]
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def run(name: str, chunks: list[bytes]) -> ParseResult:

@@ -119,7 +119,8 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def test_store_charges_corrections_and_waits(store_url: str) -> None:
     [lim] = parse_limits([{"name": "t", "tokens_per_minute": 100, "requests_per_second": 2}])
-    requests, tokens = [w for w in lim.windows if w.what == "requests"][0], [w for w in lim.windows if w.what == "tokens"][0]
+    requests = next(w for w in lim.windows if w.what == "requests")
+    tokens = next(w for w in lim.windows if w.what == "tokens")
 
     async def run() -> None:
         store = LimitsStore(store_url)

@@ -15,10 +15,10 @@ import pytest
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
+from tests.support.reliability import reliability
 
 JSON_NAME = "openai-chat-json-2"
 STREAM_NAME = "openai-chat-stream-1"
-from tests.support.reliability import reliability
 
 
 async def _hammer(gw: Gateway, total: int, concurrency: int) -> list[int]:

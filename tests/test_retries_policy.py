@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from addon.relay.policy import (
-    Policy, PolicyError, Target, parse_fallbacks, parse_statuses, retry_after_seconds, target_headers, target_url,
+    Policy,
+    PolicyError,
+    Target,
+    parse_fallbacks,
+    parse_statuses,
+    retry_after_seconds,
+    target_headers,
+    target_url,
 )
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream, Reply

@@ -149,7 +149,7 @@ class RedisCacheBackend:
                     pipe.hmget(entry_key(k), "h", "c")
                     pipe.hstrlen(entry_key(k), "b")
                 found = await self._guard(pipe.execute())
-                for (hits, cost), size in zip(found[::2], found[1::2]):
+                for (hits, cost), size in zip(found[::2], found[1::2], strict=True):
                     if hits is None:
                         continue  # evicted or deleted in between
                     row["entries"] += 1
@@ -180,5 +180,5 @@ def _from_meta(key: str, meta: dict[str, Any], body: bytes, hits: int) -> Entry:
 def _safe_url(url: str) -> str:
     """The URL without a password, for output."""
     scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
+    _creds, at, host = rest.rpartition("@")
     return f"{scheme}{sep}{'***@' if at else ''}{host}"

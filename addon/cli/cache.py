@@ -13,9 +13,9 @@ import json
 import time
 
 from addon import state
-from addon.cli import common
 from addon.cache.backend import SqlStore
 from addon.cache.redis_backend import RedisCacheBackend
+from addon.cli import common
 from addon.storage import db as dbmod
 from addon.storage.models import CacheEntry
 
@@ -88,9 +88,9 @@ def run_stats(args: argparse.Namespace) -> int:
     rows.append(["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), f"${t['saved_usd']:.6f}", str(t["expired"])])
     headers = ["provider", "entries", "size", "hits", "saved", "expired"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     return 0
 
 

@@ -51,8 +51,8 @@ def table(rows: list[Flow]) -> str:
             (r.error or r.parse_error or "")[:48].replace("\n", " "),
         ])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
     return "\n".join(out)
 
 

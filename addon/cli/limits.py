@@ -56,8 +56,8 @@ def table(report: dict) -> str:
                     "-" if not full else f"{full:.1f}s" if full is not None else "never",
                 ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     for hold in report.get("holds", []):
         out.append(f"adaptive hold: {hold['provider']} credential {hold['credential']} for {hold['for_s']:.1f}s more")
     if not report.get("limits"):

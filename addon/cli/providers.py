@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     headers = ["name", "prefix", "upstream", "format", "auth", "intercepted hosts"]
     lines = [[r["name"], "/" + r["prefix"], r["upstream"], r["format"], r["auth"], " ".join(r["hosts"]) or "-"] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for line in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     print(f"\n{len(rows)} providers")
     return 0

@@ -35,8 +35,8 @@ def _cell(key: str, value) -> str:
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     cells = [[_cell(key, r.get(key)) for _, key in columns] for r in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _) in enumerate(columns)]
-    out = ["  ".join(h.ljust(w) for (h, _), w in zip(columns, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
+    out = ["  ".join(h.ljust(w) for (h, _), w in zip(columns, widths, strict=True))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     return "\n".join(out)
 
 

@@ -11,7 +11,13 @@ import dataclasses
 import fnmatch
 from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits import (
+    RateLimitItem,
+    RateLimitItemPerDay,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    RateLimitItemPerSecond,
+)
 
 PERIODS: dict[str, type[RateLimitItem]] = {
     "second": RateLimitItemPerSecond,

@@ -31,9 +31,9 @@ import tenacity
 
 from addon import metadata as md
 from addon.relay.http import FRAMING, complete, decision_headers, read_all, read_body, read_head, write_head
-from addon.responses import make_error
 from addon.relay.policy import Policy, Target, retry_after_seconds, target_headers, target_url
 from addon.relay.upstream_client import ConnectTimeout, Pool, Response, UpstreamError
+from addon.responses import make_error
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Relay:
                 head = await read_head(reader)
                 if head is None:
                     return
-                method, headers = head
+                _method, headers = head
                 body = await read_body(reader, headers)
                 token = next((v.decode() for k, v in headers if k.lower() == _JOB_HEADER_B), "")
                 job = self.jobs.pop(token, None)

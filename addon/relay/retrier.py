@@ -23,8 +23,8 @@ from mitmproxy.connection import ConnectionState
 
 from addon import config, metadata as md
 from addon.relay import inline as relay_inline
-from addon.relay.relay import JOB_HEADER, Job, Relay
 from addon.relay.policy import Policy, PolicyError, Target, parse_fallbacks
+from addon.relay.relay import JOB_HEADER, Job, Relay
 from addon.router import Router
 
 logger = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ class Connection:
 
     def usable(self, now: float, expiry: float) -> bool:
         # The transport reads in the background: EOF or stray bytes on an idle connection show here.
-        return (not self.writer.is_closing() and not self.reader.at_eof() and not self.reader._buffer  # noqa: SLF001
+        return (not self.writer.is_closing() and not self.reader.at_eof() and not self.reader._buffer
                 and now - self.idle_since < expiry)
 
     def close(self) -> None:

@@ -17,10 +17,10 @@ from mitmproxy import ctx
 from tornado.httpserver import HTTPServer
 
 from addon import paths
-from addon.viewer.api import make_app
-from addon.viewer.auth import check_listen
 from addon.storage import db as dbmod
 from addon.storage.models import database_proxy
+from addon.viewer.api import make_app
+from addon.viewer.auth import check_listen
 
 logger = logging.getLogger(__name__)
 

@@ -172,7 +172,7 @@ class Gateway:
             sql = sql.replace("?", db.param)
         cursor = db.execute_sql(sql, params)
         names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def rows(self) -> list[dict[str, Any]]:
         try:
