@@ -51,7 +51,9 @@ class _Isolated:
         return None
 
     def __exit__(self, etype: Any, value: Any, tb: Any) -> bool:
-        if etype is None or not issubclass(etype, Exception) or issubclass(etype, (exceptions.AddonHalt, exceptions.OptionsError)):
+        if etype is None or not issubclass(etype, Exception):
+            return False
+        if issubclass(etype, (exceptions.AddonHalt, exceptions.OptionsError)):
             return False
         logger.error("Addon error: %s", value, exc_info=(etype, value, tb))
         return True

@@ -39,7 +39,9 @@ def _decoder(content_encoding: str):
 class StreamTee:
     """The callable mitmproxy calls with each response chunk (then b"" at the end)."""
 
-    def __init__(self, flow: http.HTTPFlow, parser: StreamParser, keep_limit: int, stripper: UsageChunkStripper | None) -> None:
+    def __init__(
+        self, flow: http.HTTPFlow, parser: StreamParser, keep_limit: int, stripper: UsageChunkStripper | None
+    ) -> None:
         self.flow = flow
         self.parser = parser
         self.keep_limit = keep_limit
@@ -158,7 +160,9 @@ class Meter:
             return
         flow.metadata[md.STREAM] = True
         stripper = UsageChunkStripper() if flow.metadata.get(md.INCLUDE_USAGE_INJECTED) and kind == "sse" else None
-        tee = StreamTee(flow, family.stream_parser(flow.request.path, kind), ctx.options.corral_storage_body_limit, stripper)
+        tee = StreamTee(
+            flow, family.stream_parser(flow.request.path, kind), ctx.options.corral_storage_body_limit, stripper
+        )
         self.tees[flow.id] = tee
         response.stream = tee
 

@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one short round (< 2 minutes)")
     p.add_argument("--rounds", type=int, help="rounds of every scenario (default 3; quick 1)")
     p.add_argument("--duration", type=float, help="seconds per timed run (default 3; quick 1.5)")
-    p.add_argument("--systems", help="comma-separated subset (direct,mitm,mitm-tee,corral,corral-cache,corral-limits,litellm)")
+    p.add_argument(
+        "--systems", help="comma-separated subset (direct,mitm,mitm-tee,corral,corral-cache,corral-limits,litellm)"
+    )
     p.add_argument("--scenarios", help="comma-separated subset of scenario names")
     p.add_argument("--profile", metavar="SCENARIO", action="append", default=[],
                    help="py-spy record Corral during this scenario (SVG next to the results)")

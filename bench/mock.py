@@ -73,8 +73,8 @@ def completion_json(model: str) -> bytes:
 
 def sse_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
     def event(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> bytes:
-        body: dict = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-                      "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
+        body: dict = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
         if usage is not None:
             body["usage"] = usage
         return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"

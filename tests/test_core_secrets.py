@@ -23,7 +23,12 @@ SECRETS = {
 QUERY_KEY = "AIzaSyQUERYSECRET0123456789abcdefghi"
 
 
-@reliability("secrets", "API keys in Authorization, x-api-key, x-goog-api-key, api-key, cookie, ?key=", "credentials pass through to the provider", "only fp_ fingerprints in database, log and exports (jsonl, csv, har)")
+@reliability(
+    "secrets",
+    "API keys in Authorization, x-api-key, x-goog-api-key, api-key, cookie, ?key=",
+    "credentials pass through to the provider",
+    "only fp_ fingerprints in database, log and exports (jsonl, csv, har)",
+)
 def test_no_secret_reaches_the_database_or_log(gateway: Gateway, fresh_mock, tag: str) -> None:
     name = "gemini-generatecontent-json-2"
     ex = corpus.load(name)

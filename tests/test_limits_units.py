@@ -75,7 +75,9 @@ def test_hold_from_headers() -> None:
     assert hold_seconds([("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "2s")], 200) == 2.0
     assert hold_seconds([("x-ratelimit-remaining-requests", "3"), ("x-ratelimit-reset-requests", "2s")], 200) is None
     when = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)).isoformat()
-    held = hold_seconds([("anthropic-ratelimit-tokens-remaining", "0"), ("anthropic-ratelimit-tokens-reset", when)], 200)
+    held = hold_seconds(
+        [("anthropic-ratelimit-tokens-remaining", "0"), ("anthropic-ratelimit-tokens-reset", when)], 200
+    )
     assert 28 < held <= 30
     assert hold_seconds([("retry-after", "4")], 429) == 4.0
     assert hold_seconds([("retry-after", "4")], 200) is None  # only an error status asks us to back off

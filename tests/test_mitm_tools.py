@@ -121,11 +121,18 @@ def test_mitmweb_shows_the_annotation(mock: MockUpstream, tmp_path: Path) -> Non
     ex = corpus.load("openai-chat-json-1")["expect"]
     assert reverse["comment"].startswith(f"openai {ex['model']} · {ex['input_tokens']}→{ex['output_tokens']} tok · $")
     ex = corpus.load("anthropic-messages-stream-1")["expect"]
-    assert explicit["comment"].startswith(f"anthropic {ex['model']} · {ex['input_tokens']}→{ex['output_tokens']} tok · stream")
+    assert explicit["comment"].startswith(
+        f"anthropic {ex['model']} · {ex['input_tokens']}→{ex['output_tokens']} tok · stream"
+    )
     assert not reverse["marked"]
 
 
-@reliability("isolation", "proxy on a non-loopback address without proxy authentication", "the gateway refuses to start (exit 2)", "-")
+@reliability(
+    "isolation",
+    "proxy on a non-loopback address without proxy authentication",
+    "the gateway refuses to start (exit 2)",
+    "-",
+)
 def test_corral_start_refuses_an_open_proxy(tmp_path: Path) -> None:
     """Refused before anything listens; mitmdump refuses the same way (ProxyScope.configure)."""
     gw = Gateway(None, workdir=tmp_path)

@@ -26,8 +26,13 @@ def vg(mock, tmp_path_factory) -> ViewerGateway:
 
 
 def corral(vg: ViewerGateway, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "addon.cli", *args, "--db", vg.gw.db, "--config", str(vg.gw.config_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "addon.cli", *args, "--db", vg.gw.db, "--config", str(vg.gw.config_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def db_rows(vg: ViewerGateway) -> list[dict]:

@@ -133,7 +133,9 @@ class SqlStore:
     def expire(self, now: float, max_entries: int, max_bytes: int) -> int:
         """Expired entries go first, then the oldest ones until the table fits both limits."""
         removed = CacheEntry.delete().where(CacheEntry.expires_at <= now).execute()
-        count, size = CacheEntry.select(peewee.fn.COUNT(CacheEntry.key), peewee.fn.COALESCE(peewee.fn.SUM(CacheEntry.size), 0)).scalar(as_tuple=True)
+        count, size = CacheEntry.select(
+            peewee.fn.COUNT(CacheEntry.key), peewee.fn.COALESCE(peewee.fn.SUM(CacheEntry.size), 0)
+        ).scalar(as_tuple=True)
         if count <= max_entries and size <= max_bytes:
             return removed
         doomed, keep_n, keep_bytes = [], count, size
@@ -149,7 +151,8 @@ class SqlStore:
 
     def stats(self, now: float) -> dict[str, Any]:
         fn = peewee.fn
-        rows = (CacheEntry.select(CacheEntry.provider, fn.COUNT(CacheEntry.key), fn.COALESCE(fn.SUM(CacheEntry.size), 0),
+        rows = (CacheEntry.select(CacheEntry.provider, fn.COUNT(CacheEntry.key),
+                                  fn.COALESCE(fn.SUM(CacheEntry.size), 0),
                                   fn.COALESCE(fn.SUM(CacheEntry.hits), 0),
                                   fn.COALESCE(fn.SUM(CacheEntry.hits * CacheEntry.cost_usd), 0.0),
                                   fn.SUM(peewee.Case(None, [(CacheEntry.expires_at <= now, 1)], 0)))

@@ -90,7 +90,9 @@ def canonical_body(body: bytes) -> bytes:
     except (ValueError, RecursionError):
         return body
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
     except (ValueError, RecursionError, UnicodeEncodeError):
         return body
 

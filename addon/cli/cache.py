@@ -85,7 +85,9 @@ def run_stats(args: argparse.Namespace) -> int:
     rows = [[name, str(p["entries"]), _size(p["bytes"]), str(p["hits"]), f"${p['saved_usd']:.6f}", str(p["expired"])]
             for name, p in data["providers"].items()]
     t = data["total"]
-    rows.append(["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), f"${t['saved_usd']:.6f}", str(t["expired"])])
+    rows.append(
+        ["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), f"${t['saved_usd']:.6f}", str(t["expired"])]
+    )
     headers = ["provider", "entries", "size", "hits", "saved", "expired"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))

@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(row))
         return 0
     headers = ["name", "prefix", "upstream", "format", "auth", "intercepted hosts"]
-    lines = [[r["name"], "/" + r["prefix"], r["upstream"], r["format"], r["auth"], " ".join(r["hosts"]) or "-"] for r in rows]
+    lines = [
+        [r["name"], "/" + r["prefix"], r["upstream"], r["format"], r["auth"], " ".join(r["hosts"]) or "-"] for r in rows
+    ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for line in lines:

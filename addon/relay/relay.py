@@ -151,7 +151,9 @@ class Relay:
         finally:
             writer.transport.abort()
 
-    async def _serve(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _serve(
+        self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer one relayed request; False when the connection to mitmproxy must end."""
         if job.outcome is not None:
             outcome, error = job.outcome, None
@@ -161,14 +163,18 @@ class Relay:
             made = self.failure(job, error)
             content = made.content or b""
             head = [(k, v) for k, v in made.headers.fields if k.lower() not in FRAMING]
-            await write_head(writer, made.status_code, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
+            await write_head(
+                writer, made.status_code, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))]
+            )
             writer.write(content)
             await writer.drain()
             return True
         job.flow.metadata[md.UPSTREAM] = outcome.target.upstream
         return await self._stream_back(job, outcome, writer)
 
-    async def run_attempts(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[Outcome | None, BaseException | None]:
+    async def run_attempts(
+        self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[Outcome | None, BaseException | None]:
         """Every attempt the policy allows; the attempts are on the flow as they are made."""
         meta = job.flow.metadata
         meta[md.ATTEMPTS] = job.attempts  # the same list: attempts show up as they are made
@@ -183,11 +189,15 @@ class Relay:
         status = 504 if isinstance(error, TimeoutError | ConnectTimeout) else 502
         kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
         last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
-        return make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
+        return make_error(
+            job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind
+        )
 
     # --- attempts ----------------------------------------------------------------------------
 
-    async def _attempt_all(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[Outcome | None, BaseException | None]:
+    async def _attempt_all(
+        self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[Outcome | None, BaseException | None]:
         """Primary (with retries), then each fallback (with retries): the first answer worth passing
         on, else the last error response (None and the last exception when no response came)."""
         last: Outcome | None = None

@@ -72,7 +72,8 @@ class Retrier:
                 self._load_settings()
             except PolicyError as e:
                 raise exceptions.OptionsError(str(e)) from None
-        if self.running_ and updated & {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}:
+        if self.running_ and updated & {"ssl_insecure", "ssl_verify_upstream_trusted_ca",
+                                         "ssl_verify_upstream_trusted_confdir"}:
             self.relay.set_verify(self._verify())
 
     def _load_settings(self) -> None:

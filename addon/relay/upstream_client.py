@@ -54,7 +54,9 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class Connection:
-    def __init__(self, origin: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, origin: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.origin = origin
         self.reader = reader
         self.writer = writer
@@ -177,7 +179,9 @@ def _framing(method: str, status: int, headers: Headers, http11: bool) -> tuple[
 
 
 class Pool:
-    def __init__(self, ssl_context: ssl.SSLContext, max_idle_per_origin: int = 200, keepalive_expiry: float = 60.0) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext, max_idle_per_origin: int = 200, keepalive_expiry: float = 60.0
+    ) -> None:
         self.ssl_context = ssl_context
         self.max_idle = max_idle_per_origin
         self.expiry = keepalive_expiry

@@ -114,7 +114,9 @@ def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
     return (t.astimezone(datetime.UTC).replace(tzinfo=None) if t.tzinfo else t), flow_id
 
 
-def list_flows(filters: Filters, limit: int = 50, before: str | None = None, after: str | None = None) -> dict[str, Any]:
+def list_flows(
+    filters: Filters, limit: int = 50, before: str | None = None, after: str | None = None
+) -> dict[str, Any]:
     """One page, newest first. ``before``: the page after that cursor (older rows); ``after``: only rows
     newer than that cursor (live updates), newest first."""
     limit = max(1, min(int(limit), 500))

@@ -149,7 +149,9 @@ class RecordWriter:
         fields = Flow._meta.sorted_fields
         if self._sqlite_insert is None:
             columns = ", ".join(f'"{f.column_name}"' for f in fields)
-            self._sqlite_insert = f'INSERT INTO "{Flow._meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+            self._sqlite_insert = (
+                f'INSERT INTO "{Flow._meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+            )
         params = [tuple(f.db_value(row[f.name] if f.name in row else _default(f)) for f in fields) for row in batch]
         with peewee.__exception_wrapper__:  # sqlite3 errors -> peewee's, as insert_many raises them
             self._db.cursor().executemany(self._sqlite_insert, params)

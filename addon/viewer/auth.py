@@ -11,7 +11,9 @@ from mitmproxy import exceptions
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise exceptions.OptionsError(f"corral_viewer_listen must be HOST:PORT (or empty to turn the viewer off), got {value!r}")
+        raise exceptions.OptionsError(
+            f"corral_viewer_listen must be HOST:PORT (or empty to turn the viewer off), got {value!r}"
+        )
     return host.strip("[]"), int(port)
 
 

@@ -180,7 +180,9 @@ class Gateway:
         except Exception:
             return []
 
-    def wait_rows(self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_rows(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         """Rows matching ``predicate`` once at least ``count`` exist (AssertionError on timeout)."""
         deadline = time.monotonic() + timeout
         found: list[dict[str, Any]] = []
