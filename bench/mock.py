@@ -93,6 +93,10 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+# Responses being written later; the loop holds tasks only weakly.
+_RESPONDING: set[asyncio.Task[None]] = set()
+
+
 class MockProtocol(asyncio.Protocol):
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -171,8 +175,10 @@ class MockProtocol(asyncio.Protocol):
             self.reply(200, completion_json(model), "application/json", close)
             return
         self.busy = True
-        asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self.respond_later(model, latency, delay, chunks, stream, USAGE_RE.search(body) is not None, close))
+        _RESPONDING.add(task)
+        task.add_done_callback(_RESPONDING.discard)
 
     async def respond_later(self, model: str, latency: float, delay: float, chunks: int,
                             stream: bool, include_usage: bool, close: bool) -> None:

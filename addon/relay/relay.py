@@ -95,6 +95,8 @@ class Relay:
         self.pool: Pool | None = None
         self._server: asyncio.Server | None = None
         self.verify: Any = True
+        # Pools being closed after a TLS setting changed: the loop holds tasks only weakly.
+        self._closing: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -109,7 +111,9 @@ class Relay:
         self.verify = verify
         old, self.pool = self.pool, Pool(ssl_context(verify), max_idle_per_origin=200, keepalive_expiry=60)
         if old is not None:
-            asyncio.get_running_loop().create_task(old.aclose())
+            task = asyncio.get_running_loop().create_task(old.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -118,6 +122,8 @@ class Relay:
         if self.pool is not None:
             await self.pool.aclose()
             self.pool = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def add(self, job: Job) -> str:
         token = secrets.token_hex(12)
