@@ -18,7 +18,8 @@ import math
 import time
 from typing import Protocol
 
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import MemoryStorage, MovingWindowSupport, RedisStorage, SlidingWindowCounterSupport
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
@@ -75,9 +76,10 @@ class LimitsStore:
         self.shared = "redis" in uri.partition("://")[0]
         # limits' async Redis defaults to coredis; Corral's dependency is redis-py.
         options = {"implementation": "redispy", **state.client_options()} if self.shared else {}
-        self.storage = (
-            LazyExpiryMemoryStorage() if uri.startswith("async+memory:") else storage_from_string(uri, **options)
-        )
+        storage = LazyExpiryMemoryStorage() if uri.startswith("async+memory:") else storage_from_string(uri, **options)
+        if not isinstance(storage, MovingWindowSupport) or not isinstance(storage, SlidingWindowCounterSupport):
+            raise ValueError(f"{url!r}: this storage cannot count moving and sliding windows")
+        self.storage = storage
         self.moving = MovingWindowRateLimiter(self.storage)
         self.counter = SlidingWindowCounterRateLimiter(self.storage)
         self.cluster = state.is_cluster(url)
@@ -90,19 +92,24 @@ class LimitsStore:
             return await call
         return await self.breaker.guard(call)
 
+    def _redis(self) -> RedisStorage:
+        """The storage, on the paths only a shared (Redis) store takes."""
+        assert isinstance(self.storage, RedisStorage)
+        return self.storage
+
     def _script(self, name: str):
         if name not in self._scripts:
-            self._scripts[name] = self.storage.bridge.get_connection().register_script(getattr(limits_lua, name))
+            bridge = self._redis().bridge
+            assert isinstance(bridge, RedispyBridge)  # implementation="redispy", see __init__
+            self._scripts[name] = bridge.get_connection().register_script(getattr(limits_lua, name))
         return self._scripts[name]
 
     def _redis_keys(self, window: Window, key: str) -> list[str]:
-        bridge, full = self.storage.bridge, self._key(window, key)
+        redis, full = self._redis(), self._key(window, key)
         if not window.counter:
-            return [bridge.prefixed_key(full)]
-        return [
-            bridge.prefixed_key(self.storage._previous_window_key(full)),
-            bridge.prefixed_key(self.storage._current_window_key(full)),
-        ]
+            return [redis.bridge.prefixed_key(full)]
+        return [redis.bridge.prefixed_key(redis._previous_window_key(full)),
+                redis.bridge.prefixed_key(redis._current_window_key(full))]
 
     async def admit(self, windows: list[tuple[Window, str, int]]) -> int | None:
         if not self.shared:
