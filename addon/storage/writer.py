@@ -153,7 +153,8 @@ class RecordWriter:
                 f'INSERT INTO "{Flow._meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
             )
         params = [tuple(f.db_value(row[f.name] if f.name in row else _default(f)) for f in fields) for row in batch]
-        with peewee.__exception_wrapper__:  # sqlite3 errors -> peewee's, as insert_many raises them
+        # sqlite3 errors -> peewee's, as insert_many raises them. peewee's stubs leave out this module global.
+        with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
             self._db.cursor().executemany(self._sqlite_insert, params)
 
     def _reconnect(self) -> None:
@@ -161,7 +162,7 @@ class RecordWriter:
         try:
             self._db.close()
         except Exception:  # closing a broken connection may fail; drop it anyway
-            self._db._state.reset()
+            self._db._state.reset()  # type: ignore[attr-defined]  # private; peewee's stubs leave it out
         try:
             self._db.connect(reuse_if_open=True)
         except Exception as e:
