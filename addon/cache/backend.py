@@ -123,7 +123,7 @@ class SqlStore:
 
     def keys(self, now: float) -> dict[str, float]:
         query = CacheEntry.select(CacheEntry.key, CacheEntry.expires_at).where(CacheEntry.expires_at > now)
-        return {key: expires for key, expires in query.tuples()}
+        return {key: expires for key, expires in query.tuples().execute()}
 
     def add_hits(self, counts: dict[str, int]) -> None:
         with self.db.atomic():
@@ -158,7 +158,7 @@ class SqlStore:
                                   fn.SUM(peewee.Case(None, [(CacheEntry.expires_at <= now, 1)], 0)))
                 .group_by(CacheEntry.provider).order_by(CacheEntry.provider).tuples())
         providers = {p: {"entries": n, "bytes": b, "hits": h, "saved_usd": round(s, 6), "expired": e or 0}
-                     for p, n, b, h, s, e in rows}
+                     for p, n, b, h, s, e in rows.execute()}
         total = {k: sum(p[k] for p in providers.values()) for k in ("entries", "bytes", "hits", "saved_usd", "expired")}
         return {"total": total, "providers": providers}
 

@@ -37,7 +37,9 @@ class Policy:
     def applies(self, provider: str, model: str | None) -> bool:
         if self.enabled or provider in self.providers:
             return True
-        return bool(model) and any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+        if not model:
+            return False
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
 
 
 @dataclasses.dataclass

@@ -133,8 +133,11 @@ class CacheLookup:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL)
+            backend = self._ensure_backend()  # a new [state] url drops the old backend
+            if backend is None:
+                continue
             try:
-                removed = await self.backend.expire()
+                removed = await backend.expire()
                 if removed:
                     logger.debug("corral: cache expired %d entries", removed)
             except state.StateUnavailable:
