@@ -48,7 +48,8 @@ class StreamTee:
         self.kept = bytearray()
         self.truncated = False
         self.stripper = stripper
-        self.decoder = _decoder(flow.response.headers.get("content-encoding", "")) if flow.response else None
+        self.encoding = flow.response.headers.get("content-encoding", "") if flow.response else ""
+        self.decoder = _decoder(self.encoding)
         self.decode_error: str | None = None
         self.finished = False
 
@@ -80,7 +81,7 @@ class StreamTee:
             try:
                 data = self.decoder.decompress(chunk)
             except zlib.error as e:
-                self.decode_error = f"stream is not valid {self.flow.response.headers.get('content-encoding')}: {e}"
+                self.decode_error = f"stream is not valid {self.encoding}: {e}"
                 return
         elif self.decode_error is not None:
             return

@@ -31,7 +31,7 @@ DEFAULT_LISTEN = "127.0.0.1:8082"  # 8081 is mitmweb's own UI
 class Viewer:
     def __init__(self, metrics=None) -> None:
         self.metrics = metrics  # the Metrics addon whose registry /metrics serves
-        self.server = None
+        self.server: HTTPServer | None = None
         self.address: tuple[str, int] | None = None
         self.bound: tuple[str, int] | None = None
 
