@@ -161,6 +161,8 @@ class Relay:
         self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one relayed request; False when the connection to mitmproxy must end."""
+        outcome: Outcome | None
+        error: BaseException | None
         if job.outcome is not None:
             outcome, error = job.outcome, None
         else:
@@ -246,9 +248,16 @@ class Relay:
             asked = self._asked_wait(state)
             return asked if asked is not None else backoff(state)
 
-        def over_cap(state: tenacity.RetryCallState) -> bool:
+        out_of_attempts = tenacity.stop_after_attempt(policy.attempts)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            # Out of attempts, or the provider asks for a longer wait than the cap.
             asked = self._asked_wait(state)
-            return asked is not None and asked > policy.max_retry_after
+            return out_of_attempts(state) or (asked is not None and asked > policy.max_retry_after)
+
+        def last_answer(state: tenacity.RetryCallState) -> Outcome:
+            assert state.outcome is not None  # tenacity gives up only after an attempt
+            return state.outcome.result()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             job.attempts[-1]["wait_ms"] = round((state.upcoming_sleep or 0) * 1000)
@@ -264,11 +273,11 @@ class Relay:
                 raise ClientGone()
 
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(policy.attempts) | over_cap,
+            stop=stop,
             wait=wait,
             retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS)
             | tenacity.retry_if_result(lambda o: self._retryable(policy, o)),
-            retry_error_callback=lambda state: state.outcome.result(),  # pass the last answer on
+            retry_error_callback=last_answer,  # pass the last answer on
             before_sleep=before_sleep,
             sleep=sleep,
         )
