@@ -1,8 +1,12 @@
-# Developer commands. `make test` is what CI runs (.ci/run).
-.PHONY: test test-heavy bench bench-quick venv
+# Developer commands. `make lint` and `make test` are what CI runs (.ci/run).
+.PHONY: test test-heavy lint bench bench-quick venv
 
 venv:
 	@scripts/bootstrap.sh test
+
+lint: venv
+	.venv/bin/ruff check
+	.venv/bin/mypy
 
 test: venv
 	.venv/bin/python -m pytest -q $(ARGS)

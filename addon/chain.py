@@ -24,9 +24,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import mitmproxy.addonmanager  # noqa: F401  (these imports define every hook in hooks.all_hooks)
-import mitmproxy.log  # noqa: F401
-import mitmproxy.proxy.layers  # noqa: F401
+import mitmproxy.addonmanager  # these imports define every hook in hooks.all_hooks
+import mitmproxy.log
+import mitmproxy.proxy.layers
 import mitmproxy.proxy.server_hooks  # noqa: F401
 from mitmproxy import exceptions, hooks
 from prometheus_client import CollectorRegistry
@@ -59,7 +59,9 @@ class _Isolated:
         return None
 
     def __exit__(self, etype: Any, value: Any, tb: Any) -> bool:
-        if etype is None or not issubclass(etype, Exception) or issubclass(etype, (exceptions.AddonHalt, exceptions.OptionsError)):
+        if etype is None or not issubclass(etype, Exception):
+            return False
+        if issubclass(etype, (exceptions.AddonHalt, exceptions.OptionsError)):
             return False
         logger.error("Addon error: %s", value, exc_info=(etype, value, tb))
         return True

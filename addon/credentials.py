@@ -29,7 +29,8 @@ SECRET_HEADERS = frozenset(
 # Headers that carry the client's API credential, in the order they are looked for.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 # Query parameters that carry secrets (Gemini `key=`, Azure SAS `sig=`, ...).
-SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "access_token", "token", "sig", "x-amz-security-token", "x-amz-signature", "x-amz-credential"})
+SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "access_token", "token", "sig",
+                               "x-amz-security-token", "x-amz-signature", "x-amz-credential"})
 
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)")
 

@@ -9,7 +9,16 @@ from typing import Any
 
 from mitmproxy import exceptions, hooks, master, options
 from mitmproxy.addons import (
-    block, core, disable_h2c, errorcheck, next_layer, proxyauth, proxyserver, script, tlsconfig, upstream_auth,
+    block,
+    core,
+    disable_h2c,
+    errorcheck,
+    next_layer,
+    proxyauth,
+    proxyserver,
+    script,
+    tlsconfig,
+    upstream_auth,
 )
 
 from addon import chain, config, netaddr, paths
@@ -87,7 +96,7 @@ async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[st
     return 0
 
 
-async def _stop(gateway: master.Master, recorder: Recorder | None, timeout: float = CUT_TIMEOUT) -> None:
+async def _stop(gateway: master.Master, recorder: Recorder | None, grace: float = CUT_TIMEOUT) -> None:
     """SIGTERM/SIGINT: stop listening, end the client connections still open, then shut down.
 
     mitmproxy's own shutdown runs the addons' ``done`` while its listener still accepts and open
@@ -102,7 +111,7 @@ async def _stop(gateway: master.Master, recorder: Recorder | None, timeout: floa
             await server.servers.update([])
             if recorder is not None:
                 recorder.stopping = True
-            deadline = asyncio.get_running_loop().time() + timeout
+            deadline = asyncio.get_running_loop().time() + grace
             while server.connections and asyncio.get_running_loop().time() < deadline:
                 # Repeated: a connection accepted just before the listener closed gets its handler late.
                 for handler in list(server.connections.values()):

@@ -40,7 +40,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
 | corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
 | corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |
-"""
+"""  # noqa: E501 - a markdown table keeps one row per line
 
 from __future__ import annotations
 

@@ -39,14 +39,17 @@ def _decoder(content_encoding: str):
 class StreamTee:
     """The callable mitmproxy calls with each response chunk (then b"" at the end)."""
 
-    def __init__(self, flow: http.HTTPFlow, parser: StreamParser, keep_limit: int, stripper: UsageChunkStripper | None) -> None:
+    def __init__(
+        self, flow: http.HTTPFlow, parser: StreamParser, keep_limit: int, stripper: UsageChunkStripper | None
+    ) -> None:
         self.flow = flow
         self.parser = parser
         self.keep_limit = keep_limit
         self.kept = bytearray()
         self.truncated = False
         self.stripper = stripper
-        self.decoder = _decoder(flow.response.headers.get("content-encoding", "")) if flow.response else None
+        self.encoding = flow.response.headers.get("content-encoding", "") if flow.response else ""
+        self.decoder = _decoder(self.encoding)
         self.decode_error: str | None = None
         self.finished = False
 
@@ -78,7 +81,7 @@ class StreamTee:
             try:
                 data = self.decoder.decompress(chunk)
             except zlib.error as e:
-                self.decode_error = f"stream is not valid {self.flow.response.headers.get('content-encoding')}: {e}"
+                self.decode_error = f"stream is not valid {self.encoding}: {e}"
                 return
         elif self.decode_error is not None:
             return
@@ -158,7 +161,9 @@ class Meter:
             return
         flow.metadata[md.STREAM] = True
         stripper = UsageChunkStripper() if flow.metadata.get(md.INCLUDE_USAGE_INJECTED) and kind == "sse" else None
-        tee = StreamTee(flow, family.stream_parser(flow.request.path, kind), ctx.options.corral_storage_body_limit, stripper)
+        tee = StreamTee(
+            flow, family.stream_parser(flow.request.path, kind), ctx.options.corral_storage_body_limit, stripper
+        )
         self.tees[flow.id] = tee
         response.stream = tee
 

@@ -186,7 +186,8 @@ class Recorder:
             "total_tokens": usage.get("total_tokens"),
             "cost_usd": cost,
             # Unpriced means tokens were counted but no price is known; no usage is not "unpriced".
-            "unpriced": price.unpriced and (usage.get("input_tokens") is not None or usage.get("output_tokens") is not None),
+            "unpriced": price.unpriced and (usage.get("input_tokens") is not None
+                                            or usage.get("output_tokens") is not None),
             "saved_cost_usd": saved,
             "cache": cache,
             "retries": meta.get(md.RETRIES, 0),
@@ -200,7 +201,8 @@ class Recorder:
             "request_headers": _headers_json(req.headers),
             "response_headers": _headers_json(resp.headers if resp is not None else None),
             "request_body": _body_text(req.raw_content, limit) if full else None,
-            "response_body": _body_text(resp.get_content(strict=False) if resp is not None else None, limit) if full else None,
+            "response_body": (_body_text(resp.get_content(strict=False) if resp is not None else None, limit)
+                              if full else None),
             "response_text": meta.get(md.TEXT) if full else None,
             "attempts": json.dumps(meta[md.ATTEMPTS]) if meta.get(md.ATTEMPTS) else None,
             "worker": self.worker,

@@ -54,7 +54,8 @@ class Router:
             self._route_reverse(flow)
         else:
             provider = self.catalog.current.by_host(flow.request.host, flow.request.port)
-            if provider is None and not flow.client_conn.tls and flow.request.scheme == "http" and flow.request.port == 80:
+            plain_http = not flow.client_conn.tls and flow.request.scheme == "http" and flow.request.port == 80
+            if provider is None and plain_http:
                 # Absolute-form plain HTTP (`http://api.openai.com/...` through the proxy): same provider
                 # as its :443 host; _route_explicit sends it on over TLS unless the upstream is overridden.
                 provider = self.catalog.current.by_host(flow.request.host, 443)
@@ -76,7 +77,9 @@ class Router:
             return
         if md.FORMAT in flow.metadata and flow.response is None:
             # Parsed once here, so every later addon (cache key, limits, meter) can use it.
-            info = get_family(flow.metadata[md.FORMAT]).parse_request(flow.request.path, flow.request.raw_content or b"")
+            info = get_family(flow.metadata[md.FORMAT]).parse_request(
+                flow.request.path, flow.request.raw_content or b""
+            )
             flow.metadata[md.MODEL] = info.model
             flow.metadata[md.STREAM_REQUESTED] = info.stream
             if info.include_usage:

@@ -82,7 +82,9 @@ class Breaker:
             logger.warning("corral: %s: Redis unavailable (%s); degraded until it is back", self.what, error)
         self.down = True
         self.down_until = time.monotonic() + RETRY_AFTER_DOWN
-        return error if isinstance(error, StateUnavailable) else StateUnavailable(f"{self.what}: Redis unavailable: {error}")
+        if isinstance(error, StateUnavailable):
+            return error
+        return StateUnavailable(f"{self.what}: Redis unavailable: {error}")
 
     def ok(self) -> None:
         if self.down:

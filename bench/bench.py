@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -21,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import report  # noqa: E402
-import scenarios as scen  # noqa: E402
-import systems as sysmod  # noqa: E402
+import report
+import scenarios as scen
+import systems as sysmod
 
 
 def version(cmd: list[str]) -> str | None:
@@ -75,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one short round (< 2 minutes)")
     p.add_argument("--rounds", type=int, help="rounds of every scenario (default 3; quick 1)")
     p.add_argument("--duration", type=float, help="seconds per timed run (default 3; quick 1.5)")
-    p.add_argument("--systems", help="comma-separated subset (direct,mitm,mitm-tee,corral,corral-cache,corral-limits,litellm)")
+    p.add_argument(
+        "--systems", help="comma-separated subset (direct,mitm,mitm-tee,corral,corral-cache,corral-limits,litellm)"
+    )
     p.add_argument("--scenarios", help="comma-separated subset of scenario names")
     p.add_argument("--profile", metavar="SCENARIO", action="append", default=[],
                    help="py-spy record Corral during this scenario (SVG next to the results)")

@@ -159,7 +159,7 @@ async def counted_run(host: str, port: int, path: str, bodies: list[bytes], conc
 
 
 async def open_streams(host: str, port: int, path: str, body: bytes, count: int, ramp: float,
-                       sample=None, timeout: float = 60.0) -> RunStats:
+                       sample=None, stream_timeout: float = 60.0) -> RunStats:
     """``count`` streams opened over ``ramp`` seconds, all held open at once; ``sample()`` is called
     every 50 ms while they run (the bench reads the gateway's RSS there)."""
     raw = request_bytes(host, port, path, body)
@@ -180,7 +180,7 @@ async def open_streams(host: str, port: int, path: str, body: bytes, count: int,
 
         stats.sent += 1
         try:
-            res = await asyncio.wait_for(conn.exchange(raw, on_headers), timeout)
+            res = await asyncio.wait_for(conn.exchange(raw, on_headers), stream_timeout)
         except TimeoutError:
             res = Result(error="timeout")
         if opened:

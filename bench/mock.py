@@ -73,8 +73,8 @@ def completion_json(model: str) -> bytes:
 
 def sse_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
     def event(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> bytes:
-        body: dict = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-                      "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
+        body: dict = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
         if usage is not None:
             body["usage"] = usage
         return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
@@ -91,6 +91,10 @@ def sse_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+# Responses being written later; the loop holds tasks only weakly.
+_RESPONDING: set[asyncio.Task[None]] = set()
 
 
 class MockProtocol(asyncio.Protocol):
@@ -171,8 +175,10 @@ class MockProtocol(asyncio.Protocol):
             self.reply(200, completion_json(model), "application/json", close)
             return
         self.busy = True
-        asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self.respond_later(model, latency, delay, chunks, stream, USAGE_RE.search(body) is not None, close))
+        _RESPONDING.add(task)
+        task.add_done_callback(_RESPONDING.discard)
 
     async def respond_later(self, model: str, latency: float, delay: float, chunks: int,
                             stream: bool, include_usage: bool, close: bool) -> None:

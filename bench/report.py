@@ -120,7 +120,11 @@ def targets(summary, systems) -> list[dict]:
     for sc in ("stream_c1", "stream_c32"):
         c, d = fig(summary, sc, "corral", "ttfb_p50_ms"), fig(summary, sc, "direct", "ttfb_p50_ms")
         tee = fig(summary, sc, "mitm-tee", "ttfb_p50_ms")
-        floor = f"; mitmdump + bare SSE tee (no Corral code) {fmt(tee)} ms (+{tee - d:.3f} ms)" if None not in (tee, d) else ""
+        floor = (
+            f"; mitmdump + bare SSE tee (no Corral code) {fmt(tee)} ms (+{tee - d:.3f} ms)"
+            if None not in (tee, d)
+            else ""
+        )
         add(f"{sc}: Corral stream TTFB p50 <= direct + 2 ms", None if None in (c, d) else c <= d + 2,
             missing("corral") or f"Corral {fmt(c)} ms, direct {fmt(d)} ms (+{(c or 0) - (d or 0):.3f} ms){floor}")
     c, m = fig(summary, "cache_hit", "corral-cache", "p50_ms"), fig(summary, "json_c1", "mitm", "p50_ms")
@@ -130,8 +134,11 @@ def targets(summary, systems) -> list[dict]:
         missing("corral-cache", "mitm") or f"hit p50 {fmt(c)} ms vs mitmproxy {fmt(m)} ms; hits recorded: {hits}")
     e, rss = fig(summary, "open_streams", "corral", "errors"), fig(summary, "open_streams", "corral", "rss_mb")
     n = fig(summary, "open_streams", "corral", "peak_open")
-    add("open streams: zero errors, Corral RSS <= 300 MB", None if e is None else (e == 0 and rss is not None and rss <= 300),
-        missing("corral") or f"errors {e}, peak open {n}, RSS peak {fmt(rss)} MB")
+    add(
+        "open streams: zero errors, Corral RSS <= 300 MB",
+        None if e is None else (e == 0 and rss is not None and rss <= 300),
+        missing("corral") or f"errors {e}, peak open {n}, RSS peak {fmt(rss)} MB",
+    )
     oks = [d.get("rows_ok") for sc in summary.values() for name, d in sc.items() if name.startswith("corral")]
     lost = fig(summary, "records", "corral", "rows_lost")
     add("zero recorded rows lost (every Corral run)", None if not oks else all(oks),

@@ -38,9 +38,9 @@ def scenarios(quick: bool) -> list[Scenario]:
     main = ("direct", "mitm", "corral", "litellm")
     streams = ("direct", "mitm", "mitm-tee", "corral", "litellm")
     return [
-        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", main + ("corral-limits",), concurrency=1),
+        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", (*main, "corral-limits"), concurrency=1),
         Scenario("json_c8", "JSON POST, concurrency 8", "wrk", main, concurrency=8),
-        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", main + ("corral-limits",), concurrency=64),
+        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", (*main, "corral-limits"), concurrency=64),
         Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
                  concurrency=1, primary="p50_ms", higher_is_better=False),
         Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream", streams,
@@ -50,8 +50,8 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("slow_c256", "256 concurrent, upstream latency 300 ms", "wrk", main,
                  model="bench-l300", concurrency=256, threads=2),
         # Quick: fewer and shorter streams, and no LiteLLM (it needs ~15 s to fail most of them).
-        Scenario("open_streams", f"{300 if quick else 1000} concurrent open streams ({2 if quick else 3} s each)", "open",
-                 streams[:-1] if quick else streams,
+        Scenario("open_streams", f"{300 if quick else 1000} concurrent open streams ({2 if quick else 3} s each)",
+                 "open", streams[:-1] if quick else streams,
                  model="bench-d100-n20" if quick else "bench-d100-n30", concurrency=300 if quick else 1000, stream=True,
                  primary="errors", higher_is_better=False),
         Scenario("records", f"{500 if quick else 2000} requests (1 in 4 streamed), c=16: rows recorded",

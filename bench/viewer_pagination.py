@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from addon.storage import db as dbmod, queries  # noqa: E402
-from addon.storage.models import Flow  # noqa: E402
+from addon.storage import db as dbmod, queries
+from addon.storage.models import Flow
 
 PROVIDERS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"), ("anthropic", "claude-haiku-4-5"),
              ("gemini", "gemini-2.5-flash"), ("groq", "llama-3.3-70b"), ("mistral", "mistral-small")]
@@ -33,10 +33,12 @@ def fill(rows: int) -> None:
         provider, model = PROVIDERS[rnd.randrange(len(PROVIDERS))]
         status = 200 if rnd.random() < 0.95 else rnd.choice([400, 429, 500, 503])
         batch.append({
-            "id": f"{i:08d}-synthetic", "started_at": start + datetime.timedelta(milliseconds=i * 250 + rnd.randrange(100)),
-            "mode": "reverse", "provider": provider, "method": "POST", "host": "api.example", "path": "/v1/chat/completions",
-            "model": model, "status": status, "stream": rnd.random() < 0.5, "ttfb_ms": rnd.uniform(50, 900),
-            "duration_ms": rnd.uniform(100, 9000), "input_tokens": rnd.randrange(10, 4000), "output_tokens": rnd.randrange(1, 800),
+            "id": f"{i:08d}-synthetic",
+            "started_at": start + datetime.timedelta(milliseconds=i * 250 + rnd.randrange(100)),
+            "mode": "reverse", "provider": provider, "method": "POST", "host": "api.example",
+            "path": "/v1/chat/completions", "model": model, "status": status, "stream": rnd.random() < 0.5,
+            "ttfb_ms": rnd.uniform(50, 900), "duration_ms": rnd.uniform(100, 9000),
+            "input_tokens": rnd.randrange(10, 4000), "output_tokens": rnd.randrange(1, 800),
             "cost_usd": rnd.uniform(0, 0.01), "cache": rnd.choice(["off", "off", "off", "miss", "hit"]),
             "request_body": f'{{"model": "{model}", "messages": [{{"role": "user", "content": "question {i}"}}]}}',
             "response_text": f"answer {i}",
@@ -79,24 +81,29 @@ def main() -> int:
     first = queries.list_flows(f, 50)
     timed("first page (50 rows)", lambda: queries.list_flows(f, 50))
     # A deep page: the cursor of a row ~900,000 rows down, as if the user paged that far.
-    deep_row = Flow.select(Flow.started_at, Flow.id).order_by(Flow.started_at.desc(), Flow.id.desc()).offset(int(total * 0.9)).limit(1).get()
+    newest_first = (Flow.started_at.desc(), Flow.id.desc())
+    deep_row = Flow.select(Flow.started_at, Flow.id).order_by(*newest_first).offset(int(total * 0.9)).limit(1).get()
     deep = f"{deep_row.started_at.isoformat()}|{deep_row.id}"
     timed(f"deep page (after row {int(total * 0.9):,}, keyset)", lambda: queries.list_flows(f, 50, before=deep))
     timed("same depth with OFFSET (what keyset avoids)", lambda: {"flows": list(
-        Flow.select(Flow.id).order_by(Flow.started_at.desc(), Flow.id.desc()).offset(int(total * 0.9)).limit(50))}, repeat=3)
-    timed("live poll: rows newer than the newest shown", lambda: queries.list_flows(f, 200, after=queries.encode_cursor(first["flows"][0])))
+        Flow.select(Flow.id).order_by(*newest_first).offset(int(total * 0.9)).limit(50))}, repeat=3)
+    newest = queries.encode_cursor(first["flows"][0])
+    timed("live poll: rows newer than the newest shown", lambda: queries.list_flows(f, 200, after=newest))
     for label, filt in [("provider=anthropic", queries.Filters(provider="anthropic")),
                         ("model=gemini-2.5-flash", queries.Filters(model="gemini-2.5-flash")),
                         ("status=5xx", queries.Filters(status="5xx")), ("cache=hit", queries.Filters(cache="hit")),
                         ("status=5xx, deep page", queries.Filters(status="5xx"))]:
         before = deep if "deep" in label else None
         timed(f"first page, {label}", lambda filt=filt, before=before: queries.list_flows(filt, 50, before=before))
-    timed("text search, recent match (q='question 999990')", lambda: queries.list_flows(queries.Filters(q=f"question {total - 10}"), 50), repeat=3)
-    timed("text search, no match (full scan)", lambda: queries.list_flows(queries.Filters(q="no such text"), 50), repeat=1)
+    recent = queries.Filters(q=f"question {total - 10}")
+    timed("text search, recent match (q='question 999990')", lambda: queries.list_flows(recent, 50), repeat=3)
+    nowhere = queries.Filters(q="no such text")
+    timed("text search, no match (full scan)", lambda: queries.list_flows(nowhere, 50), repeat=1)
     last = Flow.select(Flow.started_at).order_by(Flow.started_at.desc()).limit(1).scalar()
     for hours in (1, 24):
         span = queries.Filters(since=last - datetime.timedelta(hours=hours), until=last)
-        timed(f"analytics, last {hours}h ({span.where(Flow.select()).count():,} rows)", lambda span=span: queries.analytics(span), repeat=1)
+        label = f"analytics, last {hours}h ({span.where(Flow.select()).count():,} rows)"
+        timed(label, lambda span=span: queries.analytics(span), repeat=1)
     return 0
 
 

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 FAMILIES = frozenset({"openai", "anthropic", "gemini", "cohere", "bedrock", "ollama"})
 AUTH_SCHEMES = frozenset({"bearer", "x-api-key", "x-goog-api-key", "query-key", "api-key", "sigv4", "none"})
 PROVIDER_KEYS = frozenset(
-    {"prefix", "upstream", "hosts", "auth", "format", "reverse", "per_host", "docs", "note", "pricing_id", "path_formats"}
+    {"prefix", "upstream", "hosts", "auth", "format", "reverse", "per_host", "docs", "note", "pricing_id",
+     "path_formats"}
 )
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 
@@ -267,7 +268,9 @@ def _check_host_regex(name: str, rx: str) -> None:
         # '^a|b$' is anchored on one side only per branch; mitmproxy would search it.
         raise CatalogError(f"provider {name!r}: host regex {rx!r} has a top-level '|': wrap alternatives in (...)")
     if ":" not in rx:
-        raise CatalogError(f"provider {name!r}: host regex {rx!r} must match 'host:port', e.g. ^api\\.example\\.com:443$")
+        raise CatalogError(
+            f"provider {name!r}: host regex {rx!r} must match 'host:port', e.g. ^api\\.example\\.com:443$"
+        )
     try:
         re.compile(rx)
     except re.error as exc:

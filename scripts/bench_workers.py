@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import corpus, pgdb  # noqa: E402
-from tests.support.gateway import Gateway  # noqa: E402
-from tests.support.mock_upstream import MockUpstream  # noqa: E402
+from tests.support import corpus, pgdb
+from tests.support.gateway import Gateway
+from tests.support.mock_upstream import MockUpstream
 
 NAME = "openai-chat-json-2"
 LUA = """

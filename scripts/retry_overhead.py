@@ -12,8 +12,8 @@ Loopback only (mock upstream).
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from tests.support.gateway import Gateway  # noqa: E402
-from tests.support.mock_upstream import MockUpstream, Reply  # noqa: E402
+from tests.support.gateway import Gateway
+from tests.support.mock_upstream import MockUpstream, Reply
 
 BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 
@@ -75,11 +75,12 @@ def main() -> None:
         try:
             for stream, exchange in ((False, "openai-chat-json-2"), (True, "openai-chat-stream-1")):
                 mock.default = Reply.from_exchange(exchange, chunk_delay=0)
-                results: dict[str, tuple[list[float], list[float]]] = {"direct": ([], []), "retries off": ([], []), "retries on": ([], [])}
+                results: dict[str, tuple[list[float], list[float]]] = {
+                    "direct": ([], []), "retries off": ([], []), "retries on": ([], [])}
                 urls = {"direct": mock.url + "/v1/chat/completions",
                         "retries off": off.base("openai") + "/v1/chat/completions",
                         "retries on": on.base("openai") + "/v1/chat/completions"}
-                for name, url in urls.items():  # warm-up
+                for url in urls.values():  # warm-up
                     asyncio.run(run(url, 50, args.concurrency, stream))
                 per_round = max(1, args.requests // args.rounds)
                 pids = {"direct": None, "retries off": off.proc.pid, "retries on": on.proc.pid}
@@ -93,10 +94,12 @@ def main() -> None:
                         results[name][1].extend(f)
                 kind = "stream (SSE, 6 chunks)" if stream else "JSON"
                 print(f"\n{kind}: {len(results['direct'][0])} requests per path, concurrency {args.concurrency}")
-                print(f"{'path':<12} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'first byte p50':>15} {'gateway CPU ms/req':>19}")
+                print(f"{'path':<12} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
+                      f"{'first byte p50':>15} {'gateway CPU ms/req':>19}")
                 for name, (t, f) in results.items():
                     per = f"{cpu[name] * 1000 / len(t):19.2f}" if pids[name] else f"{'-':>19}"
-                    print(f"{name:<12} {pct(t, .5):8.2f} {pct(t, .9):8.2f} {pct(t, .99):8.2f} {statistics.mean(t):8.2f} {pct(f, .5):15.2f} {per}")
+                    print(f"{name:<12} {pct(t, .5):8.2f} {pct(t, .9):8.2f} {pct(t, .99):8.2f} "
+                          f"{statistics.mean(t):8.2f} {pct(f, .5):15.2f} {per}")
                 d50 = pct(results["retries on"][0], .5) - pct(results["retries off"][0], .5)
                 d90 = pct(results["retries on"][0], .9) - pct(results["retries off"][0], .9)
                 print(f"relay overhead (retries on - off): p50 {d50:+.2f} ms, p90 {d90:+.2f} ms")

@@ -81,7 +81,9 @@ for _kind in PROTOCOL_CASES:
 @pytest.mark.parametrize("method", [b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"HEAD"])
 def test_unusual_methods_are_forwarded_and_recorded(gateway: Gateway, fresh_mock, tag: str, method: bytes) -> None:
     fresh_mock.enqueue(OK)
-    answer = raw(gateway, head(gateway, method + b" /openai/v1/files/abc HTTP/1.1", b"x-test-id: %s\r\n" % tag.encode()))
+    answer = raw(
+        gateway, head(gateway, method + b" /openai/v1/files/abc HTTP/1.1", b"x-test-id: %s\r\n" % tag.encode())
+    )
     assert answer.startswith(b"HTTP/1.1 200")
     assert fresh_mock.requests[-1].method == method.decode()
     assert gateway.row_for(tag)["method"] == method.decode()
@@ -110,11 +112,13 @@ def test_non_ascii_header(gateway: Gateway, fresh_mock, tag: str) -> None:
 
 @reliability("isolation", "absolute-form request to a non-provider host", "forwarded untouched (plain HTTP proxy)",
              "nothing: not an LLM flow")
-def test_absolute_form_to_other_host_is_forwarded_untouched_and_not_recorded(gateway: Gateway, fresh_mock, tag: str) -> None:
+def test_absolute_form_to_other_host_is_forwarded_untouched_and_not_recorded(
+    gateway: Gateway, fresh_mock, tag: str
+) -> None:
     fresh_mock.enqueue(OK)
     target = b"http://127.0.0.1:%d/some/path?q=1" % fresh_mock.port
-    answer = raw(gateway, b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-test-id: %s\r\nConnection: close\r\n\r\n"
-                 % (fresh_mock.port, tag.encode()))
+    answer = raw(gateway, b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-test-id: %s\r\n"
+                 b"Connection: close\r\n\r\n" % (fresh_mock.port, tag.encode()))
     assert answer.startswith(b"HTTP/1.1 200")
     assert fresh_mock.requests[-1].path == "/some/path?q=1"
     still_up(gateway, fresh_mock)  # and give the recorder time to (not) write it

@@ -15,8 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-import mock  # noqa: E402
-from tests.support.gateway import free_port  # noqa: E402
+import mock  # noqa: UP026 - bench/mock.py, not the mock backport
+
+from tests.support.gateway import free_port
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,9 @@ def test_pipelined_requests_answered_in_order(bench_mock) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for model, stream in (("bench-d2-n3", True), ("bench", False)):
             body = json.dumps({"model": model, "stream": stream}).encode()
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
         data = b""
         while b'"object":"chat.completion"' not in data:
             more = await asyncio.wait_for(reader.read(65536), 5)

@@ -46,7 +46,9 @@ def anthropic_call(gw: Gateway, name: str, tag: str):
     body = dict(corpus.load(name)["request"]["body"])
     core = {k: body.pop(k) for k in ("model", "messages", "max_tokens", "stream") if k in body}
     client = anthropic.Anthropic(base_url=gw.base("anthropic"), api_key="sk-ant-cache-0123", max_retries=0, timeout=20)
-    result = client.messages.create(**core, metadata={"user_id": tag}, extra_body=body, extra_headers={"x-mock-exchange": name})
+    result = client.messages.create(
+        **core, metadata={"user_id": tag}, extra_body=body, extra_headers={"x-mock-exchange": name}
+    )
     return [dump(e) for e in result] if core.get("stream") else dump(result)
 
 
@@ -55,8 +57,11 @@ def cache_rows(gw: Gateway, tag: str, count: int) -> list[str]:
     return [r["cache"] for r in rows]
 
 
-def raw_post(gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = "openai-chat-json-1") -> httpx.Response:
-    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name, **(headers or {})}
+def raw_post(
+    gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = "openai-chat-json-1"
+) -> httpx.Response:
+    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name,
+            **(headers or {})}
     with httpx.Client(timeout=20) as client:
         return client.post(gw.base("openai") + "/v1/chat/completions", content=body, headers=hdrs)
 
@@ -96,7 +101,12 @@ def test_stream_hit_is_byte_identical_and_labelled(cgw: Gateway, fresh_mock, tag
     assert fresh_mock.request_count == 1
 
 
-@reliability("isolation", "same prompt, different API key", "a cache miss: answered by the provider", "cache=miss; zero cross-credential hits")
+@reliability(
+    "isolation",
+    "same prompt, different API key",
+    "a cache miss: answered by the provider",
+    "cache=miss; zero cross-credential hits",
+)
 def test_different_credential_misses(cgw: Gateway, fresh_mock, tag: str) -> None:
     openai_call(cgw, "openai-chat-json-1", tag)
     openai_call(cgw, "openai-chat-json-1", tag, key=OTHER_KEY)
@@ -158,7 +168,8 @@ def test_aborted_stream_is_not_cached(cgw: Gateway, fresh_mock, tag: str) -> Non
     body = _body(tag)
     with httpx.Client(timeout=20) as client:
         req = client.build_request("POST", cgw.base("openai") + "/v1/chat/completions", content=body, headers={
-            "content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": "openai-chat-stream-2"})
+            "content-type": "application/json", "authorization": f"Bearer {KEY}",
+            "x-mock-exchange": "openai-chat-stream-2"})
         resp = client.send(req, stream=True)
         next(resp.iter_raw())
         resp.close()  # the client goes away mid-stream

@@ -28,7 +28,8 @@ def test_round_trip_keeps_chunks_and_timings(store: SqlStore) -> None:
     store.put(entry("a"))
     got = store.get("a", time.time())
     assert got is not None and got.pieces() == [(0.02, b"x" * 5), (0.05, b"x" * 5)]
-    assert got.usage == {"input_tokens": 3, "output_tokens": 4} and got.headers == [("content-type", "text/event-stream")]
+    assert got.usage == {"input_tokens": 3, "output_tokens": 4}
+    assert got.headers == [("content-type", "text/event-stream")]
     store.put(entry("a", size=4))  # a refresh replaces the entry
     assert store.get("a", time.time()).body == b"xxxx"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -24,15 +25,20 @@ def body_for(tag: str, name: str = JSON_NAME, **changes) -> bytes:
     return json.dumps({**corpus.load(name)["request"]["body"], "user": tag, **changes}).encode()
 
 
-def post(gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = JSON_NAME, prefix: str = "openai") -> httpx.Response:
-    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name, **(headers or {})}
+def post(
+    gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = JSON_NAME, prefix: str = "openai"
+) -> httpx.Response:
+    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name,
+            **(headers or {})}
     with httpx.Client(timeout=20) as client:
         return client.post(gw.base(prefix) + "/v1/chat/completions", content=body, headers=hdrs)
 
 
 @pytest.fixture(scope="module")
 def cgw(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with Gateway(mock.url, config={"cache": {"enabled": True}}, workdir=tmp_path_factory.mktemp("cache-controls")) as gw:
+    with Gateway(
+        mock.url, config={"cache": {"enabled": True}}, workdir=tmp_path_factory.mktemp("cache-controls")
+    ) as gw:
         yield gw
 
 
@@ -108,7 +114,9 @@ def test_namespace_header_separates_entries(cgw: Gateway, fresh_mock, tag: str) 
     assert not any(k.startswith("x-corral") for r in fresh_mock.requests for k in r.headers)
 
 
-def test_secret_query_parameter_is_not_part_of_the_key_but_the_credential_is(cgw: Gateway, fresh_mock, tag: str) -> None:
+def test_secret_query_parameter_is_not_part_of_the_key_but_the_credential_is(
+    cgw: Gateway, fresh_mock, tag: str
+) -> None:
     name = "gemini-generatecontent-json-1"
     path = "/v1beta/models/gemini-2.0-flash:generateContent"
     content = json.dumps({"contents": [{"parts": [{"text": tag}]}]}).encode()
@@ -143,7 +151,9 @@ def test_cli_stats_and_clear(cgw: Gateway, fresh_mock, tag: str) -> None:
     post(cgw, body)
 
     def cli(*args: str) -> str:
-        out = subprocess.run([*CORRAL, "cache", *args, "--db", cgw.db], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [*CORRAL, "cache", *args, "--db", cgw.db], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -166,12 +176,13 @@ def _arrival_gaps(gw: Gateway, body: bytes) -> tuple[list[float], bytes]:
     times, chunks = [], []
     with httpx.Client(timeout=20) as raw:
         with raw.stream("POST", gw.base("openai") + "/v1/chat/completions", content=body, headers={
-                "content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": STREAM_NAME}) as resp:
+                "content-type": "application/json", "authorization": f"Bearer {KEY}",
+                "x-mock-exchange": STREAM_NAME}) as resp:
             for chunk in resp.iter_raw():
                 times.append(time.monotonic())
                 chunks.append(chunk)
     del client
-    return [b - a for a, b in zip(times, times[1:])], b"".join(chunks)
+    return [b - a for a, b in itertools.pairwise(times)], b"".join(chunks)
 
 
 def test_paced_replay_keeps_the_original_gaps(mock: MockUpstream, fresh_mock, tag: str, tmp_path) -> None:
@@ -191,7 +202,9 @@ def test_paced_replay_keeps_the_original_gaps(mock: MockUpstream, fresh_mock, ta
         assert len(big) >= len([g for g in recorded if g > 0.03]) - 2, (recorded, replayed)
         # And the SDK's stream iterator works on the paced replay.
         client = openai.OpenAI(base_url=gw.base("openai") + "/v1", api_key=KEY, max_retries=0, timeout=20)
-        events = list(client.chat.completions.create(**json.loads(body), extra_headers={"x-mock-exchange": STREAM_NAME}))
+        events = list(
+            client.chat.completions.create(**json.loads(body), extra_headers={"x-mock-exchange": STREAM_NAME})
+        )
         assert events and fresh_mock.request_count == 1
 
 

@@ -293,4 +293,6 @@ def test_upstream_target_is_upstream_url_split(upstream: str, rest: str) -> None
     assert (scheme, host, port) == (url.scheme, url.hostname, url.port or (443 if url.scheme == "https" else 80))
     assert path == url.path + (f"?{url.query}" if url.query else "")
     default = 443 if url.scheme == "https" else 80
-    assert host_header == (url.netloc if url.port not in (None, default) else url.netloc.rsplit(":", 1)[0] if url.port else url.netloc)
+    assert host_header == (
+        url.netloc if url.port not in (None, default) else url.netloc.rsplit(":", 1)[0] if url.port else url.netloc
+    )

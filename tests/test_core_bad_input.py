@@ -17,8 +17,11 @@ CHAT = "/openai/v1/chat/completions"
 
 def post(gateway: Gateway, path: str, body: bytes, tag: str, content_type: str = "application/json") -> httpx.Response:
     with httpx.Client(timeout=60) as client:
-        return client.post(gateway.url + path, content=body,
-                           headers={"content-type": content_type, "x-test-id": tag, "authorization": "Bearer sk-bad-input"})
+        return client.post(
+            gateway.url + path,
+            content=body,
+            headers={"content-type": content_type, "x-test-id": tag, "authorization": "Bearer sk-bad-input"},
+        )
 
 
 OK = Reply(status=200, headers={"content-type": "application/json"}, body=b'{"ok": true}')
@@ -31,12 +34,18 @@ BAD_BODIES = {
     "JSON null": (b"null", "application/json"),
     "non-JSON content type (form)": (b"model=gpt-4o&prompt=hi", "application/x-www-form-urlencoded"),
     "binary body (octet-stream)": (bytes(range(256)) * 4, "application/octet-stream"),
-    "multipart body": (b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--b--\r\n", "multipart/form-data; boundary=b"),
+    "multipart body": (
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--b--\r\n",
+        "multipart/form-data; boundary=b",
+    ),
     "empty body": (b"", "application/json"),
     "wrong types for model/stream/messages": (b'{"model": 42, "stream": "yes", "messages": {}}', "application/json"),
     "invalid UTF-8": (b"\xff\xfe\x00garbage\x80", "application/json"),
     "deeply nested JSON (200,000 levels)": (b"[" * 200_000 + b"]" * 200_000, "application/json"),
-    "deeply nested object in a field": (b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+    "deeply nested object in a field": (
+        b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "application/json",
+    ),
 }
 
 
@@ -59,7 +68,9 @@ for _kind in BAD_BODIES:
         "row with parse_error", )(test_bad_request_bodies_pass_through_unchanged)
 
 
-@reliability("bad client input", "enormous body (20 MB)", "forwarded unchanged", "row; stored body clipped to body_limit")
+@reliability(
+    "bad client input", "enormous body (20 MB)", "forwarded unchanged", "row; stored body clipped to body_limit"
+)
 def test_huge_body_passes_through_and_the_record_is_clipped(gateway: Gateway, fresh_mock, tag: str) -> None:
     big = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "' + b"x" * (20 * 1024 * 1024) + b'"}]}'
     fresh_mock.enqueue(OK)
@@ -90,7 +101,12 @@ def test_non_json_upstream_answer_passes_through(gateway: Gateway, fresh_mock, t
     assert gateway.row_for(tag)["parse_error"]
 
 
-@reliability("bad client input", "unknown reverse prefix, '/', dot-segment prefix", "JSON 404, never forwarded", "row: provider NULL, status 404, 'unknown route'")
+@reliability(
+    "bad client input",
+    "unknown reverse prefix, '/', dot-segment prefix",
+    "JSON 404, never forwarded",
+    "row: provider NULL, status 404, 'unknown route'",
+)
 @pytest.mark.parametrize("path", ["/nope/v1/chat/completions", "/", "/favicon.ico", "/%2e%2e/openai/v1/models"])
 def test_unknown_prefix_gets_json_404_and_is_never_forwarded(gateway: Gateway, fresh_mock, tag: str, path: str) -> None:
     resp = post(gateway, path, b"{}", tag)
@@ -102,7 +118,12 @@ def test_unknown_prefix_gets_json_404_and_is_never_forwarded(gateway: Gateway, f
     assert row["provider"] is None and row["status"] == 404 and "unknown route" in row["error"]
 
 
-@reliability("bad client input", "SigV4 (Bedrock) request in reverse mode", "400 explaining to use the explicit proxy", "row with the error")
+@reliability(
+    "bad client input",
+    "SigV4 (Bedrock) request in reverse mode",
+    "400 explaining to use the explicit proxy",
+    "row with the error",
+)
 def test_bedrock_in_reverse_mode_explains_why_not(gateway: Gateway, fresh_mock, tag: str) -> None:
     resp = post(gateway, "/bedrock/model/x/converse", b"{}", tag)
     assert resp.status_code == 400
@@ -110,14 +131,19 @@ def test_bedrock_in_reverse_mode_explains_why_not(gateway: Gateway, fresh_mock, 
     assert fresh_mock.request_count == 0
 
 
-@reliability("isolation", "path traversal / '//host' / query tricks in reverse mode", "request goes only to the provider's upstream", "row per request")
+@reliability(
+    "isolation",
+    "path traversal / '//host' / query tricks in reverse mode",
+    "request goes only to the provider's upstream",
+    "row per request",
+)
 def test_path_tricks_stay_on_the_provider_upstream(gateway: Gateway, fresh_mock, tag: str) -> None:
     # Raw bytes on the socket: no client-side normalisation of the dot segments.
     fresh_mock.default = OK
     for target in (b"/openai/../../etc/passwd", b"/openai//evil.example/v1/x", b"/openai/v1/x?host=evil.example"):
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
-            s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-test-id: %s\r\nConnection: close\r\n\r\n"
-                      % (gateway.port, tag.encode()))
+            s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-test-id: %s\r\n"
+                      b"Connection: close\r\n\r\n" % (gateway.port, tag.encode()))
             data = b""
             while chunk := s.recv(65536):
                 data += chunk

@@ -30,7 +30,9 @@ def make_call(gateway: Gateway, tag: str, name: str = "openai-chat-json-1") -> N
 
 def test_flows_json_has_the_documented_fields(gateway: Gateway, fresh_mock, tag: str) -> None:
     make_call(gateway, tag)
-    lines = corral("flows", "--db", gateway.db, "--json", "--limit", "500", "--config", str(gateway.config_path)).splitlines()
+    lines = corral(
+        "flows", "--db", gateway.db, "--json", "--limit", "500", "--config", str(gateway.config_path)
+    ).splitlines()
     rows = [json.loads(line) for line in lines]
     mine = [r for r in rows if r["id"] == gateway.row_for(tag)["id"]]
     assert len(mine) == 1
@@ -55,7 +57,9 @@ def test_flows_table_and_limit(gateway: Gateway, fresh_mock, tag: str) -> None:
 
 
 def test_flows_on_missing_database_says_so() -> None:
-    done = subprocess.run([*CORRAL, "flows", "--db", "sqlite:////nonexistent/x.db"], cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [*CORRAL, "flows", "--db", "sqlite:////nonexistent/x.db"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 1 and "no database" in done.stdout
 
 
@@ -95,8 +99,12 @@ def test_unknown_model_is_unpriced_not_free(gateway: Gateway, fresh_mock, tag: s
     raw = corpus.response_bytes(ex).replace(ex["expect"]["model"].encode(), b"acme/no-such-model-7b")
     from tests.support.mock_upstream import Reply
     fresh_mock.enqueue(Reply(status=200, headers={"content-type": "application/json"}, body=raw))
-    httpx.post(gateway.base("together") + "/v1/chat/completions", json={"model": "acme/no-such-model-7b", "messages": []},
-               headers={"x-test-id": tag, "authorization": "Bearer sk-x"}, timeout=20)
+    httpx.post(
+        gateway.base("together") + "/v1/chat/completions",
+        json={"model": "acme/no-such-model-7b", "messages": []},
+        headers={"x-test-id": tag, "authorization": "Bearer sk-x"},
+        timeout=20,
+    )
     row = gateway.row_for(tag)
     assert row["input_tokens"] is not None
     assert row["cost_usd"] is None and row["unpriced"]

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import corpus
 from tests.support.gateway import Gateway
+from tests.support.reliability import reliability
 
 # corpus "provider" -> catalog prefix. Bedrock is signed for its own host: explicit mode only.
 PREFIX = {
@@ -23,7 +24,6 @@ PREFIX = {
 REVERSE_NAMES = [n for n in corpus.names() if corpus.load(n)["provider"] in PREFIX]
 SUCCESS = [n for n in REVERSE_NAMES if corpus.load(n)["response"]["status"] < 400]
 ERRORS = [n for n in REVERSE_NAMES if corpus.load(n)["response"]["status"] >= 400]
-from tests.support.reliability import reliability
 
 
 def replay(gateway: Gateway, name: str, tag: str) -> httpx.Response:
@@ -44,8 +44,15 @@ def test_corpus_covers_every_core_provider() -> None:
 
 
 @pytest.mark.parametrize("name", SUCCESS)
-@reliability("upstream faults", "error object inside a 200 stream (OpenRouter)", "the stream unchanged", "row with the provider error")
-def test_success_exchange_passes_unchanged_and_usage_is_recorded(gateway: Gateway, fresh_mock, tag: str, name: str) -> None:
+@reliability(
+    "upstream faults",
+    "error object inside a 200 stream (OpenRouter)",
+    "the stream unchanged",
+    "row with the provider error",
+)
+def test_success_exchange_passes_unchanged_and_usage_is_recorded(
+    gateway: Gateway, fresh_mock, tag: str, name: str
+) -> None:
     ex = corpus.load(name)
     resp = replay(gateway, name, tag)
     assert resp.status_code == ex["response"]["status"]
@@ -74,7 +81,9 @@ def test_success_exchange_passes_unchanged_and_usage_is_recorded(gateway: Gatewa
 
 
 @pytest.mark.parametrize("name", ERRORS)
-def test_error_exchange_passes_unchanged_and_error_is_recorded(gateway: Gateway, fresh_mock, tag: str, name: str) -> None:
+def test_error_exchange_passes_unchanged_and_error_is_recorded(
+    gateway: Gateway, fresh_mock, tag: str, name: str
+) -> None:
     ex = corpus.load(name)
     resp = replay(gateway, name, tag)
     assert resp.status_code == ex["response"]["status"]

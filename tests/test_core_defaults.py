@@ -8,10 +8,10 @@ import subprocess
 import time
 
 import httpx
+from playhouse import db_url
 
 from addon import paths
 from tests.support.gateway import CORRAL, REPO_ROOT, free_port, new_tag
-from playhouse import db_url
 
 
 def test_no_config_no_db_flag_still_records_to_the_default_database(tmp_path) -> None:

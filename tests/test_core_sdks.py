@@ -94,9 +94,13 @@ def test_openai_embeddings(gateway: Gateway, fresh_mock, tag: str, name: str) ->
 def test_openai_error_reaches_sdk_as_its_own_error(gateway: Gateway, fresh_mock, tag: str) -> None:
     name = "openai-chat-error-1"
     with pytest.raises(openai.APIStatusError) as direct:
-        _openai(fresh_mock.url + "/v1").chat.completions.create(model="x", messages=[], extra_headers=headers(name, "d"))
+        _openai(fresh_mock.url + "/v1").chat.completions.create(
+            model="x", messages=[], extra_headers=headers(name, "d")
+        )
     with pytest.raises(openai.APIStatusError) as via:
-        _openai(gateway.base("openai") + "/v1").chat.completions.create(model="x", messages=[], extra_headers=headers(name, tag))
+        _openai(gateway.base("openai") + "/v1").chat.completions.create(
+            model="x", messages=[], extra_headers=headers(name, tag)
+        )
     assert type(via.value) is type(direct.value)
     assert via.value.status_code == direct.value.status_code
     assert via.value.body == direct.value.body
@@ -135,7 +139,9 @@ def _gemini_dump(obj) -> dict:
     data = obj.model_dump()
     headers = (data.get("sdk_http_response") or {}).get("headers")
     if isinstance(headers, dict):
-        data["sdk_http_response"]["headers"] = {k: v for k, v in headers.items() if not k.lower().startswith("x-corral-")}
+        data["sdk_http_response"]["headers"] = {
+            k: v for k, v in headers.items() if not k.lower().startswith("x-corral-")
+        }
     return data
 
 
@@ -160,7 +166,10 @@ def test_gemini_stream_generate_content(gateway: Gateway, fresh_mock, tag: str) 
 
     def call(base: str, extra: dict[str, str]):
         client = _genai(base, extra)
-        return [_gemini_dump(c) for c in client.models.generate_content_stream(model="gemini-2.0-flash-exp", contents="hello")]
+        return [
+            _gemini_dump(c)
+            for c in client.models.generate_content_stream(model="gemini-2.0-flash-exp", contents="hello")
+        ]
 
     assert call(gateway.base("gemini"), headers(name, tag)) == call(fresh_mock.url, headers(name, "d"))
     row = assert_row_usage(gateway, tag, name)

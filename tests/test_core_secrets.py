@@ -11,6 +11,7 @@ import httpx
 from addon.credentials import fingerprint
 from tests.support import corpus
 from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.reliability import reliability
 
 SECRETS = {
     "authorization": "Bearer sk-proj-SECRETopenai0123456789abcdef",
@@ -20,10 +21,14 @@ SECRETS = {
     "cookie": "session=SECRETcookie0123456789",
 }
 QUERY_KEY = "AIzaSyQUERYSECRET0123456789abcdefghi"
-from tests.support.reliability import reliability
 
 
-@reliability("secrets", "API keys in Authorization, x-api-key, x-goog-api-key, api-key, cookie, ?key=", "credentials pass through to the provider", "only fp_ fingerprints in database, log and exports (jsonl, csv, har)")
+@reliability(
+    "secrets",
+    "API keys in Authorization, x-api-key, x-goog-api-key, api-key, cookie, ?key=",
+    "credentials pass through to the provider",
+    "only fp_ fingerprints in database, log and exports (jsonl, csv, har)",
+)
 def test_no_secret_reaches_the_database_or_log(gateway: Gateway, fresh_mock, tag: str) -> None:
     name = "gemini-generatecontent-json-2"
     ex = corpus.load(name)

@@ -10,9 +10,9 @@ import httpx
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import Reply
+from tests.support.reliability import reliability
 
 NAME = "openai-chat-stream-2"
-from tests.support.reliability import reliability
 
 
 def stream_request(gateway: Gateway, tag: str, name: str = NAME) -> tuple[httpx.Client, httpx.Request]:
@@ -44,7 +44,12 @@ def test_first_chunk_reaches_client_before_upstream_sends_the_last(gateway: Gate
     assert row["ttfb_ms"] < row["duration_ms"] - 300
 
 
-@reliability("upstream faults", "client aborts mid-stream", "-", "status 200, complete=false, error 'client aborted', partial body kept")
+@reliability(
+    "upstream faults",
+    "client aborts mid-stream",
+    "-",
+    "status 200, complete=false, error 'client aborted', partial body kept",
+)
 def test_client_abort_is_recorded_as_aborted(gateway: Gateway, fresh_mock, tag: str) -> None:
     fresh_mock.chunk_delay = 0.2
     fresh_mock.enqueue(NAME)
@@ -60,7 +65,12 @@ def test_client_abort_is_recorded_as_aborted(gateway: Gateway, fresh_mock, tag: 
     assert row["response_body"], "the partial stream is kept"
 
 
-@reliability("upstream faults", "upstream resets mid-stream", "the bytes so far, then the stream breaks off", "complete=false, error 'stream broke off'")
+@reliability(
+    "upstream faults",
+    "upstream resets mid-stream",
+    "the bytes so far, then the stream breaks off",
+    "complete=false, error 'stream broke off'",
+)
 def test_upstream_truncation_is_recorded_as_broken(gateway: Gateway, fresh_mock, tag: str) -> None:
     fresh_mock.enqueue(Reply.from_exchange(NAME, fault="reset_mid_stream"))
     client, req = stream_request(gateway, tag)
@@ -83,7 +93,8 @@ def test_stream_without_usage_records_null_not_zero(gateway: Gateway, fresh_mock
     with httpx.Client(timeout=20) as client:
         resp = client.post(
             gateway.base("azure") + corpus.request_path(ex), content=json.dumps(ex["request"]["body"]),
-            headers={"content-type": "application/json", "x-mock-exchange": name, "x-test-id": tag, "api-key": "azure-secret-key-1"},
+            headers={"content-type": "application/json", "x-mock-exchange": name, "x-test-id": tag,
+                     "api-key": "azure-secret-key-1"},
         )
     assert resp.content == corpus.response_bytes(ex)
     row = gateway.row_for(tag)

@@ -41,7 +41,9 @@ def test_bedrock_and_every_family_are_covered() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_exchange_through_the_explicit_proxy(gateway: Gateway, fresh_mock, proxy_client: httpx.Client, tag: str, name: str) -> None:
+def test_exchange_through_the_explicit_proxy(
+    gateway: Gateway, fresh_mock, proxy_client: httpx.Client, tag: str, name: str
+) -> None:
     ex = corpus.load(name)
     body = ex["request"].get("body")
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode() if body is not None else b""

@@ -5,13 +5,13 @@ exactly one event."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import struct
 import zlib
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from providers.formats import FAMILIES, get_family
 from providers.formats.base import ParseResult
@@ -42,7 +42,7 @@ KINDS = ["sse", "ndjson", "json-array", "aws-eventstream"]
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def run(name: str, chunks: list[bytes]) -> ParseResult:
@@ -149,7 +149,9 @@ def encode_frame(headers: dict[str, bool | int | bytes | str], payload: bytes) -
 header_values = st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.binary(max_size=30) | st.text(max_size=30)
 messages = st.lists(
     st.tuples(
-        st.dictionaries(st.text(min_size=1, max_size=20).filter(lambda s: len(s.encode()) < 256), header_values, max_size=4),
+        st.dictionaries(
+            st.text(min_size=1, max_size=20).filter(lambda s: len(s.encode()) < 256), header_values, max_size=4
+        ),
         st.binary(max_size=200),
     ),
     max_size=5,
@@ -168,7 +170,9 @@ def test_eventstream_round_trip(msgs: list[tuple[dict[str, Any], bytes]], cuts: 
 
 @SETTINGS
 @given(msgs=messages.filter(bool), data=st.data())
-def test_eventstream_bad_checksum_is_a_parse_error(msgs: list[tuple[dict[str, Any], bytes]], data: st.DataObject) -> None:
+def test_eventstream_bad_checksum_is_a_parse_error(
+    msgs: list[tuple[dict[str, Any], bytes]], data: st.DataObject
+) -> None:
     wire = bytearray(b"".join(encode_frame(h, p) for h, p in msgs))
     i = data.draw(st.integers(0, len(wire) - 1))
     wire[i] ^= data.draw(st.integers(1, 255))
@@ -182,7 +186,8 @@ def test_eventstream_bad_checksum_is_a_parse_error(msgs: list[tuple[dict[str, An
 
 
 def test_bedrock_exception_frame_is_an_error() -> None:
-    headers = {":message-type": "exception", ":exception-type": "throttlingException", ":content-type": "application/json"}
+    headers = {":message-type": "exception", ":exception-type": "throttlingException",
+               ":content-type": "application/json"}
     frame = encode_frame(headers, b'{"message":"Too many requests, please wait."}')
     parser = get_family("bedrock").stream_parser("/model/m/converse-stream", "aws-eventstream")
     parser.feed(frame)
@@ -298,9 +303,12 @@ def test_truncated_streams_are_not_complete() -> None:
 def test_text_is_reassembled() -> None:
     assert run("anthropic-messages-stream-3", [response_bytes(load("anthropic-messages-stream-3"))]).text == "Goodbye."
     assert run("openai-responses-stream-1", [response_bytes(load("openai-responses-stream-1"))]).text == "pong"
-    gemini = run("gemini-streamgeneratecontent-stream-1", [response_bytes(load("gemini-streamgeneratecontent-stream-1"))])
+    gemini = run(
+        "gemini-streamgeneratecontent-stream-1", [response_bytes(load("gemini-streamgeneratecontent-stream-1"))]
+    )
     assert gemini.text == "The capital of France is Paris.\n"
-    assert (run("cohere-v1chat-stream-1", [response_bytes(load("cohere-v1chat-stream-1"))]).text or "").startswith("Arrrr")
+    cohere = run("cohere-v1chat-stream-1", [response_bytes(load("cohere-v1chat-stream-1"))])
+    assert (cohere.text or "").startswith("Arrrr")
 
 
 def test_request_stream_flags() -> None:
@@ -329,8 +337,10 @@ def test_error_body_shapes() -> None:
     assert body("openai", "not_found") == {
         "error": {"message": "nope", "type": "invalid_request_error", "param": None, "code": "model_not_found"}
     }
-    assert body("anthropic", "rate_limited") == {"type": "error", "error": {"type": "rate_limit_error", "message": "nope"}}
-    assert body("gemini", "upstream_unavailable") == {"error": {"code": 404, "message": "nope", "status": "UNAVAILABLE"}}
+    anthropic_error = {"type": "rate_limit_error", "message": "nope"}
+    assert body("anthropic", "rate_limited") == {"type": "error", "error": anthropic_error}
+    gemini_error = {"code": 404, "message": "nope", "status": "UNAVAILABLE"}
+    assert body("gemini", "upstream_unavailable") == {"error": gemini_error}
     assert body("cohere", "bad_request") == {"message": "nope"}
     assert body("bedrock", "timeout") == {"message": "nope"}
     assert body("ollama", "not_found") == {"error": "nope"}

@@ -36,7 +36,9 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         elif op < 0.7:
             del buf[pos:pos + rng.randint(1, 64)]
         elif op < 0.85:
-            buf[pos:pos] = rng.choice([b"\n\n", b"\r\n", b"data: ", b"[DONE]", b"{", b"}", b"\x00\x00\x00\x10", b'"usage":'])
+            buf[pos:pos] = rng.choice(
+                [b"\n\n", b"\r\n", b"data: ", b"[DONE]", b"{", b"}", b"\x00\x00\x00\x10", b'"usage":']
+            )
         else:
             del buf[pos:]
     return bytes(buf)

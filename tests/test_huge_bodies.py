@@ -32,8 +32,11 @@ STORE_LIMIT = 4 * 1024 * 1024  # corral_storage_body_limit's default
 GATEWAY_PEAK_RSS = 1024 * 1024 * 1024
 # Text with multi-byte UTF-8, quotes, backslashes and newlines that JSON must escape.
 LINE = 'Zeile: naïve café — 日本語 «quoted» "q" back\\slash\nend. '
-OK = Reply(status=200, headers={"content-type": "application/json"},
-           body=b'{"id": "small", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}')
+OK = Reply(
+    status=200,
+    headers={"content-type": "application/json"},
+    body=b'{"id": "small", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}',
+)
 
 
 def _text_of(size: int) -> str:
@@ -68,9 +71,10 @@ def big_request() -> bytes:
 
 
 def big_response() -> bytes:
+    message = {"role": "assistant", "content": _text_of(BODY_SIZE)}
     return _split_at_limit(lambda pad: _compact({
         "id": "chatcmpl-huge" + pad, "object": "chat.completion", "model": "gpt-4o-2024-08-06",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": _text_of(BODY_SIZE)}}],
+        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
         "usage": {"prompt_tokens": 12, "completion_tokens": 12_500_000, "total_tokens": 12_500_012},
     }))
 
@@ -90,8 +94,11 @@ def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def post(gateway: Gateway, body: bytes, tag: str, timeout: float = 120) -> httpx.Response:
     with httpx.Client(timeout=timeout) as client:
-        return client.post(gateway.url + CHAT, content=body,
-                           headers={"content-type": "application/json", "x-test-id": tag, "authorization": "Bearer sk-huge"})
+        return client.post(
+            gateway.url + CHAT,
+            content=body,
+            headers={"content-type": "application/json", "x-test-id": tag, "authorization": "Bearer sk-huge"},
+        )
 
 
 def peak_rss(gateway: Gateway) -> int:
@@ -123,8 +130,12 @@ def assert_clipped(stored: str | None, body: bytes) -> None:
     assert body.startswith(kept)
 
 
-@reliability("bad client input", "enormous request body (50 MB, non-ASCII JSON)", "forwarded byte for byte; the provider's answer",
-             "row; stored body clipped to body_limit, still text; gateway keeps serving")
+@reliability(
+    "bad client input",
+    "enormous request body (50 MB, non-ASCII JSON)",
+    "forwarded byte for byte; the provider's answer",
+    "row; stored body clipped to body_limit, still text; gateway keeps serving",
+)
 def test_50mb_request_reaches_upstream_unchanged_and_is_recorded_clipped(gateway: Gateway, mock: MockUpstream) -> None:
     body, tag = big_request(), new_tag()
     assert len(body) > 12 * STORE_LIMIT
@@ -149,7 +160,9 @@ def test_50mb_request_reaches_upstream_unchanged_and_is_recorded_clipped(gateway
 
 @reliability("upstream faults", "enormous JSON answer (50 MB)", "bytes unchanged",
              "row with usage; stored body clipped to body_limit, still text; gateway keeps serving")
-def test_50mb_response_reaches_the_client_unchanged_and_is_recorded_clipped(gateway: Gateway, mock: MockUpstream) -> None:
+def test_50mb_response_reaches_the_client_unchanged_and_is_recorded_clipped(
+    gateway: Gateway, mock: MockUpstream
+) -> None:
     body, tag = big_response(), new_tag()
     assert len(body) > 12 * STORE_LIMIT
     mock.reset()

@@ -94,7 +94,12 @@ def test_sixth_anthropic_request_gets_native_429(gw: Gateway, mock: MockUpstream
     assert upstream_count(mock, tag) == 5
 
 
-@reliability("isolation", "two credentials under a per-credential limit", "each has its own budget", "429 rows only for the exhausted key")
+@reliability(
+    "isolation",
+    "two credentials under a per-credential limit",
+    "each has its own budget",
+    "429 rows only for the exhausted key",
+)
 def test_credentials_have_independent_limits(gw: Gateway, mock: MockUpstream, tag: str) -> None:
     first, second = oai(gw, key()), oai(gw, key())
     for _ in range(5):

@@ -156,7 +156,9 @@ def test_queue_longer_than_max_wait_is_rejected(gw: Gateway, mock: MockUpstream,
 
 def test_queued_then_timed_out_is_rejected_with_its_wait_recorded(gw: Gateway, mock: MockUpstream, tag: str) -> None:
     tenant, results = uuid.uuid4().hex, []
-    threads = [threading.Thread(target=lambda: results.append(send(gw, tenant, tag, prefix="mistral"))) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(send(gw, tenant, tag, prefix="mistral"))) for _ in range(6)
+    ]
     for t in threads:
         t.start()
         time.sleep(0.03)

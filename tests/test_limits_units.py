@@ -75,7 +75,9 @@ def test_hold_from_headers() -> None:
     assert hold_seconds([("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "2s")], 200) == 2.0
     assert hold_seconds([("x-ratelimit-remaining-requests", "3"), ("x-ratelimit-reset-requests", "2s")], 200) is None
     when = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)).isoformat()
-    held = hold_seconds([("anthropic-ratelimit-tokens-remaining", "0"), ("anthropic-ratelimit-tokens-reset", when)], 200)
+    held = hold_seconds(
+        [("anthropic-ratelimit-tokens-remaining", "0"), ("anthropic-ratelimit-tokens-reset", when)], 200
+    )
     assert 28 < held <= 30
     assert hold_seconds([("retry-after", "4")], 429) == 4.0
     assert hold_seconds([("retry-after", "4")], 200) is None  # only an error status asks us to back off
@@ -119,7 +121,8 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def test_store_charges_corrections_and_waits(store_url: str) -> None:
     [lim] = parse_limits([{"name": "t", "tokens_per_minute": 100, "requests_per_second": 2}])
-    requests, tokens = [w for w in lim.windows if w.what == "requests"][0], [w for w in lim.windows if w.what == "tokens"][0]
+    requests = next(w for w in lim.windows if w.what == "requests")
+    tokens = next(w for w in lim.windows if w.what == "tokens")
 
     async def run() -> None:
         store = LimitsStore(store_url)

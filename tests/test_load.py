@@ -15,10 +15,10 @@ import pytest
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
+from tests.support.reliability import reliability
 
 JSON_NAME = "openai-chat-json-2"
 STREAM_NAME = "openai-chat-stream-1"
-from tests.support.reliability import reliability
 
 
 async def _hammer(gw: Gateway, total: int, concurrency: int) -> list[int]:
@@ -36,7 +36,8 @@ async def _hammer(gw: Gateway, total: int, concurrency: int) -> list[int]:
                 name = STREAM_NAME if i % 2 else JSON_NAME
                 async with client.stream(
                     "POST", gw.base("openai") + "/v1/chat/completions", content=bodies[name],
-                    headers={"content-type": "application/json", "x-mock-exchange": name, "authorization": "Bearer sk-load"},
+                    headers={"content-type": "application/json", "x-mock-exchange": name,
+                             "authorization": "Bearer sk-load"},
                 ) as resp:
                     await resp.aread()
                     statuses.append(resp.status_code)
@@ -45,7 +46,12 @@ async def _hammer(gw: Gateway, total: int, concurrency: int) -> list[int]:
     return statuses
 
 
-@reliability("load and shutdown", "20,000 requests at concurrency 64, JSON and streams mixed", "20,000 answers", "exactly 20,000 rows, usage on all")
+@reliability(
+    "load and shutdown",
+    "20,000 requests at concurrency 64, JSON and streams mixed",
+    "20,000 answers",
+    "exactly 20,000 rows, usage on all",
+)
 @pytest.mark.heavy
 def test_20000_requests_at_concurrency_64_give_exactly_20000_rows(tmp_path) -> None:
     total = 20_000
@@ -56,13 +62,20 @@ def test_20000_requests_at_concurrency_64_give_exactly_20000_rows(tmp_path) -> N
         finally:
             gw.stop()
     assert statuses.count(200) == total
-    counts = gw.query("SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, "
-                      "SUM(CASE WHEN input_tokens IS NULL OR output_tokens IS NULL THEN 1 ELSE 0 END) AS missing FROM flows")[0]
+    counts = gw.query(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, "
+        "SUM(CASE WHEN input_tokens IS NULL OR output_tokens IS NULL THEN 1 ELSE 0 END) AS missing FROM flows"
+    )[0]
     assert counts["n"] == total and counts["ids"] == total
     assert counts["missing"] == 0, "the mock sent usage on every exchange"
 
 
-@reliability("load and shutdown", "SIGKILL, then restart on the same database", "the restarted gateway works", "database intact (WAL), integrity_check ok")
+@reliability(
+    "load and shutdown",
+    "SIGKILL, then restart on the same database",
+    "the restarted gateway works",
+    "database intact (WAL), integrity_check ok",
+)
 def test_after_sigkill_the_database_opens_cleanly_and_the_gateway_works(tmp_path) -> None:
     with MockUpstream(chunk_delay=0.0) as mock:
         mock.default = JSON_NAME

@@ -13,11 +13,9 @@ from collections.abc import Iterator
 
 import peewee
 import pytest
-from playhouse import db_url
-from playhouse import migrate as pw_migrate
+from playhouse import db_url, migrate as pw_migrate
 
-from addon.storage import db as dbmod
-from addon.storage import migrations
+from addon.storage import db as dbmod, migrations
 from addon.storage.migrations import MIGRATIONS, Migration
 from tests.support import pgdb
 from tests.support.gateway import REPO_ROOT

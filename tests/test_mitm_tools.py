@@ -67,7 +67,7 @@ def test_mitmdump_records_the_same_rows_as_corral_start(gateway: Gateway, mock: 
         exercise(dump, theirs)
         got = [dump.row_for(t) for t in theirs]
     assert [r["mode"] for r in got] == ["reverse", "explicit"]
-    for mine, other in zip(expected, got):
+    for mine, other in zip(expected, got, strict=True):
         assert {k: other[k] for k in COMPARED} == {k: mine[k] for k in COMPARED}
     assert (tmp_path / "certs" / "mitmproxy-ca.pem").stat().st_mode & 0o777 == 0o600
 
@@ -90,7 +90,7 @@ async def watch_updates(web_port: int, token: str, action) -> dict[str, dict]:
     while True:
         try:
             raw = await asyncio.wait_for(conn.read_message(), timeout=1.0 if task.done() else 20)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         message = json.loads(raw) if raw else {}
         if message.get("type") in ("flows/add", "flows/update"):
@@ -121,15 +121,22 @@ def test_mitmweb_shows_the_annotation(mock: MockUpstream, tmp_path: Path) -> Non
     ex = corpus.load("openai-chat-json-1")["expect"]
     assert reverse["comment"].startswith(f"openai {ex['model']} · {ex['input_tokens']}→{ex['output_tokens']} tok · $")
     ex = corpus.load("anthropic-messages-stream-1")["expect"]
-    assert explicit["comment"].startswith(f"anthropic {ex['model']} · {ex['input_tokens']}→{ex['output_tokens']} tok · stream")
+    assert explicit["comment"].startswith(
+        f"anthropic {ex['model']} · {ex['input_tokens']}→{ex['output_tokens']} tok · stream"
+    )
     assert not reverse["marked"]
 
 
-@reliability("isolation", "proxy on a non-loopback address without proxy authentication", "the gateway refuses to start (exit 2)", "-")
+@reliability(
+    "isolation",
+    "proxy on a non-loopback address without proxy authentication",
+    "the gateway refuses to start (exit 2)",
+    "-",
+)
 def test_corral_start_refuses_an_open_proxy(tmp_path: Path) -> None:
     """Refused before anything listens; mitmdump refuses the same way (ProxyScope.configure)."""
     gw = Gateway(None, workdir=tmp_path)
     gw.command = lambda: [*CORRAL, "start", "--listen", f"0.0.0.0:{gw.port}", "--db", gw.db,
                           "--config", str(gw.config_path), "--certs", str(tmp_path / "certs")]
-    with pytest.raises(RuntimeError, match="(?s)exited with 2.*refusing to listen beyond loopback"):
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 2.*refusing to listen beyond loopback"):
         gw.start()

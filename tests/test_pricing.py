@@ -136,7 +136,7 @@ def test_override_precedence(catalog: Catalog) -> None:
     ],
 )
 def test_invalid_overrides_raise(overrides: dict) -> None:
-    with pytest.raises(PricingConfigError, match='prices."x"'):
+    with pytest.raises(PricingConfigError, match=r'prices\."x"'):
         Pricer(overrides)
 
 

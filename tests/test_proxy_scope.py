@@ -11,10 +11,10 @@ from mitmproxy.addons.proxyauth import ProxyAuth
 from mitmproxy.test import taddons, tflow
 
 from addon import metadata as md
-from addon.cli import env as cli_env
 from addon.annotate import MARK_CACHE_HIT, MARK_ERROR, Annotator, annotation
-from addon.proxy_scope import ProxyScope, open_listeners
+from addon.cli import env as cli_env
 from addon.meter import Meter
+from addon.proxy_scope import ProxyScope, open_listeners
 from addon.recorder import Recorder
 from addon.router import Router
 from addon.services import CatalogService, PricingService, parse_intercept_hosts

@@ -16,7 +16,9 @@ from addon.recorder import _body_text
     ("日本".encode(), 5, "日"),  # ... and after its second
     ("日本".encode(), 6, "日本"),  # clipped exactly at a character boundary
 ])
-def test_text_bodies_are_stored_as_text_even_when_the_clip_splits_a_character(raw: bytes | None, limit: int, stored: str | None) -> None:
+def test_text_bodies_are_stored_as_text_even_when_the_clip_splits_a_character(
+    raw: bytes | None, limit: int, stored: str | None
+) -> None:
     assert _body_text(raw, limit) == stored
 
 

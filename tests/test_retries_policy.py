@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from addon.relay.policy import (
-    Policy, PolicyError, Target, parse_fallbacks, parse_statuses, retry_after_seconds, target_headers, target_url,
+    Policy,
+    PolicyError,
+    Target,
+    parse_fallbacks,
+    parse_statuses,
+    retry_after_seconds,
+    target_headers,
+    target_url,
 )
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream, Reply
@@ -63,7 +70,11 @@ def test_fallback_targets_parse_and_key_placement(monkeypatch: pytest.MonkeyPatc
     eu, azure = parsed["openai"]
     assert eu.upstream == "https://eu.example/v1" and "sk-second" not in repr(eu)
     client = [(b"Host", b"api.openai.com"), (b"Authorization", b"Bearer sk-client"), (b"x-test", b"1")]
-    assert target_headers(client, eu) == [(b"Host", b"eu.example"), (b"x-test", b"1"), (b"authorization", b"Bearer sk-second")]
+    assert target_headers(client, eu) == [
+        (b"Host", b"eu.example"),
+        (b"x-test", b"1"),
+        (b"authorization", b"Bearer sk-second"),
+    ]
     assert (b"api-key", b"sk-second") in target_headers(client, azure)
     assert not any(k.lower() == b"authorization" for k, _ in target_headers(client, azure))
     assert target_url("https://api.openai.com/v1", "https://api.openai.com/v1/chat/completions?a=1", eu) == \

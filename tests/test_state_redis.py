@@ -39,7 +39,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def pair(mock: MockUpstream, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Gateway]]:
+def pair(
+    mock: MockUpstream, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gateway, Gateway]]:
     def config(on_failure: str) -> dict:
         return {
             "state": {"url": redis_server.url, "on_failure": on_failure},
@@ -77,7 +79,9 @@ def window_used(gw: Gateway, key: str, limit: str) -> int:
     return bucket["windows"][0]["used"]
 
 
-def test_request_limit_is_one_budget_for_both_gateways(pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str) -> None:
+def test_request_limit_is_one_budget_for_both_gateways(
+    pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str
+) -> None:
     a, b = pair
     key = new_key()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:  # 20 at once, half through each gateway
@@ -87,7 +91,9 @@ def test_request_limit_is_one_budget_for_both_gateways(pair: tuple[Gateway, Gate
     assert window_used(a, key, "rpm") == RPM and window_used(b, key, "rpm") == RPM
 
 
-def test_answer_cached_by_one_gateway_is_a_hit_on_the_other(pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str) -> None:
+def test_answer_cached_by_one_gateway_is_a_hit_on_the_other(
+    pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str
+) -> None:
     a, b = pair
     key = new_key()
     body = {**corpus.load(JSON)["request"]["body"], "user": tag}
@@ -103,7 +109,9 @@ def test_answer_cached_by_one_gateway_is_a_hit_on_the_other(pair: tuple[Gateway,
     assert b.row_for(tag)["cache"] == "hit"
 
 
-def test_token_window_is_exact_after_streams_through_both(pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str) -> None:
+def test_token_window_is_exact_after_streams_through_both(
+    pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str
+) -> None:
     """Each stream is admitted on an estimate and corrected to its real usage when it ends, from
     whichever gateway carried it: the shared window ends at the exact sum (no per-replica TPM)."""
     a, b = pair
@@ -135,7 +143,9 @@ def cli(gw: Gateway, *args: str) -> str:
     return done.stdout
 
 
-def test_cache_cli_talks_to_redis_and_a_clear_reaches_every_gateway(pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str) -> None:
+def test_cache_cli_talks_to_redis_and_a_clear_reaches_every_gateway(
+    pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str
+) -> None:
     a, b = pair
     key = new_key()
     body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "cli " + tag}]}

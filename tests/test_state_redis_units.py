@@ -34,7 +34,8 @@ def url(redis_server: RedisServer) -> str:
 
 def entry(key: str, provider: str = "openai", ttl: float = 60, **kw) -> Entry:
     now = time.time()
-    fields = dict(key=key, provider=provider, model="gpt-4.1", status=200, headers=[("content-type", "text/event-stream")],
+    fields = dict(key=key, provider=provider, model="gpt-4.1", status=200,
+                  headers=[("content-type", "text/event-stream")],
                   body=b"data: a\n\ndata: bb\n\ndata: [DONE]\n\n", stream=True, headers_at=0.12,
                   chunks=[(0.15, 9), (0.4, 10), (0.9, 14)], usage={"input_tokens": 3, "output_tokens": 2},
                   cost_usd=0.25, created_at=now, expires_at=now + ttl)

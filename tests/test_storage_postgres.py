@@ -36,8 +36,10 @@ def terminate_connections(url: str) -> int:
     conn = pgdb._admin()
     try:
         cur = conn.cursor()
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (url.rsplit("/", 1)[1],))
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (url.rsplit("/", 1)[1],),
+        )
         return len(cur.fetchall())
     finally:
         conn.close()

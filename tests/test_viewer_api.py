@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from tests.support.gateway import new_tag
-from tests.support.viewer import ViewerGateway, viewer_gateway
 from tests.support.reliability import reliability
+from tests.support.viewer import ViewerGateway, viewer_gateway
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +140,19 @@ def test_analytics_totals_series_and_breakdowns(vg: ViewerGateway) -> None:
 
 def test_metrics_counts_what_went_through(vg: ViewerGateway) -> None:
     text = vg.api("metrics").text
-    assert 'corral_requests_total{cache="off",model="gpt-4o-mini-2024-07-18"' in text or "corral_requests_total{" in text
-    lines = {l.split(" ")[0]: float(l.split(" ")[1]) for l in text.splitlines() if l and not l.startswith("#")}
+    assert (
+        'corral_requests_total{cache="off",model="gpt-4o-mini-2024-07-18"' in text or "corral_requests_total{" in text
+    )
+    lines = {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
     total = sum(v for k, v in lines.items() if k.startswith("corral_requests_total{"))
     assert total == len(vg_ids(vg))
     assert any(k.startswith('corral_tokens_total{') and 'provider="anthropic"' in k for k in lines)
     assert any(k.startswith("corral_duration_seconds_bucket{") for k in lines)
-    assert any(k.startswith("corral_upstream_errors_total{") or k.startswith("corral_requests_total{") and 'status_class="4xx"' in k for k in lines)
+    assert any(
+        k.startswith("corral_upstream_errors_total{")
+        or (k.startswith("corral_requests_total{") and 'status_class="4xx"' in k)
+        for k in lines
+    )
     assert lines.get('corral_ttfb_seconds_count{provider="openai"}', 0) >= 2
 
 

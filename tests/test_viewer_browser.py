@@ -15,7 +15,9 @@ ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e .[test])"
+)
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} missing: scripts/ensure-chromium.sh could not install Debian's chromium "
                 "(needs root/sudo and apt); browser tests skipped", allow_module_level=True)

@@ -26,8 +26,13 @@ def vg(mock, tmp_path_factory) -> ViewerGateway:
 
 
 def corral(vg: ViewerGateway, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "addon.cli", *args, "--db", vg.gw.db, "--config", str(vg.gw.config_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "addon.cli", *args, "--db", vg.gw.db, "--config", str(vg.gw.config_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def db_rows(vg: ViewerGateway) -> list[dict]:
@@ -70,7 +75,7 @@ def test_jsonl_round_trip_matches_the_database(vg: ViewerGateway, tmp_path) -> N
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     stored = db_rows(vg)
     assert len(exported) == len(stored) >= 5
-    for e, s in zip(exported, stored):
+    for e, s in zip(exported, stored, strict=True):
         assert set(e) == set(s)
         for key, value in s.items():
             if key == "started_at":
@@ -105,7 +110,7 @@ def test_har_export_validates(vg: ViewerGateway) -> None:
     stored = db_rows(vg)
     entries = har["log"]["entries"]
     assert len(entries) == len(stored)
-    for raw, s in zip(entries, stored):
+    for raw, s in zip(entries, stored, strict=True):
         assert HAR_ENTRY_REQUIRED <= set(raw)
         assert HAR_REQUEST_REQUIRED <= set(raw["request"]) and HAR_RESPONSE_REQUIRED <= set(raw["response"])
         assert {"send", "wait", "receive"} <= set(raw["timings"])

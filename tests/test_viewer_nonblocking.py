@@ -42,7 +42,9 @@ def test_slow_analytics_does_not_stall_flows(mock, tmp_path) -> None:
         with httpx.Client(timeout=30) as client:
             def one() -> float:
                 t = time.perf_counter()
-                assert client.post(url, json={"model": "gpt-4o-mini", "messages": []}, headers=headers).status_code == 200
+                assert (
+                    client.post(url, json={"model": "gpt-4o-mini", "messages": []}, headers=headers).status_code == 200
+                )
                 return time.perf_counter() - t
 
             quiet = statistics.median(one() for _ in range(10))

@@ -12,8 +12,8 @@ from mitmproxy import exceptions
 from addon.netaddr import is_loopback
 from addon.viewer.auth import check_listen, token_ok
 from tests.support.gateway import REPO_ROOT, Gateway, free_port, new_tag
-from tests.support.viewer import viewer_gateway
 from tests.support.reliability import reliability
+from tests.support.viewer import viewer_gateway
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "localhost"])

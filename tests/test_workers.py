@@ -81,8 +81,10 @@ def test_two_workers_record_every_request_exactly_once(tmp_path) -> None:
     rows = [r for r in gw.rows() if "workers-" in (r["request_headers"] or "")]
     assert len(rows) == total, f"{len(rows)} rows for {total} requests"
     assert len({r["id"] for r in rows}) == total
-    tags = {json.loads(r["request_headers"]) and next(v for k, v in json.loads(r["request_headers"]) if k == "x-test-id")
-            for r in rows}
+    tags = {
+        json.loads(r["request_headers"]) and next(v for k, v in json.loads(r["request_headers"]) if k == "x-test-id")
+        for r in rows
+    }
     assert tags == {f"workers-{i}" for i in range(total)}
     assert all(r["input_tokens"] is not None for r in rows)
     assert sum(bool(r["stream"]) for r in rows) == total // 2
@@ -146,5 +148,5 @@ def test_5000_requests_on_two_workers_give_exactly_5000_rows(tmp_path) -> None:
         finally:
             assert gw.stop() == 0
     assert statuses.count(200) == total
-    counts = gw.query("SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, COUNT(DISTINCT worker) AS workers FROM flows")[0]
+    [counts] = gw.query("SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, COUNT(DISTINCT worker) AS workers FROM flows")
     assert counts == {"n": total, "ids": total, "workers": 2}

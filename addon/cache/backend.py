@@ -131,7 +131,7 @@ class SqlStore:
 
     def keys(self, now: float) -> dict[str, float]:
         query = CacheEntry.select(CacheEntry.key, CacheEntry.expires_at).where(CacheEntry.expires_at > now)
-        return {key: expires for key, expires in query.tuples()}
+        return {key: expires for key, expires in query.tuples().execute()}
 
     def add_hits(self, counts: dict[str, int]) -> None:
         with self.db.atomic():
@@ -141,7 +141,9 @@ class SqlStore:
     def expire(self, now: float, max_entries: int, max_bytes: int) -> int:
         """Expired entries go first, then the oldest ones until the table fits both limits."""
         removed = CacheEntry.delete().where(CacheEntry.expires_at <= now).execute()
-        count, size = CacheEntry.select(peewee.fn.COUNT(CacheEntry.key), peewee.fn.COALESCE(peewee.fn.SUM(CacheEntry.size), 0)).scalar(as_tuple=True)
+        count, size = CacheEntry.select(
+            peewee.fn.COUNT(CacheEntry.key), peewee.fn.COALESCE(peewee.fn.SUM(CacheEntry.size), 0)
+        ).scalar(as_tuple=True)
         if count <= max_entries and size <= max_bytes:
             return removed
         doomed, keep_n, keep_bytes = [], count, size
@@ -157,13 +159,14 @@ class SqlStore:
 
     def stats(self, now: float) -> dict[str, Any]:
         fn = peewee.fn
-        rows = (CacheEntry.select(CacheEntry.provider, fn.COUNT(CacheEntry.key), fn.COALESCE(fn.SUM(CacheEntry.size), 0),
+        rows = (CacheEntry.select(CacheEntry.provider, fn.COUNT(CacheEntry.key),
+                                  fn.COALESCE(fn.SUM(CacheEntry.size), 0),
                                   fn.COALESCE(fn.SUM(CacheEntry.hits), 0),
                                   fn.COALESCE(fn.SUM(CacheEntry.hits * CacheEntry.cost_usd), 0.0),
                                   fn.SUM(peewee.Case(None, [(CacheEntry.expires_at <= now, 1)], 0)))
                 .group_by(CacheEntry.provider).order_by(CacheEntry.provider).tuples())
         providers = {p: {"entries": n, "bytes": b, "hits": h, "saved_usd": round(s, 6), "expired": e or 0}
-                     for p, n, b, h, s, e in rows}
+                     for p, n, b, h, s, e in rows.execute()}
         total = {k: sum(p[k] for p in providers.values()) for k in ("entries", "bytes", "hits", "saved_usd", "expired")}
         return {"total": total, "providers": providers}
 

@@ -37,7 +37,9 @@ class Policy:
     def applies(self, provider: str, model: str | None) -> bool:
         if self.enabled or provider in self.providers:
             return True
-        return bool(model) and any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+        if not model:
+            return False
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
 
 
 @dataclasses.dataclass
@@ -90,7 +92,9 @@ def canonical_body(body: bytes) -> bytes:
     except (ValueError, RecursionError):
         return body
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
     except (ValueError, RecursionError, UnicodeEncodeError):
         return body
 

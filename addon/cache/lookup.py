@@ -44,16 +44,26 @@ class CacheLookup:
     def load(self, loader) -> None:
         loader.add_option("corral_cache_enabled", bool, False, "Cache every provider's answers (exact match).")
         loader.add_option("corral_cache_providers", Sequence[str], [], "Cache only these providers' answers.")
-        loader.add_option("corral_cache_models", Sequence[str], [], "Cache answers of models matching these patterns (gpt-4o*).")
+        loader.add_option(
+            "corral_cache_models", Sequence[str], [], "Cache answers of models matching these patterns (gpt-4o*)."
+        )
         loader.add_option(
             "corral_cache_shared_providers", Sequence[str], [],
             "Providers whose entries all credentials share (by default each API key has its own entries).",
         )
-        loader.add_option("corral_cache_ttl", int, 86400, "Seconds an entry lives (x-corral-cache-ttl overrides per request).")
-        loader.add_option("corral_cache_max_entries", int, 100_000, "Entries kept in the database; the oldest go first.")
-        loader.add_option("corral_cache_max_bytes", int, 1 << 30, "Body bytes kept in the database; the oldest go first.")
+        loader.add_option(
+            "corral_cache_ttl", int, 86400, "Seconds an entry lives (x-corral-cache-ttl overrides per request)."
+        )
+        loader.add_option(
+            "corral_cache_max_entries", int, 100_000, "Entries kept in the database; the oldest go first."
+        )
+        loader.add_option(
+            "corral_cache_max_bytes", int, 1 << 30, "Body bytes kept in the database; the oldest go first."
+        )
         loader.add_option("corral_cache_max_entry_bytes", int, 16 << 20, "Larger answers are not cached.")
-        loader.add_option("corral_cache_memory_bytes", int, 64 << 20, "Bytes of entries held in memory in front of the database.")
+        loader.add_option(
+            "corral_cache_memory_bytes", int, 64 << 20, "Bytes of entries held in memory in front of the database."
+        )
         loader.add_option(
             "corral_cache_replay_pace", str, "fast",
             "How a cached stream is replayed: fast (at once) or original (recorded time to first token and gaps).",
@@ -94,7 +104,8 @@ class CacheLookup:
         if self.cache.backend is None and database_proxy.obj is not None:
             opts = ctx.options
             self.cache.backend = MemoryDbBackend(
-                database_proxy.obj, opts.corral_cache_memory_bytes, opts.corral_cache_max_entries, opts.corral_cache_max_bytes,
+                database_proxy.obj, opts.corral_cache_memory_bytes,
+                opts.corral_cache_max_entries, opts.corral_cache_max_bytes,
             )
         return self.cache.backend
 
@@ -124,8 +135,11 @@ class CacheLookup:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL)
+            backend = self._ensure_backend()  # a new [state] url drops the old backend
+            if backend is None:
+                continue
             try:
-                removed = await self.cache.backend.expire()
+                removed = await backend.expire()
                 if removed:
                     logger.debug("corral: cache expired %d entries", removed)
             except state.StateUnavailable:
@@ -190,7 +204,9 @@ class CacheLookup:
             req.scheme, req.host, req.port = "http", "127.0.0.1", self.replay.port
             req.headers[TOKEN_HEADER] = token
             return
-        response = http.Response.make(entry.status, b"", [(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for k, v in entry.headers])
+        headers = [(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+                   for k, v in entry.headers]
+        response = http.Response.make(entry.status, b"", headers)
         response.raw_content = entry.body
         response.headers["content-length"] = str(len(entry.body))
         flow.response = response

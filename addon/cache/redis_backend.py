@@ -36,7 +36,8 @@ def provider_key(name: str) -> str:
     return f"{PREFIX}p:{name}"
 
 
-# KEYS: entry, idx, provider zset, providers set. ARGV: key, provider, meta, body, cost, created, expires(ms epoch), max_entries
+# KEYS: entry, idx, provider zset, providers set.
+# ARGV: key, provider, meta, body, cost, created, expires (ms epoch), max_entries
 PUT = """
 redis.call('hset', KEYS[1], 'm', ARGV[3], 'b', ARGV[4], 'h', 0, 'p', ARGV[2], 'c', ARGV[5])
 redis.call('pexpireat', KEYS[1], ARGV[7])
@@ -74,7 +75,11 @@ local removed = 0
 for _, name in ipairs(names) do
   local pk = ARGV[1] .. 'p:' .. name
   local keys
-  if ARGV[4] == '1' then keys = redis.call('zrange', pk, 0, -1) else keys = redis.call('zrangebyscore', pk, '-inf', ARGV[2]) end
+  if ARGV[4] == '1' then
+    keys = redis.call('zrange', pk, 0, -1)
+  else
+    keys = redis.call('zrangebyscore', pk, '-inf', ARGV[2])
+  end
   for _, k in ipairs(keys) do
     removed = removed + redis.call('del', ARGV[1] .. 'e:' .. k)
     redis.call('zrem', KEYS[1], k)
@@ -128,7 +133,9 @@ class RedisCacheBackend:
         await self._guard(self.redis.delete(entry_key(key)))
 
     async def clear(self, provider: str | None = None) -> int:
-        return int(await self._guard(self._sweep(keys=[IDX, PROVIDERS], args=[PREFIX, time.time(), provider or "", "1"])))
+        return int(
+            await self._guard(self._sweep(keys=[IDX, PROVIDERS], args=[PREFIX, time.time(), provider or "", "1"]))
+        )
 
     async def expire(self) -> int:
         """Index members of entries whose TTL ran out (Redis dropped the entries themselves)."""
@@ -138,7 +145,9 @@ class RedisCacheBackend:
         """Entries, bytes, hits and savings per provider; read in pipelined batches, never one big script."""
         now = time.time()
         providers: dict[str, dict[str, Any]] = {}
-        names = sorted(n.decode() if isinstance(n, bytes) else n for n in await self._guard(self.redis.smembers(PROVIDERS)))
+        names = sorted(
+            n.decode() if isinstance(n, bytes) else n for n in await self._guard(self.redis.smembers(PROVIDERS))
+        )
         for name in names:
             keys = await self._guard(self.redis.zrangebyscore(provider_key(name), now, "+inf"))
             row = {"entries": 0, "bytes": 0, "hits": 0, "saved_usd": 0.0, "expired": 0}
@@ -149,7 +158,7 @@ class RedisCacheBackend:
                     pipe.hmget(entry_key(k), "h", "c")
                     pipe.hstrlen(entry_key(k), "b")
                 found = await self._guard(pipe.execute())
-                for (hits, cost), size in zip(found[::2], found[1::2]):
+                for (hits, cost), size in zip(found[::2], found[1::2], strict=True):
                     if hits is None:
                         continue  # evicted or deleted in between
                     row["entries"] += 1
@@ -180,5 +189,5 @@ def _from_meta(key: str, meta: dict[str, Any], body: bytes, hits: int) -> Entry:
 def _safe_url(url: str) -> str:
     """The URL without a password, for output."""
     scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
+    _creds, at, host = rest.rpartition("@")
     return f"{scheme}{sep}{'***@' if at else ''}{host}"

@@ -86,7 +86,7 @@ class CacheStore:
             if flow.request.headers.get(TOKEN_HEADER):
                 response.stream = True  # a paced replay from the replay server goes out as it comes
             return
-        if outcome in _WRITES and 200 <= response.status_code < 300 and response.stream:
+        if outcome in _WRITES and 200 <= response.status_code < 300 and callable(response.stream):
             rec = ChunkRecorder(response.stream, flow.request.timestamp_start, ctx.options.corral_cache_max_entry_bytes)
             self.recorders[flow.id] = rec
             response.stream = rec
@@ -118,9 +118,9 @@ class CacheStore:
         )
 
     async def _store(self, flow: http.HTTPFlow, rec: ChunkRecorder | None) -> None:
-        if self.cache.backend is None or not self._storable(flow):
+        response, backend = flow.response, self.cache.backend
+        if backend is None or response is None or not self._storable(flow):
             return
-        response = flow.response
         if rec is not None:
             if rec.too_big or not rec.ended:
                 return
@@ -143,7 +143,7 @@ class CacheStore:
             created_at=now, expires_at=now + float(meta[md.CACHE_TTL]),
         )
         try:
-            await self.cache.backend.put(entry)
+            await backend.put(entry)
         except state.StateUnavailable as e:  # the breaker already logged the outage once
             state.note_degraded(flow, f"cache: {e}; not stored")
         except Exception:  # a full disk loses a cache entry, never an answer

@@ -13,10 +13,10 @@ import json
 import time
 
 from addon import state
-from addon.cli import common
-from addon.cli.table import render_table
 from addon.cache.backend import SqlStore
 from addon.cache.redis_backend import RedisCacheBackend
+from addon.cli import common
+from addon.cli.table import render_table
 from addon.storage import db as dbmod
 from addon.storage.models import CacheEntry
 
@@ -46,7 +46,7 @@ def _store(args: argparse.Namespace) -> SqlStore | None:
     return store
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -87,7 +87,9 @@ def run_stats(args: argparse.Namespace) -> int:
     rows = [[name, str(p["entries"]), _size(p["bytes"]), str(p["hits"]), f"${p['saved_usd']:.6f}", str(p["expired"])]
             for name, p in data["providers"].items()]
     t = data["total"]
-    rows.append(["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), f"${t['saved_usd']:.6f}", str(t["expired"])])
+    rows.append(
+        ["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), f"${t['saved_usd']:.6f}", str(t["expired"])]
+    )
     headers = ["provider", "entries", "size", "hits", "saved", "expired"]
     print(render_table(headers, rows))
     return 0

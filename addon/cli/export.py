@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 class Progress:
     def __init__(self, total: int, stream: IO[str], enabled: bool) -> None:
-        self.total, self.stream, self.enabled, self.done, self._last = total, stream, enabled and total >= PROGRESS_MIN, 0, -1
+        self.total, self.stream, self.enabled = total, stream, enabled and total >= PROGRESS_MIN
+        self.done, self._last = 0, -1
 
     def step(self) -> None:
         self.done += 1
@@ -88,7 +89,8 @@ def har_entry(flow: Flow) -> dict[str, Any]:
         },
         "cache": {},
         "timings": {"send": 0, "wait": wait, "receive": max(0.0, duration - wait)},
-        "_corral": {k: row[k] for k in queries.LIST_FIELDS if k not in ("started_at",)} | {"response_text": flow.response_text},
+        "_corral": {k: row[k] for k in queries.LIST_FIELDS if k != "started_at"}
+        | {"response_text": flow.response_text},
     }
 
 
@@ -108,7 +110,9 @@ def write(fmt: str, flows, out: IO[str], progress: Progress) -> int:
             n += 1
             progress.step()
     else:  # HAR: one JSON document, entries streamed out one by one
-        out.write('{"log": {"version": "1.2", "creator": {"name": "corral", "version": "0.1.0"}, "pages": [], "entries": [\n')
+        out.write(
+            '{"log": {"version": "1.2", "creator": {"name": "corral", "version": "0.1.0"}, "pages": [], "entries": [\n'
+        )
         for flow in flows:
             out.write(("" if n == 0 else ",\n") + json.dumps(har_entry(flow)))
             n += 1

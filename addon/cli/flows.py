@@ -32,7 +32,8 @@ def _fmt_cost(row: Flow) -> str:
 
 
 def table(rows: list[Flow]) -> str:
-    headers = ["time", "mode", "provider", "model", "status", "stream", "ttfb", "dur", "in", "out", "cost", "cache", "error"]
+    headers = ["time", "mode", "provider", "model", "status", "stream", "ttfb", "dur", "in", "out", "cost", "cache",
+               "error"]
     lines = []
     for r in rows:
         lines.append([

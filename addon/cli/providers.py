@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(row))
         return 0
     headers = ["name", "prefix", "upstream", "format", "auth", "intercepted hosts"]
-    lines = [[r["name"], "/" + r["prefix"], r["upstream"], r["format"], r["auth"], " ".join(r["hosts"]) or "-"] for r in rows]
+    lines = [
+        [r["name"], "/" + r["prefix"], r["upstream"], r["format"], r["auth"], " ".join(r["hosts"]) or "-"] for r in rows
+    ]
     print(render_table(headers, lines))
     print(f"\n{len(rows)} providers")
     return 0

@@ -11,7 +11,8 @@ from addon.storage import db as dbmod, queries
 
 COLUMNS = [("provider", "provider"), ("model", "model"), ("requests", "requests"), ("errors", "errors"),
            ("in", "input_tokens"), ("out", "output_tokens"), ("cost", "cost_usd"), ("p50", "duration_p50_ms"),
-           ("p95", "duration_p95_ms"), ("ttfb p50", "ttfb_p50_ms"), ("cache hits", "cache_hits"), ("saved", "saved_cost_usd")]
+           ("p95", "duration_p95_ms"), ("ttfb p50", "ttfb_p50_ms"), ("cache hits", "cache_hits"),
+           ("saved", "saved_cost_usd")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -40,7 +40,9 @@ class RateLimitAccounting:
             until = time.time() + seconds
             if until > self.book.holds.get(key, 0):
                 self.book.holds[key] = until
-                logger.info("corral: %s says its rate limit is exhausted; holding its requests for %.1f s", key[0], seconds)
+                logger.info(
+                    "corral: %s says its rate limit is exhausted; holding its requests for %.1f s", key[0], seconds
+                )
 
     async def response(self, flow: http.HTTPFlow) -> None:
         await self._correct(flow)

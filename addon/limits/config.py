@@ -11,7 +11,13 @@ import dataclasses
 import fnmatch
 from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits import (
+    RateLimitItem,
+    RateLimitItemPerDay,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    RateLimitItemPerSecond,
+)
 
 PERIODS: dict[str, type[RateLimitItem]] = {
     "second": RateLimitItemPerSecond,
@@ -90,7 +96,9 @@ def parse_limit(table: Any, index: int) -> Limit:
         raise LimitConfigError(f"[[limits]] entry {index + 1} needs a name = \"...\"")
     unknown = sorted(set(table) - KNOWN_KEYS)
     if unknown:
-        raise LimitConfigError(f"limit {name!r}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_KEYS))})")
+        raise LimitConfigError(
+            f"limit {name!r}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_KEYS))})"
+        )
     windows = []
     for key, (what, period) in RATE_KEYS.items():
         if key not in table:
@@ -100,7 +108,9 @@ def parse_limit(table: Any, index: int) -> Limit:
             raise LimitConfigError(f"limit {name!r}: {key} must be a whole number >= 1")
         windows.append(Window(name, what, amount, period, PERIODS[period](amount)))
     if not windows:
-        raise LimitConfigError(f"limit {name!r}: set requests_per_minute and/or tokens_per_minute (or _second/_hour/_day)")
+        raise LimitConfigError(
+            f"limit {name!r}: set requests_per_minute and/or tokens_per_minute (or _second/_hour/_day)"
+        )
     per = _str_list(name, "per", table.get("per", "global"))
     bad = [p for p in per if p not in SCOPES]
     if bad:

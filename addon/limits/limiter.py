@@ -132,12 +132,16 @@ class RateLimiter:
             return
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         if not netaddr.is_loopback(peer):
-            flow.response = http.Response.make(403, b'{"error": "corral: loopback only"}', {"content-type": "application/json"})
+            flow.response = http.Response.make(
+                403, b'{"error": "corral: loopback only"}', {"content-type": "application/json"}
+            )
             return
         try:
             report = await snapshot(self.book)
         except StateUnavailable as e:
-            flow.response = http.Response.make(503, json.dumps({"error": f"corral: {e}"}), {"content-type": "application/json"})
+            flow.response = http.Response.make(
+                503, json.dumps({"error": f"corral: {e}"}), {"content-type": "application/json"}
+            )
             return
         flow.response = http.Response.make(200, json.dumps(report, indent=1), {"content-type": "application/json"})
 
@@ -218,7 +222,9 @@ class RateLimiter:
             if slept:
                 meta[md.WAIT_MS] = round((time.monotonic() - started) * 1000, 2)
 
-    async def _blocked(self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]) -> list[Blocked]:
+    async def _blocked(
+        self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]
+    ) -> list[Blocked]:
         book = self.book
         blocked: list[Blocked] = []
         if book.adaptive:
@@ -244,7 +250,9 @@ class RateLimiter:
                     blocked.append(Blocked(limit, window, key, wait))
         return blocked
 
-    async def _admit(self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]) -> Blocked | None:
+    async def _admit(
+        self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]
+    ) -> Blocked | None:
         """Charge every window atomically (all or nothing); the window that filled up since ``_blocked``, if any."""
         owners = [(limit, window, key) for limit, key in buckets for window in limit.windows]
         full = await self.book.store.admit([(w, k, costs[id(w)]) for _l, w, k in owners]) if owners else None
@@ -268,8 +276,8 @@ class RateLimiter:
         """The shared window store is unreachable: ``[state] on_failure`` decides (documented in addon/state.py)."""
         if self.shared_state.on_failure == "closed":
             note_degraded(flow, f"limits: {error}; request refused (on_failure = closed)")
-            flow.response = make_error(flow, 503, "corral: rate-limit state unavailable; retry shortly", "state_unavailable",
-                                       {"retry-after": "1"})
+            flow.response = make_error(flow, 503, "corral: rate-limit state unavailable; retry shortly",
+                                       "state_unavailable", {"retry-after": "1"})
         else:
             note_degraded(flow, f"limits: {error}; request passed uncounted (on_failure = open)")
 
@@ -283,7 +291,8 @@ class RateLimiter:
             flow.kill()
 
     def _reject(self, flow: http.HTTPFlow, b: Blocked, started: float) -> None:
-        retry = max(1, math.ceil(b.wait)) if b.wait != math.inf else max(1, math.ceil(b.window.item.get_expiry() if b.window else 60))
+        horizon = b.wait if b.wait != math.inf else (b.window.item.get_expiry() if b.window else 60)
+        retry = max(1, math.ceil(horizon))
         if b.window is None:
             what = f"provider {flow.metadata.get(md.PROVIDER)} reported its rate limit exhausted (adaptive)"
             amount, remaining = "0", "0"

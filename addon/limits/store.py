@@ -18,7 +18,8 @@ import math
 import time
 from typing import Protocol
 
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import MemoryStorage, MovingWindowSupport, RedisStorage, SlidingWindowCounterSupport
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
@@ -75,7 +76,10 @@ class LimitsStore:
         self.shared = "redis" in uri.partition("://")[0]
         # limits' async Redis defaults to coredis; Corral's dependency is redis-py.
         options = {"implementation": "redispy", **state.client_options()} if self.shared else {}
-        self.storage = LazyExpiryMemoryStorage() if uri.startswith("async+memory:") else storage_from_string(uri, **options)
+        storage = LazyExpiryMemoryStorage() if uri.startswith("async+memory:") else storage_from_string(uri, **options)
+        if not isinstance(storage, MovingWindowSupport) or not isinstance(storage, SlidingWindowCounterSupport):
+            raise ValueError(f"{url!r}: this storage cannot count moving and sliding windows")
+        self.storage = storage
         self.moving = MovingWindowRateLimiter(self.storage)
         self.counter = SlidingWindowCounterRateLimiter(self.storage)
         self.cluster = state.is_cluster(url)
@@ -88,16 +92,24 @@ class LimitsStore:
             return await call
         return await self.breaker.guard(call)
 
+    def _redis(self) -> RedisStorage:
+        """The storage, on the paths only a shared (Redis) store takes."""
+        assert isinstance(self.storage, RedisStorage)
+        return self.storage
+
     def _script(self, name: str):
         if name not in self._scripts:
-            self._scripts[name] = self.storage.bridge.get_connection().register_script(getattr(limits_lua, name))
+            bridge = self._redis().bridge
+            assert isinstance(bridge, RedispyBridge)  # implementation="redispy", see __init__
+            self._scripts[name] = bridge.get_connection().register_script(getattr(limits_lua, name))
         return self._scripts[name]
 
     def _redis_keys(self, window: Window, key: str) -> list[str]:
-        bridge, full = self.storage.bridge, self._key(window, key)
+        redis, full = self._redis(), self._key(window, key)
         if not window.counter:
-            return [bridge.prefixed_key(full)]
-        return [bridge.prefixed_key(self.storage._previous_window_key(full)), bridge.prefixed_key(self.storage._current_window_key(full))]
+            return [redis.bridge.prefixed_key(full)]
+        return [redis.bridge.prefixed_key(redis._previous_window_key(full)),
+                redis.bridge.prefixed_key(redis._current_window_key(full))]
 
     async def admit(self, windows: list[tuple[Window, str, int]]) -> int | None:
         if not self.shared:
@@ -115,7 +127,8 @@ class LimitsStore:
             keys, args = [], [time.time()]
             for _i, (window, key, cost) in group:
                 keys += self._redis_keys(window, key)
-                args += [1 if window.counter else 0, window.amount, window.item.get_expiry(), max(1, cost), max(0, cost)]
+                args += [1 if window.counter else 0, window.amount, window.item.get_expiry(),
+                         max(1, cost), max(0, cost)]
             full = await self._guard(self._script("ADMIT")(keys=keys, args=args))
             if full:
                 return group[int(full) - 1][0]
@@ -137,7 +150,9 @@ class LimitsStore:
     async def charge(self, window: Window, key: str, cost: int) -> None:
         """Add ``cost`` (negative: give back, never below what the current window holds)."""
         if self.shared and window.counter:
-            await self._guard(self._script("CORRECT")(keys=self._redis_keys(window, key), args=[window.item.get_expiry(), cost]))
+            await self._guard(
+                self._script("CORRECT")(keys=self._redis_keys(window, key), args=[window.item.get_expiry(), cost])
+            )
             return
         if self.shared:
             await self._guard(self._charge(window, key, cost))
@@ -157,7 +172,9 @@ class LimitsStore:
             await self.storage.acquire_sliding_window_entry(self._key(window, key), FORCE, expiry, cost)
 
     async def used(self, window: Window, key: str) -> int:
-        stats = await self._guard((self.counter if window.counter else self.moving).get_window_stats(window.item, *self._ids(window, key)))
+        stats = await self._guard(
+            (self.counter if window.counter else self.moving).get_window_stats(window.item, *self._ids(window, key))
+        )
         return max(0, window.amount - stats.remaining)
 
     async def wait_time(self, window: Window, key: str, cost: int) -> float:
@@ -169,11 +186,15 @@ class LimitsStore:
             stats = await self._guard(self.moving.get_window_stats(item, *self._ids(window, key)))
             return 0.0 if stats.remaining >= cost else max(0.0, stats.reset_time - time.time())
         expiry = item.get_expiry()
-        prev, prev_ttl, cur, cur_ttl = await self._guard(self.storage.get_sliding_window(self._key(window, key), expiry))
+        prev, prev_ttl, cur, cur_ttl = await self._guard(
+            self.storage.get_sliding_window(self._key(window, key), expiry)
+        )
         return counter_wait(prev, prev_ttl, cur, cur_ttl, expiry, window.amount, cost)
 
 
-def counter_wait(prev: float, prev_ttl: float, cur: float, cur_ttl: float, expiry: float, limit: int, cost: int) -> float:
+def counter_wait(
+    prev: float, prev_ttl: float, cur: float, cur_ttl: float, expiry: float, limit: int, cost: int
+) -> float:
     """Sliding-window counter: the weighted count is prev * (time left in the current window) / expiry
     + cur. Solve for when it drops to ``limit - cost``: first the previous window fades out; if the
     current one alone is too full, it must become the previous one and fade in turn."""

@@ -55,7 +55,9 @@ def complete(headers: list[tuple[bytes, bytes]], body: bytes, url: str) -> list[
     return [*extra, *headers] if extra else headers
 
 
-async def write_head(writer: asyncio.StreamWriter, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
+async def write_head(
+    writer: asyncio.StreamWriter, status: int, reason: str, headers: list[tuple[bytes, bytes]]
+) -> None:
     lines = [f"HTTP/1.1 {status} {reason}".encode("latin-1")]
     lines += [k + b": " + v for k, v in headers]
     writer.write(b"\r\n".join(lines) + b"\r\n\r\n")

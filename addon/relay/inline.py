@@ -19,8 +19,8 @@ import time
 from mitmproxy import http
 
 from addon import metadata as md
-from addon.relay.relay import TRANSPORT_ERRORS, Job, Outcome, Relay
 from addon.relay.http import FRAMING, complete, read_all
+from addon.relay.relay import TRANSPORT_ERRORS, Job, Outcome, Relay
 from providers.formats import get_family
 
 

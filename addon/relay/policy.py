@@ -48,7 +48,9 @@ class Policy:
     def merged(self, table: Mapping[str, Any], where: str) -> Policy:
         unknown = sorted(set(table) - PROVIDER_KEYS)
         if unknown:
-            raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(PROVIDER_KEYS))}")
+            raise PolicyError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(PROVIDER_KEYS))}"
+            )
         changes: dict[str, Any] = {}
         for key, value in table.items():
             if key == "statuses":
@@ -101,7 +103,9 @@ def parse_fallbacks(tables: Mapping[str, Any], auth_of: Mapping[str, str]) -> di
         if provider not in auth_of:
             raise PolicyError(f"{where}: unknown provider {provider!r}")
         if not isinstance(table, Mapping) or set(table) - {"targets"} or not isinstance(table.get("targets"), list):
-            raise PolicyError(f"{where}: expected targets = [{{upstream = \"https://...\", api_key_env = \"VAR\"}}, ...]")
+            raise PolicyError(
+                f"{where}: expected targets = [{{upstream = \"https://...\", api_key_env = \"VAR\"}}, ...]"
+            )
         targets = []
         for n, entry in enumerate(table["targets"], 1):
             here = f"{where} target {n}"
@@ -129,7 +133,10 @@ def parse_fallbacks(tables: Mapping[str, Any], auth_of: Mapping[str, str]) -> di
 
 def target_url(primary_base: str, url: str, target: Target) -> str:
     """``url`` (which starts with ``primary_base``) moved onto ``target.upstream``."""
-    rest = url[len(primary_base):] if url.startswith(primary_base) else urllib.parse.urlsplit(url)._replace(scheme="", netloc="").geturl()
+    if url.startswith(primary_base):
+        rest = url[len(primary_base):]
+    else:
+        rest = urllib.parse.urlsplit(url)._replace(scheme="", netloc="").geturl()
     url = target.upstream + rest
     if target.api_key and target.auth == "query-key":
         parts = urllib.parse.urlsplit(url)

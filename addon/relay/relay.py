@@ -31,9 +31,9 @@ import tenacity
 
 from addon import metadata as md
 from addon.relay.http import FRAMING, complete, decision_headers, read_all, read_body, read_head, write_head
-from addon.responses import make_error
 from addon.relay.policy import Policy, Target, retry_after_seconds, target_headers, target_url
 from addon.relay.upstream_client import ConnectTimeout, Pool, Response, UpstreamError
+from addon.responses import make_error
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ class Relay:
         self.pool: Pool | None = None
         self._server: asyncio.Server | None = None
         self.verify: Any = True
+        # Pools being closed after a TLS setting changed: the loop holds tasks only weakly.
+        self._closing: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -109,7 +111,9 @@ class Relay:
         self.verify = verify
         old, self.pool = self.pool, Pool(ssl_context(verify), max_idle_per_origin=200, keepalive_expiry=60)
         if old is not None:
-            asyncio.get_running_loop().create_task(old.aclose())
+            task = asyncio.get_running_loop().create_task(old.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -118,6 +122,8 @@ class Relay:
         if self.pool is not None:
             await self.pool.aclose()
             self.pool = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def add(self, job: Job) -> str:
         token = secrets.token_hex(12)
@@ -132,7 +138,7 @@ class Relay:
                 head = await read_head(reader)
                 if head is None:
                     return
-                method, headers = head
+                _method, headers = head
                 body = await read_body(reader, headers)
                 token = next((v.decode() for k, v in headers if k.lower() == _JOB_HEADER_B), "")
                 job = self.jobs.pop(token, None)
@@ -151,8 +157,12 @@ class Relay:
         finally:
             writer.transport.abort()
 
-    async def _serve(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _serve(
+        self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer one relayed request; False when the connection to mitmproxy must end."""
+        outcome: Outcome | None
+        error: BaseException | None
         if job.outcome is not None:
             outcome, error = job.outcome, None
         else:
@@ -161,14 +171,18 @@ class Relay:
             made = self.failure(job, error)
             content = made.content or b""
             head = [(k, v) for k, v in made.headers.fields if k.lower() not in FRAMING]
-            await write_head(writer, made.status_code, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))])
+            await write_head(
+                writer, made.status_code, made.reason or "Error", [*head, (b"content-length", b"%d" % len(content))]
+            )
             writer.write(content)
             await writer.drain()
             return True
         job.flow.metadata[md.UPSTREAM] = outcome.target.upstream
         return await self._stream_back(job, outcome, writer)
 
-    async def run_attempts(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[Outcome | None, BaseException | None]:
+    async def run_attempts(
+        self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[Outcome | None, BaseException | None]:
         """Every attempt the policy allows; the attempts are on the flow as they are made."""
         meta = job.flow.metadata
         meta[md.ATTEMPTS] = job.attempts  # the same list: attempts show up as they are made
@@ -183,11 +197,15 @@ class Relay:
         status = 504 if isinstance(error, TimeoutError | ConnectTimeout) else 502
         kind = "upstream_timeout" if status == 504 else "upstream_unavailable"
         last = job.attempts[-1]["error"] if job.attempts else "no attempt made"
-        return make_error(job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind)
+        return make_error(
+            job.flow, status, f"corral: upstream failed after {len(job.attempts)} attempt(s): {last}", kind
+        )
 
     # --- attempts ----------------------------------------------------------------------------
 
-    async def _attempt_all(self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[Outcome | None, BaseException | None]:
+    async def _attempt_all(
+        self, job: Job, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[Outcome | None, BaseException | None]:
         """Primary (with retries), then each fallback (with retries): the first answer worth passing
         on, else the last error response (None and the last exception when no response came)."""
         last: Outcome | None = None
@@ -230,9 +248,16 @@ class Relay:
             asked = self._asked_wait(state)
             return asked if asked is not None else backoff(state)
 
-        def over_cap(state: tenacity.RetryCallState) -> bool:
+        out_of_attempts = tenacity.stop_after_attempt(policy.attempts)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            # Out of attempts, or the provider asks for a longer wait than the cap.
             asked = self._asked_wait(state)
-            return asked is not None and asked > policy.max_retry_after
+            return out_of_attempts(state) or (asked is not None and asked > policy.max_retry_after)
+
+        def last_answer(state: tenacity.RetryCallState) -> Outcome:
+            assert state.outcome is not None  # tenacity gives up only after an attempt
+            return state.outcome.result()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             job.attempts[-1]["wait_ms"] = round((state.upcoming_sleep or 0) * 1000)
@@ -248,11 +273,11 @@ class Relay:
                 raise ClientGone()
 
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(policy.attempts) | over_cap,
+            stop=stop,
             wait=wait,
             retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS)
             | tenacity.retry_if_result(lambda o: self._retryable(policy, o)),
-            retry_error_callback=lambda state: state.outcome.result(),  # pass the last answer on
+            retry_error_callback=last_answer,  # pass the last answer on
             before_sleep=before_sleep,
             sleep=sleep,
         )

@@ -23,8 +23,8 @@ from mitmproxy.connection import ConnectionState
 
 from addon import config, metadata as md
 from addon.relay import inline as relay_inline
-from addon.relay.relay import JOB_HEADER, Job, Relay
 from addon.relay.policy import Policy, PolicyError, Target, parse_fallbacks
+from addon.relay.relay import JOB_HEADER, Job, Relay
 from addon.services import CatalogService
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ class Retrier:
                 self._load_settings()
             except PolicyError as e:
                 raise exceptions.OptionsError(str(e)) from None
-        if self.running_ and updated & {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}:
+        if self.running_ and updated & {"ssl_insecure", "ssl_verify_upstream_trusted_ca",
+                                         "ssl_verify_upstream_trusted_confdir"}:
             self.relay.set_verify(self._verify())
 
     def _load_settings(self) -> None:

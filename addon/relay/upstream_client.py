@@ -54,7 +54,9 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class Connection:
-    def __init__(self, origin: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, origin: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.origin = origin
         self.reader = reader
         self.writer = writer
@@ -62,7 +64,9 @@ class Connection:
 
     def usable(self, now: float, expiry: float) -> bool:
         # The transport reads in the background: EOF or stray bytes on an idle connection show here.
-        return (not self.writer.is_closing() and not self.reader.at_eof() and not self.reader._buffer  # noqa: SLF001
+        # StreamReader has no public view of unread bytes; typeshed leaves its private buffer out.
+        stray = self.reader._buffer  # type: ignore[attr-defined]
+        return (not self.writer.is_closing() and not self.reader.at_eof() and not stray
                 and now - self.idle_since < expiry)
 
     def close(self) -> None:
@@ -77,13 +81,13 @@ class Response:
         self.status = status
         self.reason = reason
         self.headers = headers
-        self._pool, self._conn = pool, conn
+        self._pool = pool
+        self._conn: Connection | None = conn  # None once closed
         self._framing, self._length, self._keep_alive = framing, length, keep_alive
         self._done = framing == "none"
-        self.stream: AsyncIterator[bytes] = self._body()
+        self.stream: AsyncIterator[bytes] = self._body(conn.reader)
 
-    async def _body(self) -> AsyncIterator[bytes]:
-        reader = self._conn.reader
+    async def _body(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         try:
             if self._framing == "length":
                 left = self._length
@@ -177,7 +181,9 @@ def _framing(method: str, status: int, headers: Headers, http11: bool) -> tuple[
 
 
 class Pool:
-    def __init__(self, ssl_context: ssl.SSLContext, max_idle_per_origin: int = 200, keepalive_expiry: float = 60.0) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext, max_idle_per_origin: int = 200, keepalive_expiry: float = 60.0
+    ) -> None:
         self.ssl_context = ssl_context
         self.max_idle = max_idle_per_origin
         self.expiry = keepalive_expiry

@@ -30,7 +30,8 @@ class DatabaseError(RuntimeError):
 
 
 def is_postgres_url(url: str) -> bool:
-    return url.split(":", 1)[0] in ("postgres", "postgresql", "postgresext", "postgresqlext", "postgres+pool", "postgresql+pool")
+    scheme = url.split(":", 1)[0]
+    return scheme in ("postgres", "postgresql", "postgresext", "postgresqlext", "postgres+pool", "postgresql+pool")
 
 
 def sqlite_path(url: str) -> Path | None:

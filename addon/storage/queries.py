@@ -72,7 +72,7 @@ class Filters:
     since: datetime.datetime | None = None
     until: datetime.datetime | None = None
 
-    def where(self, query: peewee.ModelSelect) -> peewee.ModelSelect:
+    def where(self, query: peewee.ModelSelect[Flow]) -> peewee.ModelSelect[Flow]:
         if self.provider:
             query = query.where(Flow.provider == self.provider)
         if self.model:
@@ -114,7 +114,9 @@ def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
     return (t.astimezone(datetime.UTC).replace(tzinfo=None) if t.tzinfo else t), flow_id
 
 
-def list_flows(filters: Filters, limit: int = 50, before: str | None = None, after: str | None = None) -> dict[str, Any]:
+def list_flows(
+    filters: Filters, limit: int = 50, before: str | None = None, after: str | None = None
+) -> dict[str, Any]:
     """One page, newest first. ``before``: the page after that cursor (older rows); ``after``: only rows
     newer than that cursor (live updates), newest first."""
     limit = max(1, min(int(limit), 500))
@@ -152,7 +154,8 @@ def facets() -> dict[str, list[str]]:
     """Distinct providers, models and cache outcomes, for the filter drop-downs."""
     out = {}
     for name, col in (("providers", Flow.provider), ("models", Flow.model), ("cache", Flow.cache)):
-        out[name] = [v for (v,) in Flow.select(col).where(col.is_null(False)).distinct().order_by(col).tuples()][:500]
+        query = Flow.select(col).where(col.is_null(False)).distinct().order_by(col).tuples()
+        out[name] = [v for (v,) in query.execute()][:500]
     return out
 
 
@@ -265,7 +268,10 @@ def analytics(filters: Filters, bucket: int | None = None) -> dict[str, Any]:
     until = filters.until or utcnow()
     since = filters.since or (until - datetime.timedelta(hours=24))
     bucket = bucket or pick_bucket(since, until)
-    total, by_provider, by_model, series = Group(), {}, {}, {}
+    total = Group()
+    by_provider: dict[str, Group] = {}
+    by_model: dict[tuple[str, str], Group] = {}
+    series: dict[int, Group] = {}
     start = since.replace(tzinfo=datetime.UTC).timestamp()
     query = Filters(**{**filters.__dict__, "since": since, "until": until}).where(Flow.select(*_AGG_COLUMNS))
     # A raw cursor: no per-value conversion by peewee, which dominates on big ranges (docs/decisions.md).

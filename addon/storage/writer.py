@@ -89,7 +89,7 @@ class RecordWriter:
         assert self._db is not None
         try:
             self._db.connect(reuse_if_open=True)
-        except Exception as e:  # noqa: BLE001 - each write reconnects (peewee autoconnect)
+        except Exception as e:  # each write reconnects (peewee autoconnect)
             logger.warning("corral: database connect failed: %s", e)
         while True:
             self._wake.wait()
@@ -128,7 +128,7 @@ class RecordWriter:
                 # A duplicate id in the batch: write row by row so one bad row loses nothing else.
                 self._write_one_by_one(batch)
                 return
-            except Exception as e:  # noqa: BLE001 - a dead connection may raise the driver's own errors
+            except Exception as e:  # a dead connection may raise the driver's own errors
                 logger.warning("corral: database write failed (attempt %d): %s", attempt + 1, e)
                 time.sleep(0.2 * (attempt + 1))
                 self._reconnect()
@@ -149,20 +149,23 @@ class RecordWriter:
         fields = Flow._meta.sorted_fields
         if self._sqlite_insert is None:
             columns = ", ".join(f'"{f.column_name}"' for f in fields)
-            self._sqlite_insert = f'INSERT INTO "{Flow._meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+            self._sqlite_insert = (
+                f'INSERT INTO "{Flow._meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+            )
         params = [tuple(f.db_value(row[f.name] if f.name in row else _default(f)) for f in fields) for row in batch]
-        with peewee.__exception_wrapper__:  # sqlite3 errors -> peewee's, as insert_many raises them
+        # sqlite3 errors -> peewee's, as insert_many raises them. peewee's stubs leave out this module global.
+        with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
             self._db.cursor().executemany(self._sqlite_insert, params)
 
     def _reconnect(self) -> None:
         assert self._db is not None
         try:
             self._db.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection may fail; drop it anyway
-            self._db._state.reset()
+        except Exception:  # closing a broken connection may fail; drop it anyway
+            self._db._state.reset()  # type: ignore[attr-defined]  # private; peewee's stubs leave it out
         try:
             self._db.connect(reuse_if_open=True)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             logger.warning("corral: database reconnect failed: %s", e)
 
     def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@
 | GET /metrics | Prometheus text format |
 
 Every query runs on a worker thread; the event loop only formats JSON.
-"""
+"""  # noqa: E501 - a markdown table keeps one row per line
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ class Base(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        if not token_ok(self.viewer.token(), self.request.headers.get("Authorization"), self.get_query_argument("token", None)):
+        if not token_ok(
+            self.viewer.token(), self.request.headers.get("Authorization"), self.get_query_argument("token", None)
+        ):
             self.set_status(401)
             self.set_header("WWW-Authenticate", 'Bearer realm="corral"')
             self.finish({"error": "token required: Authorization: Bearer <token> or ?token="})

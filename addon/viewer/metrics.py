@@ -31,16 +31,26 @@ def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.requests = Counter("corral_requests", "Flows handled", ["provider", "model", "status_class", "cache"], registry=r)
-        self.tokens = Counter("corral_tokens", "Tokens reported by providers", ["provider", "model", "kind"], registry=r)
+        self.requests = Counter(
+            "corral_requests", "Flows handled", ["provider", "model", "status_class", "cache"], registry=r
+        )
+        self.tokens = Counter(
+            "corral_tokens", "Tokens reported by providers", ["provider", "model", "kind"], registry=r
+        )
         self.cost = Counter("corral_cost_usd", "Cost of priced flows in USD", ["provider", "model"], registry=r)
         self.saved = Counter("corral_cache_saved_usd", "Cost the cache saved in USD", ["provider"], registry=r)
         self.cache_hits = Counter("corral_cache_hits", "Answers served from the cache", ["provider"], registry=r)
-        self.rate_limited = Counter("corral_rate_limited", "Requests Corral refused with 429 (rate limits)", ["provider"], registry=r)
+        self.rate_limited = Counter(
+            "corral_rate_limited", "Requests Corral refused with 429 (rate limits)", ["provider"], registry=r
+        )
         self.upstream_errors = Counter("corral_upstream_errors", "Upstream failures: 5xx, 429, unreachable or broken",
                                        ["provider", "kind"], registry=r)
-        self.ttfb = Histogram("corral_ttfb_seconds", "Time to first response byte", ["provider"], buckets=LATENCY_BUCKETS, registry=r)
-        self.duration = Histogram("corral_duration_seconds", "Request duration", ["provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttfb = Histogram(
+            "corral_ttfb_seconds", "Time to first response byte", ["provider"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.duration = Histogram(
+            "corral_duration_seconds", "Request duration", ["provider"], buckets=LATENCY_BUCKETS, registry=r
+        )
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.count(flow)

@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 from tornado.httpserver import HTTPServer
 
 from addon import paths
-from addon.viewer.api import make_app
-from addon.viewer.auth import check_listen
 from addon.storage import db as dbmod
 from addon.storage.models import database_proxy
+from addon.viewer.api import make_app
+from addon.viewer.auth import check_listen
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ DEFAULT_LISTEN = "127.0.0.1:8082"  # 8081 is mitmweb's own UI
 class Viewer:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry  # what /metrics serves: the Metrics addon counts into it
-        self.server = None
+        self.server: HTTPServer | None = None
         self.address: tuple[str, int] | None = None
         self.bound: tuple[str, int] | None = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import json
 import os
 import re
@@ -190,4 +191,4 @@ def _split_json_array(data: bytes) -> list[bytes]:
 
 def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]

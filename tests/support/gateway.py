@@ -172,7 +172,7 @@ class Gateway:
             sql = sql.replace("?", db.param)
         cursor = db.execute_sql(sql, params)
         names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def rows(self) -> list[dict[str, Any]]:
         try:
@@ -180,7 +180,9 @@ class Gateway:
         except Exception:
             return []
 
-    def wait_rows(self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_rows(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         """Rows matching ``predicate`` once at least ``count`` exist (AssertionError on timeout)."""
         deadline = time.monotonic() + timeout
         found: list[dict[str, Any]] = []

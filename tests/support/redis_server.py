@@ -12,13 +12,17 @@ import pytest
 
 from tests.support.gateway import free_port
 
-BINARY = shutil.which("redis-server") or ("/usr/bin/redis-server" if shutil.os.path.exists("/usr/bin/redis-server") else None)
+BINARY = shutil.which("redis-server") or (
+    "/usr/bin/redis-server" if shutil.os.path.exists("/usr/bin/redis-server") else None
+)
 
 
 class RedisServer:
     def __init__(self) -> None:
         if BINARY is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server): Redis state tests need a real server")
+            pytest.skip(
+                "redis-server is not installed (apt-get install redis-server): Redis state tests need a real server"
+            )
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 

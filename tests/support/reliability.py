@@ -68,7 +68,12 @@ def render() -> str:
         entries = [e for e in collect() if e.area == area]
         if not entries:
             continue
-        lines += [f"## {area.capitalize()}", "", "| fault or input | client sees | recorded | test |", "|---|---|---|---|"]
+        lines += [
+            f"## {area.capitalize()}",
+            "",
+            "| fault or input | client sees | recorded | test |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {e.kind} | {e.client_sees} | {e.recorded} | `{e.test}` |" for e in entries]
         lines.append("")
     return "\n".join(lines)

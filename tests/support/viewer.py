@@ -23,7 +23,9 @@ class ViewerGateway:
     tag: str
 
     def api(self, path: str, **params) -> httpx.Response:
-        return httpx.get(self.url + path.lstrip("/"), params={k: v for k, v in params.items() if v is not None}, timeout=10)
+        return httpx.get(
+            self.url + path.lstrip("/"), params={k: v for k, v in params.items() if v is not None}, timeout=10
+        )
 
     def openai(self, exchange: str, **kw) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.gw.base("openai/v1"), api_key="sk-viewer-test-secret",
@@ -42,14 +44,22 @@ class ViewerGateway:
         """Real SDK calls of every kind the viewer must show: streams, JSON, three providers, an error."""
         self.chat("openai-chat-stream-1", stream=True)
         self.chat("openai-chat-json-1", stream=False)
-        client = anthropic.Anthropic(base_url=self.gw.base("anthropic"), api_key="sk-ant-viewer-test",
-                                     default_headers={"x-mock-exchange": "anthropic-messages-stream-1", "x-test-id": self.tag},
-                                     max_retries=0)
+        client = anthropic.Anthropic(
+            base_url=self.gw.base("anthropic"),
+            api_key="sk-ant-viewer-test",
+            default_headers={"x-mock-exchange": "anthropic-messages-stream-1", "x-test-id": self.tag},
+            max_retries=0,
+        )
         with client.messages.stream(model="claude-3-5-haiku-latest", max_tokens=50,
                                     messages=[{"role": "user", "content": "hi"}]) as s:
             s.get_final_message()
-        g = genai.Client(api_key="gem-viewer-test", http_options={
-            "base_url": self.gw.base("gemini"), "headers": {"x-mock-exchange": "gemini-generatecontent-json-1", "x-test-id": self.tag}})
+        g = genai.Client(
+            api_key="gem-viewer-test",
+            http_options={
+                "base_url": self.gw.base("gemini"),
+                "headers": {"x-mock-exchange": "gemini-generatecontent-json-1", "x-test-id": self.tag},
+            },
+        )
         g.models.generate_content(model="gemini-2.5-flash", contents="hi")
         try:
             self.chat("openai-chat-error-1", stream=False)
