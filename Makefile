@@ -1,5 +1,5 @@
 # Developer commands. `make lint` and `make test` are what CI runs (.ci/run).
-.PHONY: test test-heavy lint bench bench-quick venv
+.PHONY: test test-fast test-heavy lint bench bench-quick venv
 
 venv:
 	@scripts/bootstrap.sh test
@@ -10,6 +10,10 @@ lint: venv
 
 test: venv
 	.venv/bin/python -m pytest -q $(ARGS)
+
+# The in-process tests: no gateway process, no SDK over sockets.
+test-fast: venv
+	.venv/bin/python -m pytest -q tests/unit $(ARGS)
 
 # Exit code 5 (no heavy test selected) is not a failure.
 test-heavy: venv

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure Debian's chromium is at /usr/bin/chromium for the viewer's browser tests
-# (tests/test_viewer_browser.py). Never downloads browsers through playwright.
+# (tests/e2e/test_viewer_browser.py). Never downloads browsers through playwright.
 # Exits 0 even when it cannot install: the browser tests then skip with the reason.
 set -uo pipefail
 if [ -x /usr/bin/chromium ]; then exit 0; fi

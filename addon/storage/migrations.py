@@ -23,7 +23,7 @@ How to add a migration (a new column, index or type change on an existing table)
      Use ``add_missing_columns`` for new columns: it skips columns that already exist, so the
      migration is also safe on a table that ``create_tables`` just made from the current model.
      A new NOT NULL column needs a default (existing rows get it);
-  3. tests/test_migrations.py checks that a database upgraded from the baseline has exactly the
+  3. tests/unit/storage/test_migrations.py checks that a database upgraded from the baseline has exactly the
      columns of a fresh one: it fails when step 2 was forgotten.
 Never edit or renumber a released migration; never rename a column (readers use the names).
 """

@@ -221,7 +221,7 @@ def test_fast_replay_does_not_wait(cgw: Gateway, fresh_mock, tag: str) -> None:
 
 @pytest.mark.parametrize("pace", ["fast", "original"])
 def test_explicit_mode_hits_with_the_sdk(mock: MockUpstream, fresh_mock, tag: str, tmp_path, pace: str) -> None:
-    from tests.test_explicit_mode import OPENAI_SCRIPT, run_sdk, sdk_env
+    from tests.e2e.test_explicit_mode import OPENAI_SCRIPT, run_sdk, sdk_env
 
     body = json.loads(body_for(tag, STREAM_NAME))
     fresh_mock.default = STREAM_NAME

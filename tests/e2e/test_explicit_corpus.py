@@ -16,7 +16,7 @@ import pytest
 from providers.catalog import Catalog
 from tests.support import corpus
 from tests.support.gateway import Gateway
-from tests.test_explicit_mode import corral_env
+from tests.e2e.test_explicit_mode import corral_env
 
 CATALOG = Catalog.load()
 

@@ -137,9 +137,9 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path) -> None:
 
 @pytest.mark.heavy
 def test_5000_requests_on_two_workers_give_exactly_5000_rows(tmp_path) -> None:
-    from tests.test_load import _hammer
+    from tests.e2e.test_load import _hammer
 
-    total = 5_000  # the 20,000-request run on one process is tests/test_load.py
+    total = 5_000  # the 20,000-request run on one process is tests/e2e/test_load.py
     with MockUpstream(chunk_delay=0.0) as mock:
         gw = Gateway(mock.url, workdir=tmp_path, args=["--workers", "2"]).start()
         try:

@@ -1,7 +1,7 @@
 """The reliability report (docs/reliability.md) is made from the tests themselves.
 
 A test that proves how Corral handles a fault or a kind of bad input says so with ``@reliability(...)``;
-``python -m tests.support.reliability`` prints the table, and tests/test_reliability_doc.py fails when
+``python -m tests.support.reliability`` prints the table, and tests/unit/test_reliability_doc.py fails when
 docs/reliability.md differs from it, so the report can never claim a behaviour no test proves.
 """
 
@@ -36,7 +36,7 @@ def reliability(area: str, kind: str, client_sees: str, recorded: str) -> Callab
     assert area in AREAS, area
 
     def mark(func: F) -> F:
-        REGISTRY.append(Entry(area, kind, client_sees, recorded, f"{func.__module__.split('.')[-1]}::{func.__name__}"))
+        REGISTRY.append(Entry(area, kind, client_sees, recorded, f"{func.__module__.removeprefix('tests.').replace('.', '/')}::{func.__name__}"))
         return func
 
     return mark
@@ -44,10 +44,10 @@ def reliability(area: str, kind: str, client_sees: str, recorded: str) -> Callab
 
 def collect() -> list[Entry]:
     tests_dir = Path(__file__).resolve().parent.parent
-    for info in pkgutil.iter_modules([str(tests_dir)]):
-        if info.name.startswith("test_"):
+    for info in pkgutil.walk_packages([str(tests_dir)], prefix="tests."):
+        if info.name.rpartition(".")[2].startswith("test_"):
             try:
-                importlib.import_module(f"tests.{info.name}")
+                importlib.import_module(info.name)
             except pytest.skip.Exception:
                 # Skipped at import on this machine (test_viewer_browser without chromium). Letting it
                 # propagate skipped the doc check itself, so a stale report went unnoticed there.
@@ -61,7 +61,7 @@ def render() -> str:
         "# Reliability and security report",
         "",
         "Generated from the tests (`python -m tests.support.reliability > docs/reliability.md`);",
-        "`tests/test_reliability_doc.py` fails when this file and the tests disagree.",
+        "`tests/unit/test_reliability_doc.py` fails when this file and the tests disagree.",
         "",
     ]
     for area in AREAS:

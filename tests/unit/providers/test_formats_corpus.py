@@ -25,7 +25,7 @@ try:  # the shared helper, when present; otherwise read the files directly
     from tests.support.corpus import CORPUS_DIR as _CORPUS_DIR
 except ImportError:
     _CORPUS_DIR = Path(
-        os.environ.get("CORRAL_CORPUS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
+        os.environ.get("CORRAL_CORPUS_DIR") or Path(__file__).resolve().parents[4] / "shared" / "corpus"
     )
 
 CORPUS = Path(_CORPUS_DIR)

@@ -19,7 +19,7 @@ from providers.formats.eventstream import EventStreamDecoder, Message
 from providers.formats.include_usage import UsageChunkStripper, inject_include_usage
 from providers.formats.jsonarray import JSONArrayDecoder
 from providers.formats.sse import SSEDecoder
-from tests.test_formats_corpus import content_type, family_for, load, request_path, response_bytes
+from tests.unit.providers.test_formats_corpus import content_type, family_for, load, request_path, response_bytes
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
