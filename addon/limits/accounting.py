@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from mitmproxy import http
 
@@ -37,7 +36,7 @@ class RateLimitAccounting:
         seconds = hold_seconds(flow.response.headers.items(multi=True), flow.response.status_code)
         if seconds:
             key = self.book.hold_key(flow)
-            until = time.time() + seconds
+            until = self.book.clock() + seconds
             if until > self.book.holds.get(key, 0):
                 self.book.holds[key] = until
                 logger.info(

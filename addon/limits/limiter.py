@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
@@ -67,6 +69,7 @@ class LimitBook:
         self.charges: dict[str, list[Charge]] = {}
         self.queues: dict[tuple[str, str], collections.deque[str]] = collections.defaultdict(collections.deque)
         self.holds: dict[tuple[str, str], float] = {}  # (provider, credential) -> epoch the hold ends
+        self.clock: Callable[[], float] = time.time  # epoch seconds, for the holds
         self.seen: dict[str, collections.OrderedDict[str, None]] = collections.defaultdict(collections.OrderedDict)
 
     def hold_key(self, flow: http.HTTPFlow) -> tuple[str, str]:
@@ -88,6 +91,9 @@ class RateLimiter:
     def __init__(self, book: LimitBook, shared_state: SharedState) -> None:
         self.book = book
         self.shared_state = shared_state  # [state]: where the windows live, and on_failure
+        # How long a flow was held is measured and waited on through these two (tests use a fake clock).
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     def load(self, loader) -> None:
         loader.add_option("corral_limits", str, "", "JSON of corral.toml's [[limits]] tables (a list).")
@@ -176,7 +182,7 @@ class RateLimiter:
         body = flow.request.raw_content
         costs = {id(w): (1 if w.what == "requests" else estimate_tokens(body, lim.tokens))
                  for lim, _ in buckets for w in lim.windows}
-        started = time.monotonic()
+        started = self.clock()
         deadline = math.inf
         joined: list[tuple[str, str]] = []
         slept = False
@@ -188,7 +194,7 @@ class RateLimiter:
                     if lost is None:
                         return
                     blocked = [lost]  # another gateway took the last slot in between: treated as full
-                now = time.monotonic()
+                now = self.clock()
                 for b in blocked:
                     if b.limit.behaviour == "reject" or b.wait == math.inf:
                         self._reject(flow, b, started)
@@ -206,7 +212,7 @@ class RateLimiter:
                     self._drop(flow, started)
                     return
                 slept = True
-                await asyncio.sleep(min(STEP, max(worst.wait, 0.005)))
+                await self.sleep(min(STEP, max(worst.wait, 0.005)))
         except StateUnavailable as e:
             self._degraded(flow, e)
         finally:
@@ -220,7 +226,7 @@ class RateLimiter:
                     if not queue:
                         book.queues.pop(qkey, None)
             if slept:
-                meta[md.WAIT_MS] = round((time.monotonic() - started) * 1000, 2)
+                meta[md.WAIT_MS] = round((self.clock() - started) * 1000, 2)
 
     async def _blocked(
         self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]
@@ -230,7 +236,7 @@ class RateLimiter:
         if book.adaptive:
             until = book.holds.get(book.hold_key(flow))
             if until is not None:
-                left = until - time.time()
+                left = until - book.clock()
                 if left > 0:
                     limit = _adaptive_limit(flow.metadata.get(md.PROVIDER) or "")
                     limit = dataclasses.replace(limit, max_wait=book.adaptive_max_wait)
@@ -331,7 +337,7 @@ async def snapshot(book: LimitBook) -> dict:
             "per": list(limit.per) or ["global"], "behaviour": limit.behaviour, "max_wait": limit.max_wait,
             "tokens": limit.tokens, "windows": [w.describe() for w in limit.windows], "buckets": buckets,
         })
-    now = time.time()
+    now = book.clock()
     holds = [{"provider": p, "credential": c, "for_s": round(until - now, 2)}
              for (p, c), until in book.holds.items() if until > now]
     return {"state": book.state_url, "adaptive": book.adaptive, "limits": out, "holds": holds}

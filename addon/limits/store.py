@@ -85,6 +85,7 @@ class LimitsStore:
         self.cluster = state.is_cluster(url)
         self.breaker = state.Breaker("rate limits")
         self._scripts: dict[str, object] = {}
+        self.clock = time.time  # the `limits` package's windows run on wall-clock time too
 
     async def _guard(self, call):
         """Run one storage call; on a shared store, a failure becomes StateUnavailable (and trips the breaker)."""
@@ -124,7 +125,7 @@ class LimitsStore:
         # own (still atomic per window; a later full window leaves the earlier ones charged, never over).
         groups = [[(i, w)] for i, w in enumerate(windows)] if self.cluster else [list(enumerate(windows))]
         for group in groups:
-            keys, args = [], [time.time()]
+            keys, args = [], [self.clock()]
             for _i, (window, key, cost) in group:
                 keys += self._redis_keys(window, key)
                 args += [1 if window.counter else 0, window.amount, window.item.get_expiry(),
@@ -184,7 +185,7 @@ class LimitsStore:
             return math.inf
         if not window.counter:
             stats = await self._guard(self.moving.get_window_stats(item, *self._ids(window, key)))
-            return 0.0 if stats.remaining >= cost else max(0.0, stats.reset_time - time.time())
+            return 0.0 if stats.remaining >= cost else max(0.0, stats.reset_time - self.clock())
         expiry = item.get_expiry()
         prev, prev_ttl, cur, cur_ttl = await self._guard(
             self.storage.get_sliding_window(self._key(window, key), expiry)

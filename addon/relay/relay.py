@@ -22,7 +22,8 @@ import asyncio
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,9 @@ class Relay:
         self.verify: Any = True
         # Pools being closed after a TLS setting changed: the loop holds tasks only weakly.
         self._closing: set[asyncio.Task[None]] = set()
+        # Waits between attempts go through these two, so tests can run them on a fake clock.
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -264,11 +268,11 @@ class Relay:
 
         async def sleep(seconds: float) -> None:
             # A long Retry-After must not outlive the client: give up as soon as it is gone.
-            deadline = asyncio.get_running_loop().time() + seconds
-            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            deadline = self.clock() + seconds
+            while (left := deadline - self.clock()) > 0:
                 if job.client_gone():
                     raise ClientGone()
-                await asyncio.sleep(min(left, 0.1))
+                await self.sleep(min(left, 0.1))
             if job.client_gone():
                 raise ClientGone()
 
