@@ -24,7 +24,7 @@ from mitmproxy.connection import ConnectionState
 from addon import config, metadata as md
 from addon.relay import inline as relay_inline
 from addon.relay.policy import Policy, PolicyError, Target, parse_fallbacks
-from addon.relay.relay import JOB_HEADER, Job, Relay
+from addon.relay.relay import JOB_HEADER, ClientGone, Job, Relay
 from addon.services import CatalogService
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,14 @@ class Retrier:
         job = Job(flow, req.method, req.url, primary, policy, self.fallbacks.get(provider, ()))
         if relay_inline.wants_inline(flow):
             job.client_gone = lambda: not flow.client_conn.state & ConnectionState.CAN_READ
-            head_at = await relay_inline.answer(self.relay, job)
+            try:
+                head_at = await relay_inline.answer(self.relay, job)
+            except ClientGone:
+                # The client left while Corral waited to retry: nothing more goes upstream for it.
+                flow.metadata[md.GATEWAY_ERROR] = "client disconnected while corral waited to retry; not sent again"
+                if flow.killable:
+                    flow.kill()
+                return
             if head_at is not None:
                 self.inline[flow.id] = head_at
                 return
