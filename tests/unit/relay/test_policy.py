@@ -1,15 +1,19 @@
-"""Retry settings and decisions: Retry-After parsing, settings validation, fallback keys per auth style,
-and the relay's upstream TLS verification (it must verify exactly as mitmproxy would)."""
+"""Retry settings and decisions: Retry-After parsing, settings validation (as options and as corral.toml
+writes them), fallback keys per auth style, and the relay's upstream TLS verification (it must verify
+exactly as mitmproxy would)."""
 
 from __future__ import annotations
 
 import email.utils
 import json
-import time
+from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons
 
+from addon import metadata as md
+from addon.config import ConfigFile
 from addon.relay.policy import (
     Policy,
     PolicyError,
@@ -20,12 +24,13 @@ from addon.relay.policy import (
     target_headers,
     target_url,
 )
-from tests.support.gateway import Gateway
+from addon.relay.retrier import Retrier
+from addon.router import Router
 from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.scripted import Scripted, response
+from tests.unit.relay.test_retrier import OK, llm_flow
 
-# Wall-clock timing on a shared 2-core machine: a failure is re-run up to twice before it counts
-# (a real defect fails all three runs).
-pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
+NOW = 1_700_000_000.0
 
 
 @pytest.mark.parametrize(("headers", "expected"), [
@@ -43,11 +48,10 @@ def test_retry_after_values(headers: dict, expected: float | None) -> None:
 
 
 def test_retry_after_http_date() -> None:
-    now = time.time()
-    date = email.utils.formatdate(now + 30, usegmt=True)
-    assert 28 <= retry_after_seconds({"retry-after": date}, now=now) <= 31
-    past = email.utils.formatdate(now - 30, usegmt=True)
-    assert retry_after_seconds({"retry-after": past}, now=now) == 0.0
+    date = email.utils.formatdate(NOW + 30, usegmt=True)
+    assert retry_after_seconds({"retry-after": date}, now=NOW) == 30.0
+    past = email.utils.formatdate(NOW - 30, usegmt=True)
+    assert retry_after_seconds({"retry-after": past}, now=NOW) == 0.0
 
 
 def test_policy_overrides_and_errors() -> None:
@@ -90,44 +94,32 @@ def test_fallback_targets_parse_and_key_placement(monkeypatch: pytest.MonkeyPatc
         parse_fallbacks({"openai": {"targets": [{"upstream": "ftp://x"}]}}, auth)
 
 
-def test_bad_retry_settings_stop_the_gateway_with_a_clear_message(tmp_path) -> None:
-    gw = Gateway(None, config={"retries": {"ttfb_timeout": "soon"}}, workdir=tmp_path)
-    with pytest.raises(RuntimeError, match=r"\[retries\] ttfb_timeout must be a number"):
-        gw.start()
-    gw.stop()
+@pytest.fixture
+async def chain(tmp_path) -> AsyncIterator[tuple[taddons.context, Retrier]]:
+    """ConfigFile, Router and Retrier as the chain runs them: corral.toml becomes options."""
+    router = Router()
+    retrier = Retrier(router)
+    with taddons.context(ConfigFile(), router, retrier) as tctx:
+        await retrier.running()
+        yield tctx, retrier
+        await retrier.done()
 
 
-@pytest.fixture(scope="module")
-def tls_mock():
-    with MockUpstream(tls=True) as m:
-        m.default = Reply.from_exchange("openai-chat-json-1")
-        yield m
+def test_bad_retry_settings_are_a_clear_options_error(chain) -> None:
+    tctx, retrier = chain
+    with pytest.raises(exceptions.OptionsError, match=r"\[retries\] ttfb_timeout must be a number"):
+        tctx.configure(retrier, corral_retries_ttfb_timeout="soon")
+    with pytest.raises(exceptions.OptionsError, match=r"\[retries.providers.nope\]: unknown provider"):
+        tctx.configure(retrier, corral_retries_providers=json.dumps({"nope": {"attempts": 2}}))
 
 
-@pytest.mark.parametrize("trusted", [True, False])
-def test_relay_verifies_upstream_tls_like_mitmproxy(tls_mock: MockUpstream, tmp_path, trusted: bool) -> None:
-    sets = [f"ssl_verify_upstream_trusted_ca={tls_mock.ca_path}"] if trusted else []
-    config = {"retries": {"attempts": 2, "backoff": 0.01, "backoff_max": 0.02}}
-    with Gateway(tls_mock.url, config=config, sets=sets, workdir=tmp_path) as gw:
-        with httpx.Client(timeout=30) as client:
-            resp = client.post(gw.base("openai") + "/v1/chat/completions", json={"model": "m", "messages": []},
-                               headers={"x-test-id": "tls"})
-        if trusted:
-            assert resp.status_code == 200 and "x-corral-retries" not in resp.headers  # first try: untouched
-            assert gw.row_for("tls")["attempts"]  # it went through the relay
-        else:  # the mock's self-signed certificate is not trusted: no answer from it reaches the client
-            assert resp.status_code == 502
-            assert "CERTIFICATE_VERIFY_FAILED" in resp.json()["error"]["message"]
-            attempts = json.loads(gw.row_for("tls")["attempts"])
-            assert len(attempts) == 2 and all(a["status"] is None for a in attempts)
-
-
-def test_corral_toml_forms(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_corral_toml_forms(chain, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Lists, numbers, per-provider tables and arrays of fallback tables, as a user writes them."""
+    tctx, retrier = chain
     monkeypatch.setenv("CORRAL_TEST_KEY_2", "sk-toml-second")
-    with MockUpstream() as primary, MockUpstream() as second:
-        gw = Gateway(None, workdir=tmp_path)
-        gw.config_path.write_text(f"""
+    async with Scripted([response(418), response(418), response(503)]) as primary, Scripted([OK]) as second:
+        config = tmp_path / "corral.toml"
+        config.write_text(f"""
 [providers.openai]
 upstream = "{primary.url}"
 
@@ -143,12 +135,36 @@ attempts = 2
 upstream = "{second.url}"
 api_key_env = "CORRAL_TEST_KEY_2"
 """)
-        primary.enqueue(Reply(418, {}, b"teapot"), Reply(418, {}, b"teapot"), Reply(503, {}, b"down"))
-        second.default = Reply.from_exchange("openai-chat-json-1")
-        with gw, httpx.Client(timeout=30) as client:
-            url = gw.base("openai") + "/v1/chat/completions"
-            first = client.post(url, json={"model": "m"})  # 418 twice (statuses = [418], attempts = 2) -> fallback
-            assert first.status_code == 200 and first.headers["x-corral-upstream"] == second.url
-            assert second.requests[-1].headers["authorization"] == "Bearer sk-toml-second"
-            other = client.post(url, json={"model": "m"})  # 503 is not in this list: passed on
-            assert other.status_code == 503 and "x-corral-retries" not in other.headers
+        tctx.options.corral_config = str(config)
+        assert retrier.policies["openai"].attempts == 2 and retrier.default.statuses == {418}
+        first = llm_flow(primary.url)  # 418 twice (statuses = [418], attempts = 2) -> fallback
+        await retrier.request(first)
+        assert first.response.status_code == 200 and first.metadata[md.UPSTREAM] == second.url
+        assert b"authorization: Bearer sk-toml-second" in second.requests[0]
+        other = llm_flow(primary.url)  # 503 is not in this list: passed on
+        await retrier.request(other)
+        assert other.response.status_code == 503 and other.metadata[md.RETRIES] == 0
+
+
+@pytest.fixture(scope="module")
+def tls_mock() -> Iterator[MockUpstream]:
+    with MockUpstream(tls=True) as m:
+        m.default = Reply.from_exchange("openai-chat-json-1")
+        yield m
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_relay_verifies_upstream_tls_like_mitmproxy(chain, tls_mock: MockUpstream, trusted: bool) -> None:
+    tctx, retrier = chain
+    tctx.configure(retrier, corral_retries_attempts=2, corral_retries_backoff="0.001", corral_retries_backoff_max="0.002")
+    if trusted:
+        tctx.configure(retrier, ssl_verify_upstream_trusted_ca=str(tls_mock.ca_path))
+    flow = llm_flow(tls_mock.url)
+    await retrier.request(flow)
+    if trusted:
+        assert flow.response.status_code == 200 and flow.metadata[md.RETRIES] == 0
+    else:  # the mock's self-signed certificate is not trusted: no answer from it reaches the client
+        assert flow.response.status_code == 502
+        assert "CERTIFICATE_VERIFY_FAILED" in json.loads(flow.response.content)["error"]["message"]
+        tries = flow.metadata[md.ATTEMPTS]
+        assert len(tries) == 2 and all(a["status"] is None for a in tries)
