@@ -48,6 +48,9 @@ class Reply:
     delay_before_headers: float = 0.0
     fault: str | None = None
     stall: float = 30.0  # how long "stall_mid_stream" holds the connection open
+    # Set: everything after the first chunk waits until the test sets the event (say, once its client
+    # holds the first chunk). A gateway that buffered the stream would then never deliver it.
+    hold: threading.Event | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.fault == "refuse":
@@ -287,6 +290,8 @@ class MockUpstream:
             return False
         delay = self.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
         for number, piece in enumerate(pieces):
+            if number == 1 and reply.hold is not None:
+                await _wait_for(reply.hold)
             if number and delay:
                 await asyncio.sleep(delay)
             if not chunked:
@@ -313,6 +318,13 @@ class MockUpstream:
         else:
             await asyncio.sleep(0.05)  # let the first chunk reach the client before the RST
             _reset(writer)
+
+
+async def _wait_for(event: threading.Event, timeout: float = 30.0) -> None:
+    """Wait (on the mock's loop) until another thread sets ``event``; give up after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not event.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
