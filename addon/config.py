@@ -109,6 +109,11 @@ class ConfigFile:
             "corral_gateway_workers", int, 1,
             "Gateway processes `corral start` runs on the one port (SO_REUSEPORT), sharing the database.",
         )
+        loader.add_option(
+            "corral_gateway_worker_startup_grace", int, 10,
+            "Seconds after its start in which a worker's failure stops every worker (a startup failure); "
+            "a later failure restarts that worker.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "corral_config" not in updated:

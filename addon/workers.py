@@ -40,7 +40,7 @@ import time
 
 WORKER_ENV = "CORRAL_WORKER"  # 1..N in each worker (recorded as flows.worker)
 REUSE_PORT_ENV = "CORRAL_REUSE_PORT"
-STARTUP_GRACE = 10.0  # a worker dying sooner than this after its start is a startup failure
+STARTUP_GRACE = 10.0  # default: a worker dying sooner than this after its start is a startup failure
 
 
 def enable_reuse_port() -> None:
@@ -80,8 +80,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class Supervisor:
-    def __init__(self, count: int, child_args: list[str], others_args: list[str] | None = None) -> None:
+    def __init__(self, count: int, child_args: list[str], others_args: list[str] | None = None,
+                 startup_grace: float = STARTUP_GRACE, command: list[str] | None = None) -> None:
         self.count = count
+        self.startup_grace = startup_grace
+        self.command = command or [sys.executable, "-m", "addon.cli"]  # what the arguments are given to
         self.child_args = child_args  # `corral` arguments of worker 1 (a `start` command line)
         self.others_args = others_args or child_args  # ... of workers 2..N (e.g. without the viewer)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -91,7 +94,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         env = {**os.environ, WORKER_ENV: str(index), REUSE_PORT_ENV: "1"}
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "addon.cli", *(self.others_args if index > 1 else self.child_args)], env=env,
+            [*self.command, *(self.others_args if index > 1 else self.child_args)], env=env,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.started_at[index] = time.monotonic()
@@ -119,7 +122,7 @@ class Supervisor:
                     code = code or rc
                 elif rc == 0:  # stopped on purpose (SIGTERM to that worker alone): not restarted
                     print(f"corral: worker {index} stopped", flush=True)
-                elif time.monotonic() - self.started_at[index] < STARTUP_GRACE:
+                elif time.monotonic() - self.started_at[index] < self.startup_grace:
                     print(f"corral: worker {index} failed to start (exit {rc}); stopping", flush=True)
                     code = rc or 1
                     self._signal(signal.SIGTERM, None)

@@ -31,7 +31,7 @@ def _worker_args(args: argparse.Namespace, listen: str, db: str, certs: str, vie
     return out if viewer else [*out, "--set", "corral_viewer_listen="]
 
 
-def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, certs: str) -> int:
+def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, certs: str, grace: float) -> int:
     from addon import gateway
     from addon.storage import db as dbmod
 
@@ -49,7 +49,7 @@ def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, c
     print(f"corral: {count} workers (SO_REUSEPORT), supervisor pid {os.getpid()}", flush=True)
     # The viewer reads the shared record: one is enough (worker 1), the others leave its port alone.
     return workers.Supervisor(count, _worker_args(args, listen, db, certs),
-                              _worker_args(args, listen, db, certs, viewer=False)).run()
+                              _worker_args(args, listen, db, certs, viewer=False), grace).run()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"corral: recording to {common.db_url(settings)}", flush=True)
         print(f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})", flush=True)
     if count > 1:
-        return _start_workers(args, count, listen, common.db_url(settings), str(certs))
+        grace = float(settings.get("corral_gateway_worker_startup_grace", workers.STARTUP_GRACE))
+        return _start_workers(args, count, listen, common.db_url(settings), str(certs), grace)
     if os.environ.get(workers.REUSE_PORT_ENV) == "1":
         workers.enable_reuse_port()
     return gateway.start(listen, settings, args.set, str(certs))

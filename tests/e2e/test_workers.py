@@ -1,6 +1,8 @@
 """`corral start --workers N`: N gateway processes on one port, one shared record, one supervisor.
 
-Runs on the suite's backend (SQLite by default; CORRAL_TEST_DB=postgres for PostgreSQL).
+Runs on the suite's backend (SQLite by default; CORRAL_TEST_DB=postgres for PostgreSQL). The
+supervisor's decisions (startup failure, restart, SIGTERM, a taken port) are tested with stand-in
+workers in tests/unit/test_workers.py.
 """
 
 from __future__ import annotations
@@ -9,23 +11,23 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support import corpus
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway, free_port
+from tests.support.gateway import Gateway, free_port
 from tests.support.mock_upstream import MockUpstream
 
 JSON_NAME = "openai-chat-json-2"
 STREAM_NAME = "openai-chat-stream-1"
 
 
-async def _mixed(gw: Gateway, total: int, concurrency: int) -> list[int]:
+async def _mixed(gw: Gateway, total: int, concurrency: int, tag: str) -> list[int]:
     """``total`` requests, JSON and streams alternating, each on a new connection (the kernel
     spreads connections, not requests, over the workers)."""
     bodies = {n: json.dumps(corpus.load(n)["request"]["body"]).encode() for n in (JSON_NAME, STREAM_NAME)}
@@ -36,7 +38,7 @@ async def _mixed(gw: Gateway, total: int, concurrency: int) -> list[int]:
         async with sem, httpx.AsyncClient(timeout=60) as client:
             async with client.stream("POST", gw.base("openai") + "/v1/chat/completions", content=bodies[name],
                                      headers={"content-type": "application/json", "x-mock-exchange": name,
-                                              "x-test-id": f"workers-{i}", "authorization": "Bearer sk-w"}) as resp:
+                                              "x-test-id": f"{tag}{i}", "authorization": "Bearer sk-w"}) as resp:
                 await resp.aread()
                 return resp.status_code
 
@@ -62,29 +64,39 @@ def _wait(predicate, timeout: float = 20.0) -> bool:
     return False
 
 
-def test_two_workers_record_every_request_exactly_once(tmp_path) -> None:
-    total = 300
+GRACE = 1  # [gateway] worker_startup_grace: a crash after this second is a crash in service
+
+
+@pytest.fixture(scope="module")
+def workers_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, int, float]]:
+    """Two workers (and the viewer, in worker 1) on one port; the tests below share them, in order."""
     viewer_port = free_port()
     with MockUpstream(chunk_delay=0.0) as mock:
-        gw = Gateway(mock.url, workdir=tmp_path, args=["--workers", "2"],
-                     sets=[f"corral_viewer_listen=127.0.0.1:{viewer_port}"]).start()
+        mock.default = JSON_NAME
+        gw = Gateway(mock.url, workdir=tmp_path_factory.mktemp("workers"), args=["--workers", "2"],
+                     config={"gateway": {"worker_startup_grace": GRACE}},
+                     sets=[f"corral_viewer_listen=127.0.0.1:{viewer_port}"])
+        started = time.monotonic()
+        gw.start()
         try:
             assert _wait(lambda: _listeners(gw.port) == 2), "two workers should listen on the port"
-            assert _wait(lambda: _listeners(viewer_port) == 1)  # the viewer runs in worker 1 only
-            assert "could not listen" not in gw.log()
-            assert len(_children(gw.proc.pid)) == 2
-            statuses = asyncio.run(_mixed(gw, total, 24))
+            yield gw, viewer_port, started
         finally:
-            code = gw.stop()
-    assert code == 0, gw.log()[-3000:]
+            gw.stop()
+
+
+def test_two_workers_record_every_request_exactly_once(workers_gw) -> None:
+    gw, viewer_port, _ = workers_gw
+    total = 100  # connections: the kernel puts all of them on one worker with probability 2**-99
+    assert _wait(lambda: _listeners(viewer_port) == 1)  # the viewer runs in worker 1 only
+    assert "could not listen" not in gw.log()
+    assert len(_children(gw.proc.pid)) == 2
+    statuses = asyncio.run(_mixed(gw, total, 24, "workers-"))
     assert statuses == [200] * total
-    rows = [r for r in gw.rows() if "workers-" in (r["request_headers"] or "")]
+    rows = gw.wait_rows(lambda r: "workers-" in (r["request_headers"] or ""), total)
     assert len(rows) == total, f"{len(rows)} rows for {total} requests"
     assert len({r["id"] for r in rows}) == total
-    tags = {
-        json.loads(r["request_headers"]) and next(v for k, v in json.loads(r["request_headers"]) if k == "x-test-id")
-        for r in rows
-    }
+    tags = {next(v for k, v in json.loads(r["request_headers"]) if k == "x-test-id") for r in rows}
     assert tags == {f"workers-{i}" for i in range(total)}
     assert all(r["input_tokens"] is not None for r in rows)
     assert sum(bool(r["stream"]) for r in rows) == total // 2
@@ -93,46 +105,21 @@ def test_two_workers_record_every_request_exactly_once(tmp_path) -> None:
     assert per_worker[1] + per_worker[2] == total
 
 
-def test_a_crashed_worker_is_restarted_and_sigterm_stops_all(tmp_path) -> None:
-    with MockUpstream(chunk_delay=0.0) as mock:
-        mock.default = JSON_NAME
-        gw = Gateway(mock.url, workdir=tmp_path, args=["--workers", "2"]).start()
-        try:
-            assert _wait(lambda: len(_children(gw.proc.pid)) == 2 and _listeners(gw.port) == 2)
-            time.sleep(10.5)  # past the startup grace: a crash now is a crash in service
-            first = _children(gw.proc.pid)
-            os.kill(first[0], signal.SIGKILL)
-            assert _wait(lambda: len(set(_children(gw.proc.pid)) - set(first)) == 1), "no replacement worker"
-            assert _wait(lambda: _listeners(gw.port) == 2)
-            assert asyncio.run(_mixed(gw, 20, 4)) == [200] * 20
-            workers = _children(gw.proc.pid)
-        finally:
-            code = gw.stop(signal.SIGTERM)
+def test_a_crashed_worker_is_restarted_and_sigterm_stops_all(workers_gw) -> None:
+    gw, _, started = workers_gw
+    time.sleep(max(0.0, started + GRACE - time.monotonic()))  # (the scenario) past the startup grace
+    first = _children(gw.proc.pid)
+    os.kill(first[0], signal.SIGKILL)
+    assert _wait(lambda: len(set(_children(gw.proc.pid)) - set(first)) == 1), "no replacement worker"
+    assert _wait(lambda: _listeners(gw.port) == 2)
+    assert asyncio.run(_mixed(gw, 20, 4, "restarted-")) == [200] * 20
+    workers = _children(gw.proc.pid)
+    code = gw.stop(signal.SIGTERM)
     assert code == 0, gw.log()[-3000:]
     assert "restarting it" in gw.log()
     assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
                    for pid in workers), "workers outlived the supervisor"
-    assert len([r for r in gw.rows() if "workers-" in (r["request_headers"] or "")]) == 20
-
-
-def test_workers_refuse_a_port_already_in_use(tmp_path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run([*CORRAL, "start", "--workers", "2", "--listen", f"127.0.0.1:{port}",
-                               "--db", f"sqlite:///{tmp_path / 'c.db'}", "--certs", str(tmp_path / "certs")],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "cannot listen" in done.stdout, done.stdout + done.stderr
-
-
-def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path) -> None:
-    port = free_port()
-    done = subprocess.run([*CORRAL, "start", "--workers", "2", "--listen", f"127.0.0.1:{port}",
-                           "--db", f"sqlite:///{tmp_path / 'c.db'}", "--certs", str(tmp_path / "certs"),
-                           "--set", "corral_storage_bodies=everything"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "failed to start" in done.stdout, done.stdout + done.stderr
+    assert len([r for r in gw.rows() if "restarted-" in (r["request_headers"] or "")]) == 20
 
 
 @pytest.mark.heavy
