@@ -1,7 +1,8 @@
-"""Shared fixtures: one replaying mock upstream and one gateway subprocess per test session.
+"""Shared fixtures: one replaying mock upstream and a few gateway subprocesses per test session.
 
 Per-test isolation comes from a unique ``x-test-id`` header (``tag`` fixture) that ends up in the
-recorded request headers, and from ``mock.reset()`` before each test.
+recorded request headers, and from ``mock.reset()`` before each test. Gateways are started on first
+use: in-process tests (tests/unit) never start one.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import corpus, pgdb
-from tests.support.gateway import Gateway, new_tag
+from tests.support.gateway import Gateway, free_port, new_tag
 from tests.support.mock_upstream import MockUpstream
+from tests.support.viewer import ViewerGateway, viewer_gateway
 
 # Tests never leave loopback: make sure no proxy settings of the machine interfere.
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -44,10 +46,37 @@ def fresh_mock(mock: MockUpstream) -> MockUpstream:
 
 @pytest.fixture(scope="session")
 def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """The default gateway: every catalog provider of the corpus pointed at the mock."""
-    gw = Gateway(mock.url, workdir=tmp_path_factory.mktemp("gateway"))
+    """The default gateway: every catalog provider of the corpus pointed at the mock. Also: its viewer
+    and /metrics on ``gateway.viewer_url``, and a custom provider ``deadend`` whose upstream refuses
+    every connection (retried without noticeable waits)."""
+    viewer_port = free_port()
+    config = {
+        "viewer": {"listen": f"127.0.0.1:{viewer_port}"},
+        "providers.deadend": {"upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens there
+        "retries.providers.deadend": {"backoff": 0.01, "backoff_max": 0.02},
+    }
+    gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("gateway"))
+    gw.viewer_url = f"http://127.0.0.1:{viewer_port}/"
     with gw:
         yield gw
+
+
+@pytest.fixture(scope="session")
+def cache_gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with the response cache on (tests/e2e/test_cache*.py)."""
+    with Gateway(mock.url, config={"cache": {"enabled": True}}, workdir=tmp_path_factory.mktemp("cache")) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def viewer(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerGateway]:
+    """A gateway with its viewer, filled by real SDK calls of every kind (tests/e2e/test_viewer_*.py).
+    Nothing else records into it; tests that add flows add them with the same tag."""
+    mock.reset()
+    mock.default = None
+    for vg in viewer_gateway(mock, tmp_path_factory.mktemp("viewer"), new_tag()):
+        vg.populate()
+        yield vg
 
 
 @pytest.fixture

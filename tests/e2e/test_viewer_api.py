@@ -7,18 +7,13 @@ import time
 import httpx
 import pytest
 
-from tests.support.gateway import new_tag
 from tests.support.reliability import reliability
-from tests.support.viewer import ViewerGateway, viewer_gateway
+from tests.support.viewer import ViewerGateway
 
 
-@pytest.fixture(scope="module")
-def vg(mock, tmp_path_factory) -> ViewerGateway:
-    mock.reset()
-    mock.default = None
-    for v in viewer_gateway(mock, tmp_path_factory.mktemp("viewer-api"), new_tag()):
-        v.populate()
-        yield v
+@pytest.fixture
+def vg(viewer: ViewerGateway) -> ViewerGateway:
+    return viewer  # one filled viewer gateway for the viewer modules (tests/conftest.py)
 
 
 def mine(vg: ViewerGateway, flows: list[dict]) -> list[dict]:
@@ -101,7 +96,7 @@ def test_after_cursor_returns_only_newer_rows(vg: ViewerGateway) -> None:
     vg.chat("openai-chat-json-2", stream=False)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not (new := vg.api("api/flows", after=cursor).json()["flows"]):
-        time.sleep(0.1)
+        time.sleep(0.02)
     assert len(new) == 1 and new[0]["id"] != first["id"]
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import REPO_ROOT, new_tag
-from tests.support.viewer import ViewerGateway, viewer_gateway
+from tests.support.gateway import REPO_ROOT
+from tests.support.viewer import ViewerGateway
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -23,13 +23,9 @@ if not Path(CHROMIUM).exists():
                 "(needs root/sudo and apt); browser tests skipped", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def vg(mock, tmp_path_factory) -> ViewerGateway:
-    mock.reset()
-    mock.default = None
-    for v in viewer_gateway(mock, tmp_path_factory.mktemp("viewer-browser"), new_tag()):
-        v.populate()
-        yield v
+@pytest.fixture
+def vg(viewer: ViewerGateway) -> ViewerGateway:
+    return viewer  # one filled viewer gateway for the viewer modules (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,13 @@ import sys
 import pytest
 from haralyzer import HarEntry, HarParser
 
-from tests.support.gateway import REPO_ROOT, new_tag
-from tests.support.viewer import ViewerGateway, viewer_gateway
+from tests.support.gateway import REPO_ROOT
+from tests.support.viewer import ViewerGateway
 
 
-@pytest.fixture(scope="module")
-def vg(mock, tmp_path_factory) -> ViewerGateway:
-    mock.reset()
-    mock.default = None
-    for v in viewer_gateway(mock, tmp_path_factory.mktemp("viewer-cli"), new_tag()):
-        v.populate()
-        yield v
+@pytest.fixture
+def vg(viewer: ViewerGateway) -> ViewerGateway:
+    return viewer  # one filled viewer gateway for the viewer modules (tests/conftest.py)
 
 
 def corral(vg: ViewerGateway, *args: str) -> subprocess.CompletedProcess:
@@ -122,16 +118,3 @@ def test_har_export_validates(vg: ViewerGateway) -> None:
         assert same_time(entry.startTime.isoformat(), s["started_at"])
         assert raw["response"]["content"]["text"] == (s["response_body"] or "")
     assert "sk-viewer-test-secret" not in r.stdout
-
-
-def test_progress_bar_on_stderr_for_large_exports(tmp_path) -> None:
-    from addon.cli.export import Progress
-    buf = io.StringIO()
-    p = Progress(2000, buf, enabled=True)
-    for _ in range(2000):
-        p.step()
-    p.close()
-    assert "100% 2000/2000" in buf.getvalue() and buf.getvalue().count("\r") == 101
-    quiet = io.StringIO()
-    Progress(10, quiet, enabled=True).step()
-    assert quiet.getvalue() == ""  # small exports stay silent
