@@ -13,6 +13,8 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from addon.cache.backend import Entry
 
@@ -27,6 +29,9 @@ class ReplayServer:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self.pending: dict[str, tuple[Entry, float]] = {}  # token -> (entry, request start)
+        # The pace is kept with these two (epoch seconds, like the request start); tests use a fake clock.
+        self.clock: Callable[[], float] = time.time
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 24)
@@ -86,8 +91,7 @@ class ReplayServer:
         await writer.drain()
         return True
 
-    @staticmethod
-    async def _sleep_until(at: float) -> None:
-        delay = at - time.time()
+    async def _sleep_until(self, at: float) -> None:
+        delay = at - self.clock()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self.sleep(delay)

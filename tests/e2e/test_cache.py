@@ -7,8 +7,6 @@ Every test puts its tag into the request body (``user`` / ``metadata``), so test
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -17,18 +15,16 @@ import pytest
 
 from tests.support import corpus
 from tests.support.gateway import Gateway
-from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.mock_upstream import Reply
 from tests.support.reliability import reliability
 
 KEY = "sk-test-cache-0123456789"
 OTHER_KEY = "sk-test-cache-other-9876"
 
 
-@pytest.fixture(scope="module")
-def cgw(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """A gateway with the cache on for everything."""
-    with Gateway(mock.url, config={"cache": {"enabled": True}}, workdir=tmp_path_factory.mktemp("cache")) as gw:
-        yield gw
+@pytest.fixture
+def cgw(cache_gateway: Gateway) -> Gateway:
+    return cache_gateway  # the cache on for everything (tests/conftest.py)
 
 
 def dump(obj) -> object:
@@ -195,12 +191,11 @@ def test_truncated_stream_is_not_cached(cgw: Gateway, fresh_mock, tag: str) -> N
 
 # --- persistence ----------------------------------------------------------------------------
 
-def test_entry_survives_a_restart(mock: MockUpstream, fresh_mock, tag: str, tmp_path: Path) -> None:
-    gw = Gateway(mock.url, config={"cache": {"enabled": True}}, workdir=tmp_path)
-    with gw:
-        first = openai_call(gw, "openai-chat-stream-2", tag)
+def test_entry_survives_a_restart(cgw: Gateway, fresh_mock, tag: str) -> None:
+    first = openai_call(cgw, "openai-chat-stream-2", tag)
     assert fresh_mock.request_count == 1
-    with Gateway(mock.url, config={"cache": {"enabled": True}}, workdir=tmp_path, db=gw.db) as again:
-        assert openai_call(again, "openai-chat-stream-2", tag) == first
-        assert fresh_mock.request_count == 1
-        assert cache_rows(again, tag, 2) == ["miss", "hit"]
+    cgw.stop()  # SIGTERM: the entry is in the database, not only in this process's memory
+    cgw.start()
+    assert openai_call(cgw, "openai-chat-stream-2", tag) == first
+    assert fresh_mock.request_count == 1
+    assert cache_rows(cgw, tag, 2) == ["miss", "hit"]

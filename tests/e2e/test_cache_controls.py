@@ -1,8 +1,11 @@
-"""Response cache: per-request headers, settings that turn it on, `corral cache`, and paced replay."""
+"""Response cache: per-request headers, settings that turn it on, `corral cache`, and paced replay.
+
+The pace of a replay itself is tested in process on a fake clock (tests/unit/cache/test_replay.py);
+here: which answers are hits, that a paced hit streams through the replay server and a fast one is
+one body, and what the record and the cache table hold."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import time
@@ -25,20 +28,22 @@ def body_for(tag: str, name: str = JSON_NAME, **changes) -> bytes:
     return json.dumps({**corpus.load(name)["request"]["body"], "user": tag, **changes}).encode()
 
 
-def post(
-    gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = JSON_NAME, prefix: str = "openai"
-) -> httpx.Response:
-    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name,
-            **(headers or {})}
+def post(gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = JSON_NAME, prefix: str = "openai") -> httpx.Response:
+    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name, **(headers or {})}
     with httpx.Client(timeout=20) as client:
         return client.post(gw.base(prefix) + "/v1/chat/completions", content=body, headers=hdrs)
 
 
+@pytest.fixture
+def cgw(cache_gateway: Gateway) -> Gateway:
+    return cache_gateway  # the cache on for everything, fast replay (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
-def cgw(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with Gateway(
-        mock.url, config={"cache": {"enabled": True}}, workdir=tmp_path_factory.mktemp("cache-controls")
-    ) as gw:
+def paced(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The cache on for gpt-4o* only (paced replay), one shared namespace for openai (any key hits)."""
+    config = {"cache": {"replay_pace": "original", "models": ["gpt-4o*"], "shared_providers": ["openai"]}}
+    with Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("paced")) as gw:
         yield gw
 
 
@@ -95,13 +100,22 @@ def test_refresh_goes_upstream_and_replaces_the_entry(cgw: Gateway, fresh_mock, 
     assert after.content == refreshed.content != first.content
 
 
+def stored_lifetimes(gw: Gateway, since: float) -> list[float]:
+    rows = gw.query("SELECT created_at, expires_at FROM cache_entries WHERE created_at >= ?", (since,))
+    return [round(r["expires_at"] - r["created_at"], 3) for r in rows]
+
+
 def test_ttl_header_sets_the_lifetime(cgw: Gateway, fresh_mock, tag: str) -> None:
+    # (That an expired entry is neither served nor kept: tests/unit/cache/test_backend.py.)
     body = body_for(tag)
-    post(cgw, body, {"x-corral-cache-ttl": "1"})
+    since = time.time() - 1
+    post(cgw, body, {"x-corral-cache-ttl": "7.5"})
     assert post(cgw, body).headers["x-corral-cache"] == "hit"
-    time.sleep(1.3)
-    assert post(cgw, body).headers["x-corral-cache"] == "miss"
-    assert fresh_mock.request_count == 2
+    assert fresh_mock.request_count == 1
+    deadline = time.monotonic() + 10  # the entry's row is written off the event loop
+    while 7.5 not in stored_lifetimes(cgw, since):  # no other test stores an entry for 7.5 s
+        assert time.monotonic() < deadline, f"no entry stored for 7.5 s: {stored_lifetimes(cgw, since)}"
+        time.sleep(0.02)
 
 
 def test_namespace_header_separates_entries(cgw: Gateway, fresh_mock, tag: str) -> None:
@@ -114,9 +128,7 @@ def test_namespace_header_separates_entries(cgw: Gateway, fresh_mock, tag: str) 
     assert not any(k.startswith("x-corral") for r in fresh_mock.requests for k in r.headers)
 
 
-def test_secret_query_parameter_is_not_part_of_the_key_but_the_credential_is(
-    cgw: Gateway, fresh_mock, tag: str
-) -> None:
+def test_secret_query_parameter_is_not_part_of_the_key_but_the_credential_is(cgw: Gateway, fresh_mock, tag: str) -> None:
     name = "gemini-generatecontent-json-1"
     path = "/v1beta/models/gemini-2.0-flash:generateContent"
     content = json.dumps({"contents": [{"parts": [{"text": tag}]}]}).encode()
@@ -134,15 +146,13 @@ def test_secret_query_parameter_is_not_part_of_the_key_but_the_credential_is(
 
 # --- settings -------------------------------------------------------------------------------
 
-def test_models_and_shared_providers_settings(mock: MockUpstream, fresh_mock, tag: str, tmp_path) -> None:
-    config = {"cache": {"models": ["gpt-4o*"], "shared_providers": ["openai"]}}
-    with Gateway(mock.url, config=config, workdir=tmp_path) as gw:
-        body = body_for(tag)  # model gpt-4o-mini: matches
-        assert post(gw, body).headers["x-corral-cache"] == "miss"
-        other = post(gw, body, {"authorization": "Bearer sk-someone-else"})
-        assert other.headers["x-corral-cache"] == "hit"  # shared namespace: any key
-        assert post(gw, body_for(tag, model="o3-mini")).headers["x-corral-cache"] == "off"
-        assert fresh_mock.request_count == 2
+def test_models_and_shared_providers_settings(paced: Gateway, fresh_mock, tag: str) -> None:
+    body = body_for(tag)  # model gpt-4o-mini: matches
+    assert post(paced, body).headers["x-corral-cache"] == "miss"
+    other = post(paced, body, {"authorization": "Bearer sk-someone-else"})
+    assert other.headers["x-corral-cache"] == "hit"  # shared namespace: any key
+    assert post(paced, body_for(tag, model="o3-mini")).headers["x-corral-cache"] == "off"
+    assert fresh_mock.request_count == 2
 
 
 def test_cli_stats_and_clear(cgw: Gateway, fresh_mock, tag: str) -> None:
@@ -151,85 +161,74 @@ def test_cli_stats_and_clear(cgw: Gateway, fresh_mock, tag: str) -> None:
     post(cgw, body)
 
     def cli(*args: str) -> str:
-        out = subprocess.run(
-            [*CORRAL, "cache", *args, "--db", cgw.db], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
-        )
+        out = subprocess.run([*CORRAL, "cache", *args, "--db", cgw.db], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    stats = json.loads(cli("stats", "--json"))
+    deadline = time.monotonic() + 10  # the entry's row is written off the event loop
+    while not (stats := json.loads(cli("stats", "--json")))["providers"].get("openai"):
+        assert time.monotonic() < deadline, "the entry was never stored"
     assert stats["providers"]["openai"]["entries"] >= 1
-    assert "openai" in cli("stats")
     assert "removed" in cli("clear", "--provider", "openai")
-    assert json.loads(cli("stats", "--json"))["providers"].get("openai") is None
-    deadline = time.monotonic() + 10  # the running gateway notices within its housekeeping interval
-    while post(cgw, body).headers["x-corral-cache"] == "hit":
-        assert time.monotonic() < deadline, "the gateway kept serving a cleared entry"
-        time.sleep(0.5)
+    assert "openai" not in cli("stats")
+    # (A running gateway drops what another process cleared at its next housekeeping round:
+    # tests/unit/cache/test_backend.py.)
 
 
 # --- paced replay ---------------------------------------------------------------------------
 
-def _arrival_gaps(gw: Gateway, body: bytes) -> tuple[list[float], bytes]:
-    """Client-side arrival times of the stream's chunks, relative to the first one."""
-    client = openai.OpenAI(base_url=gw.base("openai") + "/v1", api_key=KEY, max_retries=0, timeout=20)
-    times, chunks = [], []
+def stream_call(gw: Gateway, body: bytes) -> httpx.Response:
     with httpx.Client(timeout=20) as raw:
-        with raw.stream("POST", gw.base("openai") + "/v1/chat/completions", content=body, headers={
-                "content-type": "application/json", "authorization": f"Bearer {KEY}",
-                "x-mock-exchange": STREAM_NAME}) as resp:
-            for chunk in resp.iter_raw():
-                times.append(time.monotonic())
-                chunks.append(chunk)
-    del client
-    return [b - a for a, b in itertools.pairwise(times)], b"".join(chunks)
+        resp = raw.post(gw.base("openai") + "/v1/chat/completions", content=body, headers={
+            "content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": STREAM_NAME})
+    assert resp.status_code == 200
+    return resp
 
 
-def test_paced_replay_keeps_the_original_gaps(mock: MockUpstream, fresh_mock, tag: str, tmp_path) -> None:
-    fresh_mock.chunk_delay = 0.05
-    config = {"cache": {"enabled": True, "replay_pace": "original"}}
-    with Gateway(mock.url, config=config, workdir=tmp_path) as gw:
-        body = body_for(tag, STREAM_NAME)
-        recorded, first = _arrival_gaps(gw, body)
-        replayed, second = _arrival_gaps(gw, body)
-        assert fresh_mock.request_count == 1, "the replay was a hit"
-        assert second == first
-        assert sum(recorded) > 0.4  # 14 gaps of 50 ms upstream
-        # Same pace: total and per-gap, within a tolerance that loopback jitter cannot break.
-        assert abs(sum(replayed) - sum(recorded)) < 0.15, (recorded, replayed)
-        assert len(replayed) >= len(recorded) - 2
-        big = [g for g in replayed if g > 0.03]
-        assert len(big) >= len([g for g in recorded if g > 0.03]) - 2, (recorded, replayed)
-        # And the SDK's stream iterator works on the paced replay.
-        client = openai.OpenAI(base_url=gw.base("openai") + "/v1", api_key=KEY, max_retries=0, timeout=20)
-        events = list(
-            client.chat.completions.create(**json.loads(body), extra_headers={"x-mock-exchange": STREAM_NAME})
-        )
-        assert events and fresh_mock.request_count == 1
-
-
-def test_fast_replay_does_not_wait(cgw: Gateway, fresh_mock, tag: str) -> None:
-    fresh_mock.chunk_delay = 0.05
+def test_paced_replay_streams_the_hit_through_the_replay_server(paced: Gateway, fresh_mock, tag: str) -> None:
     body = body_for(tag, STREAM_NAME)
-    recorded, first = _arrival_gaps(cgw, body)
-    replayed, second = _arrival_gaps(cgw, body)
-    assert second == first and fresh_mock.request_count == 1
-    assert sum(replayed) < sum(recorded) / 2, (recorded, replayed)
+    first = stream_call(paced, body)
+    second = stream_call(paced, body)
+    assert second.headers["x-corral-cache"] == "hit" and fresh_mock.request_count == 1
+    assert second.content == first.content
+    assert second.headers.get("transfer-encoding") == "chunked" and "content-length" not in second.headers
+    # And the SDK's stream iterator works on the paced replay.
+    client = openai.OpenAI(base_url=paced.base("openai") + "/v1", api_key=KEY, max_retries=0, timeout=20)
+    events = list(client.chat.completions.create(**json.loads(body), extra_headers={"x-mock-exchange": STREAM_NAME}))
+    assert events and fresh_mock.request_count == 1
+    rows = paced.wait_rows(lambda r: tag in (r.get("request_body") or ""), 3)
+    assert [r["cache"] for r in rows] == ["miss", "hit", "hit"] and all(r["complete"] for r in rows)
+
+
+def test_fast_replay_is_one_body_at_once(cgw: Gateway, fresh_mock, tag: str) -> None:
+    body = body_for(tag, STREAM_NAME)
+    first = stream_call(cgw, body)
+    second = stream_call(cgw, body)
+    assert second.headers["x-corral-cache"] == "hit" and fresh_mock.request_count == 1
+    assert second.content == first.content
+    assert second.headers["content-length"] == str(len(second.content))  # made whole in the request hook
 
 
 # --- explicit proxy mode ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("pace", ["fast", "original"])
-def test_explicit_mode_hits_with_the_sdk(mock: MockUpstream, fresh_mock, tag: str, tmp_path, pace: str) -> None:
-    from tests.e2e.test_explicit_mode import OPENAI_SCRIPT, run_sdk, sdk_env
+def explicit_stream(gw: Gateway, body: dict, tag: str) -> list[dict]:
+    """The openai SDK at its default base URL (https://api.openai.com), through the gateway as its
+    HTTPS proxy, trusting the gateway's CA. (`corral env` and SDKs in their own processes:
+    tests/e2e/test_explicit_mode.py.)"""
+    ca = gw.workdir / "certs" / "mitmproxy-ca-cert.pem"
+    with httpx.Client(proxy=gw.url, verify=str(ca), timeout=20) as http:
+        client = openai.OpenAI(api_key="sk-test-explicit-cache", http_client=http, max_retries=0)
+        return [c.model_dump() for c in client.chat.completions.create(**body, extra_headers={"x-test-id": tag})]
 
+
+@pytest.mark.parametrize("pace", ["fast", "original"])
+def test_explicit_mode_hits_with_the_sdk(request: pytest.FixtureRequest, fresh_mock, tag: str, pace: str) -> None:
+    gw = request.getfixturevalue("cgw" if pace == "fast" else "paced")
     body = json.loads(body_for(tag, STREAM_NAME))
     fresh_mock.default = STREAM_NAME
-    with Gateway(mock.url, config={"cache": {"enabled": True, "replay_pace": pace}}, workdir=tmp_path) as gw:
-        env = sdk_env(gw, OPENAI_API_KEY="sk-test-explicit-cache")
-        first = run_sdk(OPENAI_SCRIPT, env, body, tag)
-        second = run_sdk(OPENAI_SCRIPT, env, body, tag)
-        assert second == first and first["chunks"] >= 2
-        rows = gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 2)
-        assert fresh_mock.request_count == 1, [(r["cache"], r["error"], r["complete"]) for r in rows]
-        assert [(r["mode"], r["cache"]) for r in rows] == [("explicit", "miss"), ("explicit", "hit")]
+    first = explicit_stream(gw, body, tag)
+    second = explicit_stream(gw, body, tag)
+    assert second == first and len(first) >= 2
+    rows = gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 2)
+    assert fresh_mock.request_count == 1, [(r["cache"], r["error"], r["complete"]) for r in rows]
+    assert [(r["mode"], r["cache"]) for r in rows] == [("explicit", "miss"), ("explicit", "hit")]

@@ -5,9 +5,12 @@ Code that waits takes an injected ``clock`` (a ``time.monotonic`` stand-in) and 
 ``FakeClock`` as both, a wait of a minute takes no time, every wait asked for is recorded in
 ``waits``, and what the code measures (``corral.wait_ms``) is exact.
 
-``run(*coroutines)`` drives them: it lets the event loop work (real sockets included) until each
-unfinished coroutine is parked in ``sleep``, then moves the clock to the earliest wake-up and wakes
-the sleepers due then, in the order they went to sleep. Ties and ordering are therefore deterministic.
+``run(*coroutines)`` drives them: it lets the event loop work until there are as many sleepers as
+unfinished coroutines and the loop has settled (loopback socket data written on this loop is delivered
+within a few turns of it), then moves the clock to the earliest wake-up and wakes the sleepers due
+then, in the order they went to sleep. Ties and ordering are therefore deterministic. The sleepers may
+be other tasks of the loop than the coroutines run (a server's handler): what they send is delivered
+before the clock moves on. Servers in other threads are not waited for: use them without the clock.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import pytest
 
 START = 1_700_000_000.0  # an epoch: the `limits` package keeps its windows in wall-clock seconds
+SETTLE = 20  # turns of the loop before the clock moves: each one polls the sockets without blocking
 
 
 class FakeClock:
@@ -74,7 +78,11 @@ class FakeClock:
                     if not live:
                         break
                     if self.sleeping >= len(live):
-                        self._wake_next()
+                        before = (self.sleeping, len(live))
+                        for _ in range(SETTLE):
+                            await asyncio.sleep(0)
+                        if (self.sleeping, sum(not t.done() for t in tasks)) == before:
+                            self._wake_next()
                     else:
                         self._changed.clear()
                         await self._changed.wait()

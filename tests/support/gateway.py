@@ -105,9 +105,9 @@ class Gateway:
         return cmd + self.args
 
     def start(self, timeout: float = 20.0, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None) -> Gateway:
-        log = self.log_path.open("ab")
         env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(self.command(), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.command(), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
