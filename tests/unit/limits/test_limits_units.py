@@ -17,6 +17,7 @@ from addon.cli.limits import endpoint
 from addon.limits.adaptive import hold_seconds, parse_reset
 from addon.limits.config import LimitConfigError, actual_tokens, estimate_tokens, parse_limits
 from addon.limits.store import LimitsStore, counter_wait, storage_uri
+from tests.support.clock import FakeClock, limits_on
 from tests.support.gateway import free_port
 
 
@@ -151,10 +152,12 @@ def test_storage_uri_and_cli_endpoint() -> None:
     assert endpoint("[::1]:9000") == "http://[::1]:9000/_corral/limits"
 
 
-def test_memory_store_cleans_up_at_most_once_a_second_and_still_expires_counts() -> None:
+def test_memory_store_cleans_up_at_most_once_a_second_and_still_expires_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The clean-up task of limits' MemoryStorage ran on every call (a thread-pool job per key);
     Corral's runs once a second, and reads must not depend on it."""
     from addon.limits.store import LazyExpiryMemoryStorage
+
+    clock = FakeClock()  # the windows' time; the clean-up's once-a-second is real time, which barely moves
 
     async def run() -> tuple[int, int, int]:
         storage = LazyExpiryMemoryStorage()
@@ -172,8 +175,9 @@ def test_memory_store_cleans_up_at_most_once_a_second_and_still_expires_counts()
             await storage.acquire_entry("m", 1000, 0.2)
             await asyncio.sleep(0)
         during = await storage.get("k")
-        await asyncio.sleep(0.3)  # past the expiry, but before the next clean-up may run
+        clock.now += 0.3  # past the expiry, but before the next clean-up may run
         return runs, during, await storage.get("k") + (await storage.get_moving_window("m", 1000, 0.2))[1]
 
-    runs, during, after = asyncio.run(run())
+    with limits_on(clock, monkeypatch):
+        runs, during, after = asyncio.run(run())
     assert runs == 1 and during == 200 and after == 0

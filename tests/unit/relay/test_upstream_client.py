@@ -6,51 +6,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import struct
-from collections.abc import Callable
 
 import pytest
 
 from addon.relay.upstream_client import ConnectError, ConnectTimeout, Pool, ReadError, RemoteProtocolError
-
-
-class Scripted:
-    """A loopback server: each accepted connection reads requests and answers from ``replies`` in turn
-    (a reply is bytes, or a callable taking the writer for misbehaviour); counts connections."""
-
-    def __init__(self, replies: list[bytes | Callable[[asyncio.StreamWriter], object]]) -> None:
-        self.replies = list(replies)
-        self.connections = 0
-        self.requests: list[bytes] = []
-
-    async def __aenter__(self) -> Scripted:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while self.replies:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                self.requests.append(head + await reader.readexactly(length))
-                reply = self.replies.pop(0)
-                if callable(reply):
-                    result = reply(writer)
-                    if asyncio.iscoroutine(result):
-                        await result
-                    return
-                writer.write(reply)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+from tests.support.scripted import Scripted, reset
 
 
 def pool() -> Pool:
@@ -121,7 +81,11 @@ def test_a_connection_the_peer_closed_while_idle_is_not_used() -> None:
         async with Scripted(replies) as s:  # serves one reply, then closes the connection
             p = pool()
             assert (await fetch(p, s.url))[2] == b"a"
-            await asyncio.sleep(0.1)  # the close arrives while the connection is idle in the pool
+            [idle] = [conn for conns in p.idle.values() for conn in conns]
+            for _ in range(1000):  # the server's close arrives while the connection is idle in the pool
+                if idle.reader.at_eof():
+                    break
+                await asyncio.sleep(0.001)
             s.replies.append(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb")
             assert (await fetch(p, s.url))[2] == b"b"
             assert s.connections == 2
@@ -129,18 +93,21 @@ def test_a_connection_the_peer_closed_while_idle_is_not_used() -> None:
 
 
 def test_partial_chunks_are_handed_on_before_the_chunk_completes() -> None:
-    async def slow(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\n12345678")
-        await writer.drain()
-        await asyncio.sleep(0.5)
-        writer.write(b"abcdefgh\r\n0\r\n\r\n")
-        await writer.drain()
-
     async def go() -> None:
-        async with Scripted([slow]) as s:
+        got_first = asyncio.Event()
+
+        async def half_then_rest(writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\n12345678")
+            await writer.drain()
+            await got_first.wait()  # the rest only once the client has the first half
+            writer.write(b"abcdefgh\r\n0\r\n\r\n")
+            await writer.drain()
+
+        async with Scripted([half_then_rest]) as s:
             p = pool()
             response = await p.request("GET", s.url, [(b"host", b"x")], b"", connect_timeout=5)
-            first = await asyncio.wait_for(anext(response.stream), 0.3)  # before the rest is sent
+            first = await asyncio.wait_for(anext(response.stream), 10)
+            got_first.set()
             assert first == b"12345678"
             assert b"".join([c async for c in response.stream]) == b"abcdefgh"
             await response.aclose()
@@ -170,17 +137,11 @@ def test_protocol_errors(reply: bytes, error: type[Exception]) -> None:
 
 
 def test_reset_is_a_read_error_and_refused_a_connect_error() -> None:
-    def reset(writer: asyncio.StreamWriter) -> None:
-        # SO_LINGER 0: close sends RST instead of FIN.
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort()
-
     async def go() -> None:
         async with Scripted([reset]) as s:
             with pytest.raises((ReadError, RemoteProtocolError)):
                 await fetch(pool(), s.url)
             url = s.url
-        await asyncio.sleep(0.05)
         with pytest.raises(ConnectError):
             await fetch(pool(), url)  # nobody listens any more
     run(go())
