@@ -72,9 +72,9 @@ def test_mitmdump_records_the_same_rows_as_corral_start(gateway: Gateway, mock: 
     assert (tmp_path / "certs" / "mitmproxy-ca.pem").stat().st_mode & 0o777 == 0o600
 
 
-async def watch_updates(web_port: int, token: str, action) -> dict[str, dict]:
-    """Run ``action`` while listening on mitmweb's /updates WebSocket, as its browser UI does;
-    returns the last pushed state of every flow."""
+async def watch_updates(web_port: int, token: str, action, count: int) -> dict[str, dict]:
+    """Run ``action`` while listening on mitmweb's /updates WebSocket, as its browser UI does, until
+    ``count`` flows have been pushed with a comment; returns the last pushed state of every flow."""
     from tornado import httpclient, websocket
 
     request = httpclient.HTTPRequest(f"ws://127.0.0.1:{web_port}/updates",
@@ -87,11 +87,8 @@ async def watch_updates(web_port: int, token: str, action) -> dict[str, dict]:
             await asyncio.sleep(0.05)
     last: dict[str, dict] = {}
     task = asyncio.create_task(asyncio.to_thread(action))
-    while True:
-        try:
-            raw = await asyncio.wait_for(conn.read_message(), timeout=1.0 if task.done() else 20)
-        except TimeoutError:
-            break
+    while not (task.done() and sum(1 for f in last.values() if f.get("comment")) >= count):
+        raw = await asyncio.wait_for(conn.read_message(), timeout=20)
         message = json.loads(raw) if raw else {}
         if message.get("type") in ("flows/add", "flows/update"):
             flow = message["payload"]["flow"]
@@ -107,7 +104,7 @@ def test_mitmweb_shows_the_annotation(mock: MockUpstream, tmp_path: Path) -> Non
              "--set", f"web_password={token}"]
     tags = [new_tag(), new_tag()]
     with MitmGateway(mock.url, "mitmweb", extra, workdir=tmp_path) as web:
-        pushed = asyncio.run(watch_updates(web_port, token, lambda: exercise(web, tags)))
+        pushed = asyncio.run(watch_updates(web_port, token, lambda: exercise(web, tags), len(tags)))
         web.row_for(tags[1])
         flows = httpx.get(f"http://127.0.0.1:{web_port}/flows", headers={"Authorization": f"Bearer {token}"},
                           timeout=10, trust_env=False).json()

@@ -188,7 +188,15 @@ def test_redis_outage_follows_the_policy_and_recovers(pair: tuple[Gateway, Gatew
         assert "rate-limit state unavailable" in b.row_for(tag)["error"]
     finally:
         redis_server.start()  # same port, empty: the gateways were never restarted
-    time.sleep(1.5)  # past the breaker's pause
+
+    def recovered() -> bool:  # both gateways use Redis again (each one's breakers pause after a failure)
+        probe = {"model": "gpt-4.1", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+        return all("x-corral-state" not in post(gw, new_key(), tag + "-probe", cache="use", body=probe).headers for gw in (a, b))
+
+    deadline = time.monotonic() + 10
+    while not recovered():
+        assert time.monotonic() < deadline, "the gateways did not take Redis back"
+        time.sleep(0.05)
     # Limits enforced again, on both gateways, in one shared window.
     key = new_key()
     statuses = [post(a if i % 2 else b, key, tag).status_code for i in range(RPM + 1)]
