@@ -15,6 +15,7 @@ from mitmproxy.test import taddons, tflow
 from addon import metadata as md
 from addon.limits.accounting import WAIT_HEADER, RateLimitAccounting
 from addon.limits.limiter import STEP, LimitBook, RateLimiter, snapshot
+from addon.services import SharedState
 from tests.support.clock import FakeClock, limits_on
 
 QUEUE = {"name": "per-tenant", "requests_per_second": 2, "provider": "openai", "per": "tenant",
@@ -47,9 +48,10 @@ class Limiter:
 def lim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Limiter]:
     clock = FakeClock()
     book = LimitBook()
-    limiter, accounting = RateLimiter(book), RateLimitAccounting(book)
+    shared = SharedState()
+    limiter, accounting = RateLimiter(book, shared), RateLimitAccounting(book)
     limiter.clock, limiter.sleep, book.clock = clock, clock.sleep, clock
-    with limits_on(clock, monkeypatch), taddons.context(limiter, accounting) as tctx:
+    with limits_on(clock, monkeypatch), taddons.context(shared, limiter, accounting) as tctx:
         harness = Limiter(clock, tctx, limiter, accounting)
         harness.configure(QUEUE)
         yield harness

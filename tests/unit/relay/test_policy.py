@@ -25,7 +25,7 @@ from addon.relay.policy import (
     target_url,
 )
 from addon.relay.retrier import Retrier
-from addon.router import Router
+from addon.services import CatalogService
 from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.scripted import Scripted, response
 from tests.unit.relay.test_retrier import OK, llm_flow
@@ -96,10 +96,10 @@ def test_fallback_targets_parse_and_key_placement(monkeypatch: pytest.MonkeyPatc
 
 @pytest.fixture
 async def chain(tmp_path) -> AsyncIterator[tuple[taddons.context, Retrier]]:
-    """ConfigFile, Router and Retrier as the chain runs them: corral.toml becomes options."""
-    router = Router()
-    retrier = Retrier(router)
-    with taddons.context(ConfigFile(), router, retrier) as tctx:
+    """ConfigFile, the catalog and the Retrier as the chain runs them: corral.toml becomes options."""
+    catalog = CatalogService()
+    retrier = Retrier(catalog)
+    with taddons.context(ConfigFile(), catalog, retrier) as tctx:
         await retrier.running()
         yield tctx, retrier
         await retrier.done()

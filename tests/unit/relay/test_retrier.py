@@ -24,7 +24,7 @@ from addon import metadata as md
 from addon.relay.relay import JOB_HEADER
 from addon.relay.retrier import Retrier
 from addon.relay.upstream_client import Pool, ReadError, RemoteProtocolError, Response
-from addon.router import Router
+from addon.services import CatalogService
 from tests.support.clock import FakeClock
 from tests.support.scripted import Scripted, chunk, close, error, never, reset, response
 
@@ -64,10 +64,10 @@ class Harness:
 @pytest.fixture
 async def rt(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     monkeypatch.setenv("CORRAL_TEST_FALLBACK_KEY", FALLBACK_KEY)
-    router = Router()
-    retrier = Retrier(router)
+    catalog = CatalogService()
+    retrier = Retrier(catalog)
     clock = FakeClock()
-    with taddons.context(router, retrier) as tctx:
+    with taddons.context(catalog, retrier) as tctx:
         tctx.configure(retrier, corral_retries_attempts=3, corral_retries_backoff="0.5", corral_retries_backoff_max="8",
                        corral_retries_max_retry_after="60", corral_retries_connect_timeout="5",
                        corral_retries_ttfb_timeout="5", corral_retries_idle_timeout="5")

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from mitmproxy.test import taddons
+from prometheus_client import CollectorRegistry
 
-from addon.storage import db as dbmod, queries
-from addon.viewer.metrics import Metrics
+from addon.storage import db as dbmod
+from addon.storage import queries
 from addon.viewer.server import Viewer
 from tests.support.gateway import free_port
 from tests.support.reliability import reliability
@@ -23,7 +24,7 @@ from tests.support.reliability import reliability
 @pytest.fixture
 async def viewer(tmp_path) -> AsyncIterator[tuple[taddons.context, Viewer, str]]:
     dbmod.connect(f"sqlite:///{tmp_path / 'corral.db'}")
-    viewer = Viewer(Metrics())
+    viewer = Viewer(CollectorRegistry())
     port = free_port()
     with taddons.context(viewer) as tctx:
         tctx.configure(viewer, corral_viewer_listen=f"127.0.0.1:{port}")
