@@ -8,9 +8,11 @@ import os
 import shlex
 import ssl
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import corpus
 from tests.support.gateway import CORRAL, REPO_ROOT, Gateway, new_tag
@@ -58,36 +60,48 @@ def test_env_certs_and_start_share_the_ca_from_the_config(tmp_path: Path) -> Non
     assert (ca_dir / "mitmproxy-ca.pem").stat().st_mode & 0o777 == 0o600
 
 
-def test_start_uses_the_configured_ca(tmp_path: Path, mock: MockUpstream) -> None:
+@pytest.fixture(scope="module")
+def tls_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, MockUpstream, MockUpstream]]:
+    """One gateway for the rest of the module: its CA in [gateway] certs (no --certs flag), upstream TLS
+    trusted through [gateway] upstream_ca = the CA of one TLS mock (openai's upstream) and not of another
+    (groq's). Upstream failures are retried without noticeable waits."""
+    with MockUpstream(tls=True) as trusted, MockUpstream(tls=True) as untrusted:
+        trusted.default = untrusted.default = "openai-chat-json-1"
+        workdir = tmp_path_factory.mktemp("certs")
+        config = {"gateway": {"certs": "ca-from-config", "upstream_ca": str(trusted.ca_path)},
+                  "providers.groq": {"upstream": untrusted.url},
+                  "retries": {"backoff": 0.01, "backoff_max": 0.02}}
+        gw = Gateway(trusted.url, workdir=workdir, config=config)
+        gw.command = lambda: [*CORRAL, "start", "--listen", f"127.0.0.1:{gw.port}", "--db", gw.db,
+                              "--config", str(gw.config_path)]
+        with gw:
+            yield gw, trusted, untrusted
+
+
+def test_start_uses_the_configured_ca(tls_gw) -> None:
     """`corral start` with [gateway] certs intercepts with the CA `corral env` handed out."""
-    gw = Gateway(mock.url, workdir=tmp_path, config={"gateway": {"certs": "ca-from-config"}})
-    gw.command = lambda: [*CORRAL, "start", "--listen", f"127.0.0.1:{gw.port}", "--db", gw.db,
-                          "--config", str(gw.config_path)]
-    ca = tmp_path / "ca-from-config" / "mitmproxy-ca-cert.pem"
-    with gw:
-        trust = ssl.create_default_context(cafile=str(ca))
+    gw, _, _ = tls_gw
+    ca = gw.workdir / "ca-from-config" / "mitmproxy-ca-cert.pem"
+    trust = ssl.create_default_context(cafile=str(ca))
+    tag = new_tag()
+    with httpx.Client(proxy=gw.url, verify=trust, trust_env=False, timeout=20) as c:
+        r = c.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"},
+                   headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": tag})
+    assert r.status_code == 200
+    assert gw.row_for(tag)["mode"] == "explicit"
+
+
+def test_upstream_tls_is_verified_unless_upstream_ca_is_set(tls_gw) -> None:
+    gw, trusted, untrusted = tls_gw
+    body = corpus.load("openai-chat-json-1")["request"]["body"]
+    for prefix, ok in (("groq/openai", False), ("openai", True)):
         tag = new_tag()
-        with httpx.Client(proxy=gw.url, verify=trust, trust_env=False, timeout=20) as c:
-            r = c.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4o-mini"},
-                       headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": tag})
-        assert r.status_code == 200
-        assert gw.row_for(tag)["mode"] == "explicit"
-
-
-def test_upstream_tls_is_verified_unless_upstream_ca_is_set(tmp_path: Path) -> None:
-    with MockUpstream(tls=True) as tls_mock:
-        tls_mock.default = "openai-chat-json-1"
-        body = corpus.load("openai-chat-json-1")["request"]["body"]
-        for trusted in (False, True):
-            config = {"gateway": {"upstream_ca": str(tls_mock.ca_path)}} if trusted else {}
-            (tmp_path / str(trusted)).mkdir()
-            with Gateway(tls_mock.url, workdir=tmp_path / str(trusted), config=config) as gw:
-                tag = new_tag()
-                r = httpx.post(gw.base("openai") + "/v1/chat/completions", json=body, trust_env=False, timeout=20,
-                               headers={"x-test-id": tag, "authorization": "Bearer sk-test"})
-                row = gw.row_for(tag)
-                if trusted:
-                    assert r.status_code == 200 and row["input_tokens"] is not None
-                else:
-                    assert r.status_code == 502 and "certificate" in (row["error"] or "").lower()
-        assert tls_mock.request_count == 1  # the untrusted attempt never got past the handshake
+        r = httpx.post(gw.base(prefix) + "/v1/chat/completions", json=body, trust_env=False, timeout=20,
+                       headers={"x-test-id": tag, "authorization": "Bearer sk-test"})
+        row = gw.row_for(tag)
+        if ok:  # its certificate is signed by the CA in upstream_ca
+            assert r.status_code == 200 and row["input_tokens"] is not None
+        else:  # verified, and not trusted: no answer from it reaches the client
+            assert r.status_code == 502 and "certificate" in (row["error"] or "").lower()
+    assert untrusted.request_count == 0  # the untrusted attempts never got past the handshake
+    assert trusted.request_count >= 1

@@ -9,6 +9,7 @@ corpus provider's upstream), so nothing leaves loopback.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shlex
@@ -16,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,8 +34,7 @@ body = json.loads(sys.argv[1])
 tag = sys.argv[2]
 if body.get("stream"):
     chunks = list(client.chat.completions.create(**body, extra_headers={"x-test-id": tag}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    print(json.dumps({"chunks": len(chunks), "text": text}))
+    print(json.dumps({"chunks": len(chunks), "text": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)}))
 else:
     r = client.chat.completions.create(**body, extra_headers={"x-test-id": tag})
     print(json.dumps({"usage": r.usage.model_dump(), "text": r.choices[0].message.content}))
@@ -55,24 +56,32 @@ else:
 """
 
 
-def assert_not_recorded(gateway: Gateway, tag: str) -> None:
+PROXY_AUTH = "corral:s3cr@t"
+AUTH_HEADER = {"proxy-authorization": "Basic " + base64.b64encode(PROXY_AUTH.encode()).decode()}
+# A suffix look-alike (caught by the `:443$` end) and a prefix one (caught by the `^` start).
+LOOK_ALIKES = ("api.openai.com.example.test", "evil-api.openai.com")
+
+
+def assert_not_recorded(gateway: Gateway, tag: str, headers: dict[str, str] | None = None) -> None:
     """No row for ``tag``: checked after a later, recorded request's row is in (rows are written in order)."""
     import httpx
 
     marker = tag + "-marker"
     httpx.post(gateway.base("openai") + "/v1/chat/completions", json={}, trust_env=False, timeout=20,
-               headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": marker})
+               headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": marker, **(headers or {})})
     gateway.row_for(marker)
-    assert not [
-        r for r in gateway.rows() if tag in (r.get("request_headers") or "") and marker not in r["request_headers"]
-    ]
+    assert not [r for r in gateway.rows() if tag in (r.get("request_headers") or "") and marker not in r["request_headers"]]
 
 
 def corral_env(gateway: Gateway) -> dict[str, str]:
     """Run `corral env` exactly as a user would and parse its `export NAME=value` lines."""
+    return dict(_corral_env(gateway.port, str(gateway.config_path), str(gateway.workdir / "certs")))
+
+
+@functools.cache  # once per gateway: its settings do not change
+def _corral_env(port: int, config: str, certs: str) -> tuple[tuple[str, str], ...]:
     out = subprocess.run(
-        [*CORRAL, "env", "--listen", f"127.0.0.1:{gateway.port}", "--config", str(gateway.config_path),
-         "--certs", str(gateway.workdir / "certs")],
+        [*CORRAL, "env", "--listen", f"127.0.0.1:{port}", "--config", config, "--certs", certs],
         cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=60,
     ).stdout
     env = {}
@@ -80,7 +89,31 @@ def corral_env(gateway: Gateway) -> dict[str, str]:
         assert line.startswith("export "), line
         name, _, value = line.removeprefix("export ").partition("=")
         env[name] = shlex.split(value)[0]
-    return env
+    return tuple(env.items())
+
+
+@pytest.fixture(scope="module")
+def tls_site() -> Iterator[MockUpstream]:
+    """A TLS server with its own self-signed certificate: a site that is not a provider."""
+    with MockUpstream(tls=True) as m:
+        m.default = "openai-chat-json-1"
+        yield m
+
+
+@pytest.fixture(scope="module")
+def guarded(mock: MockUpstream, tls_site: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A second gateway: proxy authentication, one more intercepted host (localhost:443 as openai), and a
+    test-only resolver (tests/support/fake_dns: no DNS query leaves the machine) that sends look-alike
+    provider names to ``tls_site``."""
+    config = {"gateway": {"proxyauth": PROXY_AUTH, "intercept_hosts": ["openai=^localhost:443$"]}}
+    gw = Gateway(mock.url, workdir=tmp_path_factory.mktemp("guarded"), config=config)
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'tests' / 'support' / 'fake_dns'}{os.pathsep}{REPO_ROOT}",
+           "CORRAL_TEST_HOSTS": ",".join(f"{name}:443=127.0.0.1:{tls_site.port}" for name in LOOK_ALIKES)}
+    gw.start(env=env)
+    try:
+        yield gw
+    finally:
+        gw.stop()
 
 
 def sdk_env(gateway: Gateway, **extra: str) -> dict[str, str]:
@@ -137,9 +170,7 @@ def test_anthropic_sdk_through_corral_env(gateway: Gateway, fresh_mock: MockUpst
     assert row["error"] is None and row["complete"]
 
 
-def test_without_the_bundle_the_sdk_refuses_the_interception(
-    gateway: Gateway, fresh_mock: MockUpstream, tag: str
-) -> None:
+def test_without_the_bundle_the_sdk_refuses_the_interception(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     """Control: the bundle really is what makes the intercepted TLS trusted."""
     env = sdk_env(gateway, OPENAI_API_KEY="sk-test-explicit")
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
@@ -153,10 +184,11 @@ def test_without_the_bundle_the_sdk_refuses_the_interception(
     assert fresh_mock.request_count == 0
 
 
-def connect(gateway: Gateway, target: str) -> tuple[socket.socket, bytes]:
+def connect(gateway: Gateway, target: str, headers: dict[str, str] | None = None) -> tuple[socket.socket, bytes]:
     """Open a CONNECT tunnel through the gateway; returns the socket and the proxy's status line."""
     sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
-    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
         data = sock.recv(4096)
@@ -177,10 +209,8 @@ def test_other_hosts_are_tunnelled_not_intercepted(gateway: Gateway, tag: str) -
             assert b" 200" in status, status
             ctx = ssl.create_default_context(cafile=str(tls_mock.ca_path))
             with ctx.wrap_socket(sock, server_hostname=host) as tls:
-                tls.sendall(
-                    f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nx-test-id: {tag}\r\n"
-                    "content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".encode()
-                )
+                tls.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nx-test-id: {tag}\r\n"
+                            "content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".encode())
                 reply = b""
                 while chunk := tls.recv(65536):
                     reply += chunk
@@ -189,42 +219,33 @@ def test_other_hosts_are_tunnelled_not_intercepted(gateway: Gateway, tag: str) -
     assert_not_recorded(gateway, tag)
 
 
-# A suffix look-alike (caught by the `:443$` end) and a prefix one (caught by the `^` start).
-LOOK_ALIKES = ("api.openai.com.example.test", "evil-api.openai.com")
-
-
 @reliability("isolation", "look-alike host (api.openai.com.example.test)", "tunnelled, not intercepted", "nothing")
-def test_look_alike_host_is_tunnelled_not_intercepted(tmp_path, monkeypatch: pytest.MonkeyPatch, tag: str) -> None:
+def test_look_alike_host_is_tunnelled_not_intercepted(guarded: Gateway, tls_site: MockUpstream, tag: str) -> None:
     """api.openai.com.example.test:443 must be a raw tunnel (the catalog's regexes are anchored). The gateway
-    resolves that name to a local TLS server (test-only resolver, no DNS query leaves the machine); a
-    client that trusts ONLY that server's certificate completes the handshake, which it could not if
-    Corral had intercepted. Control: api.openai.com:443 is intercepted by the same gateway."""
-    with MockUpstream(tls=True) as tls_mock:
-        tls_mock.default = "openai-chat-json-1"
-        monkeypatch.setenv("PYTHONPATH", f"{REPO_ROOT / 'tests' / 'support' / 'fake_dns'}{os.pathsep}{REPO_ROOT}")
-        monkeypatch.setenv(
-            "CORRAL_TEST_HOSTS", ",".join(f"{name}:443=127.0.0.1:{tls_mock.port}" for name in LOOK_ALIKES)
-        )
-        with Gateway(tls_mock.url, workdir=tmp_path) as gw:
-            corral_ca = ssl.create_default_context(cafile=str(tmp_path / "certs" / "mitmproxy-ca-cert.pem"))
-            sock, status = connect(gw, "api.openai.com:443")
-            with corral_ca.wrap_socket(sock, server_hostname="api.openai.com") as tls:
-                assert tls.getpeercert()["subject"]  # intercepted: Corral's certificate
+    resolves that name to a local TLS server; a client that trusts ONLY that server's certificate completes
+    the handshake, which it could not if Corral had intercepted. Control: api.openai.com:443 is intercepted
+    by the same gateway."""
+    gw = guarded
+    tls_site.reset()
+    corral_ca = ssl.create_default_context(cafile=str(gw.workdir / "certs" / "mitmproxy-ca-cert.pem"))
+    sock, status = connect(gw, "api.openai.com:443", AUTH_HEADER)
+    with corral_ca.wrap_socket(sock, server_hostname="api.openai.com") as tls:
+        assert tls.getpeercert()["subject"]  # intercepted: Corral's certificate
 
-            only_mock = ssl.create_default_context(cafile=str(tls_mock.ca_path))
-            only_mock.check_hostname = False  # the mock's cert names localhost; the chain is what matters
-            for name in LOOK_ALIKES:
-                sock, status = connect(gw, f"{name}:443")
-                assert b" 200" in status, status
-                with only_mock.wrap_socket(sock, server_hostname=name) as tls:
-                    tls.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {name}\r\nx-test-id: {tag}\r\n"
-                                "content-length: 2\r\nconnection: close\r\n\r\n{}".encode())
-                    reply = b""
-                    while chunk := tls.recv(65536):
-                        reply += chunk
-                assert reply.startswith(b"HTTP/1.1 200"), name
-            assert tls_mock.request_count == len(LOOK_ALIKES)
-            assert_not_recorded(gw, tag)
+    only_site = ssl.create_default_context(cafile=str(tls_site.ca_path))
+    only_site.check_hostname = False  # the site's cert names localhost; the chain is what matters
+    for name in LOOK_ALIKES:
+        sock, status = connect(gw, f"{name}:443", AUTH_HEADER)
+        assert b" 200" in status, status
+        with only_site.wrap_socket(sock, server_hostname=name) as tls:
+            tls.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {name}\r\nx-test-id: {tag}\r\n"
+                        "content-length: 2\r\nconnection: close\r\n\r\n{}".encode())
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), name
+    assert tls_site.request_count == len(LOOK_ALIKES)
+    assert_not_recorded(gw, tag, AUTH_HEADER)
 
 
 def test_plain_http_absolute_form_is_routed(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
@@ -241,9 +262,7 @@ def test_plain_http_absolute_form_is_routed(gateway: Gateway, fresh_mock: MockUp
     assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
 
 
-def test_plain_http_to_other_hosts_is_forwarded_not_recorded(
-    gateway: Gateway, fresh_mock: MockUpstream, tag: str
-) -> None:
+def test_plain_http_to_other_hosts_is_forwarded_not_recorded(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     import httpx
 
     fresh_mock.enqueue("openai-chat-json-1")
@@ -260,41 +279,39 @@ def test_ca_key_is_private(gateway: Gateway) -> None:
     assert key.stat().st_mode & 0o777 == 0o600
 
 
-def test_proxyauth_and_extra_intercepted_hosts(fresh_mock: MockUpstream, tmp_path, tag: str) -> None:
+def test_proxyauth_and_extra_intercepted_hosts(guarded: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     """[gateway] proxyauth: `corral env` carries the credentials, clients without them get 407.
     [gateway] intercept_hosts: one more host handled as a provider (here localhost:443 as openai)."""
     import httpx
 
-    config = {"gateway": {"proxyauth": "corral:s3cr@t", "intercept_hosts": ["openai=^localhost:443$"]}}
-    with Gateway(fresh_mock.url, workdir=tmp_path, config=config) as gw:
-        env = sdk_env(gw, OPENAI_API_KEY="sk-test-explicit")
-        assert env["HTTPS_PROXY"] == f"http://corral:s3cr%40t@127.0.0.1:{gw.port}"
-        fresh_mock.enqueue("openai-chat-json-1")
-        run_sdk(OPENAI_SCRIPT, env, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}, tag)
-        row = gw.row_for(tag)
-        assert row["mode"] == "explicit" and row["provider"] == "openai" and row["status"] == 200
-        assert "s3cr" not in json.dumps(row)
+    gw = guarded
+    env = sdk_env(gw, OPENAI_API_KEY="sk-test-explicit")
+    assert env["HTTPS_PROXY"] == f"http://corral:s3cr%40t@127.0.0.1:{gw.port}"
+    fresh_mock.enqueue("openai-chat-json-1")
+    run_sdk(OPENAI_SCRIPT, env, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}, tag)
+    row = gw.row_for(tag)
+    assert row["mode"] == "explicit" and row["provider"] == "openai" and row["status"] == 200
+    assert "s3cr" not in json.dumps(row)
 
-        trust = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
-        with httpx.Client(proxy=f"http://127.0.0.1:{gw.port}", verify=trust, trust_env=False, timeout=20) as c:
-            with pytest.raises(httpx.ProxyError, match="407"):
-                c.get("https://api.openai.com/v1/models")
-        fresh_mock.enqueue("openai-chat-json-1")
-        tag2 = tag + "-extra"
-        with httpx.Client(proxy=env["HTTPS_PROXY"], verify=trust, trust_env=False, timeout=20) as c:
-            resp = c.post("https://localhost/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []},
-                          headers={"x-test-id": tag2, "authorization": "Bearer sk-test"})
-        assert resp.status_code == 200
-        row = gw.row_for(tag2)
-        assert row["provider"] == "openai" and row["mode"] == "explicit" and row["upstream"] == fresh_mock.url
-        assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
+    trust = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    with httpx.Client(proxy=f"http://127.0.0.1:{gw.port}", verify=trust, trust_env=False, timeout=20) as c:
+        with pytest.raises(httpx.ProxyError, match="407"):
+            c.get("https://api.openai.com/v1/models")
+    fresh_mock.enqueue("openai-chat-json-1")
+    tag2 = tag + "-extra"
+    with httpx.Client(proxy=env["HTTPS_PROXY"], verify=trust, trust_env=False, timeout=20) as c:
+        resp = c.post("https://localhost/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []},
+                      headers={"x-test-id": tag2, "authorization": "Bearer sk-test"})
+    assert resp.status_code == 200
+    row = gw.row_for(tag2)
+    assert row["provider"] == "openai" and row["mode"] == "explicit" and row["upstream"] == fresh_mock.url
+    assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
 
-        # Reverse-mode clients authenticate with a Proxy-Authorization header (mitmproxy's proxyauth).
-        url = gw.base("openai") + "/v1/chat/completions"
-        headers = {"x-mock-exchange": "openai-chat-json-1", "x-test-id": tag + "-reverse"}
-        assert httpx.post(url, json={}, headers=headers, trust_env=False).status_code == 407
-        auth = "Basic " + base64.b64encode(b"corral:s3cr@t").decode()
-        resp = httpx.post(url, json={}, headers={**headers, "proxy-authorization": auth}, trust_env=False)
-        assert resp.status_code == 200
-        row = gw.row_for(tag + "-reverse")
-        assert row["mode"] == "reverse" and "s3cr" not in json.dumps(row)
+    # Reverse-mode clients authenticate with a Proxy-Authorization header (mitmproxy's proxyauth).
+    url = gw.base("openai") + "/v1/chat/completions"
+    headers = {"x-mock-exchange": "openai-chat-json-1", "x-test-id": tag + "-reverse"}
+    assert httpx.post(url, json={}, headers=headers, trust_env=False).status_code == 407
+    resp = httpx.post(url, json={}, headers={**headers, **AUTH_HEADER}, trust_env=False)
+    assert resp.status_code == 200
+    row = gw.row_for(tag + "-reverse")
+    assert row["mode"] == "reverse" and "s3cr" not in json.dumps(row)

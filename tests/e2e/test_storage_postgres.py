@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import subprocess
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,12 +19,16 @@ from tests.support.mock_upstream import MockUpstream
 NAME = "openai-chat-json-1"
 
 
-@pytest.fixture
-def pg_url():
+@pytest.fixture(scope="module")
+def pg_gw(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway recording into a throwaway PostgreSQL database, for this module."""
     pgdb.require()
     url = pgdb.create_database()
-    yield url
-    pgdb.drop_database(url)
+    try:
+        with Gateway(mock.url, db=url, workdir=tmp_path_factory.mktemp("pg")) as gw:
+            yield gw
+    finally:
+        pgdb.drop_database(url)
 
 
 def call(gw: Gateway, tag: str, name: str = NAME) -> None:
@@ -45,19 +50,19 @@ def terminate_connections(url: str) -> int:
         conn.close()
 
 
-def test_writer_reconnects_after_the_connection_is_dropped(tmp_path, pg_url: str) -> None:
-    with MockUpstream(chunk_delay=0.0) as mock, Gateway(mock.url, db=pg_url, workdir=tmp_path) as gw:
-        for i in range(5):
-            call(gw, f"before-{i}")
-        gw.wait_rows(lambda r: "before-" in (r["request_headers"] or ""), 5)
-        assert terminate_connections(pg_url) >= 1  # the gateway's writer (and our reader)
-        gw._reader = None
-        for i in range(5):
-            call(gw, f"after-{i}")
-        rows = gw.wait_rows(lambda r: "after-" in (r["request_headers"] or ""), 5, timeout=20)
-        assert len(rows) == 5
-        assert "dropped" not in gw.log()
-    assert len(gw.rows()) == 10
+def test_writer_reconnects_after_the_connection_is_dropped(pg_gw: Gateway) -> None:
+    gw = pg_gw
+    for i in range(5):
+        call(gw, f"before-{i}")
+    gw.wait_rows(lambda r: "before-" in (r["request_headers"] or ""), 5)
+    assert terminate_connections(gw.db) >= 1  # the gateway's writer (and our reader)
+    gw._reader = None
+    for i in range(5):
+        call(gw, f"after-{i}")
+    rows = gw.wait_rows(lambda r: "after-" in (r["request_headers"] or ""), 5, timeout=20)
+    assert len(rows) == 5
+    assert "dropped" not in gw.log()
+    assert len([r for r in gw.rows() if "before-" in (r["request_headers"] or "") or "after-" in (r["request_headers"] or "")]) == 10
 
 
 def _flows_json(gw: Gateway) -> dict:
@@ -67,15 +72,22 @@ def _flows_json(gw: Gateway) -> dict:
     return json.loads(out.stdout.splitlines()[0])
 
 
-def test_flows_json_is_the_same_on_sqlite_and_postgres(tmp_path, pg_url: str) -> None:
+@pytest.fixture
+def sqlite_gw(gateway: Gateway, mock: MockUpstream, tmp_path) -> Iterator[Gateway]:
+    """The session's gateway when it records into SQLite (the default), else one that does."""
+    if not gateway.is_postgres:
+        yield gateway
+        return
+    with Gateway(mock.url, db=f"sqlite:///{tmp_path / 'c.db'}", workdir=tmp_path) as gw:
+        yield gw
+
+
+def test_flows_json_is_the_same_on_sqlite_and_postgres(sqlite_gw: Gateway, pg_gw: Gateway, tag: str) -> None:
     got = {}
-    with MockUpstream(chunk_delay=0.0) as mock:
-        for backend, db in (("sqlite", f"sqlite:///{tmp_path / 'c.db'}"), ("postgres", pg_url)):
-            (tmp_path / backend).mkdir()
-            with Gateway(mock.url, db=db, workdir=tmp_path / backend) as gw:
-                call(gw, backend)
-                gw.row_for(backend)
-                got[backend] = _flows_json(gw)
+    for backend, gw in (("sqlite", sqlite_gw), ("postgres", pg_gw)):
+        call(gw, f"{tag}-{backend}")
+        gw.row_for(f"{tag}-{backend}")
+        got[backend] = _flows_json(gw)  # the newest row: the one just made
     lite, pg = got["sqlite"], got["postgres"]
     assert list(lite) == list(pg)
     for key in lite:
