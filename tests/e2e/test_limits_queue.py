@@ -10,7 +10,6 @@ never elapsed time.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
+from tests.support.waiting import until
 
 LIMITS = [
     {"name": "per-tenant", "requests_per_second": 2, "provider": "openai", "per": "tenant",
@@ -54,14 +54,6 @@ def bucket(gw: Gateway, tenant: str, limit: str = "per-tenant") -> dict:
     report = httpx.get(gw.url + "/_corral/limits").json()
     found = next(lim for lim in report["limits"] if lim["name"] == limit)
     return next((b for b in found["buckets"] if b["key"] == f"tenant={tenant}"), {"queued": 0, "windows": [{"used": 0}]})
-
-
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Return as soon as ``condition()`` holds (AssertionError after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def in_background(call: Callable[[], httpx.Response]) -> tuple[threading.Thread, list[httpx.Response]]:

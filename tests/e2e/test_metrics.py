@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import openai
 import pytest
 
 from tests.support.gateway import Gateway
+from tests.support.waiting import until
 
 
 def test_unreachable_upstream_is_counted(gateway: Gateway, tag: str) -> None:
@@ -17,13 +17,11 @@ def test_unreachable_upstream_is_counted(gateway: Gateway, tag: str) -> None:
     with pytest.raises(openai.APIStatusError):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     gateway.row_for(tag)  # recorded: counted too (metrics count at the same hooks)
-    deadline = time.monotonic() + 10
-    text = ""
-    while time.monotonic() < deadline:
+    def counted() -> str:
         text = httpx.get(gateway.viewer_url + "metrics").text
-        if 'corral_upstream_errors_total{kind="unreachable",provider="deadend"}' in text:
-            break
-        time.sleep(0.05)
+        return text if 'corral_upstream_errors_total{kind="unreachable",provider="deadend"}' in text else ""
+
+    text = until(counted)
     assert 'corral_upstream_errors_total{kind="unreachable",provider="deadend"} 1.0' in text
     assert 'status_class="5xx"' in text
     assert 'corral_duration_seconds_count{provider="deadend"} 1.0' in text

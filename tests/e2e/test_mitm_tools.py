@@ -7,7 +7,6 @@ import asyncio
 import json
 import ssl
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from tests.support import corpus
 from tests.support.gateway import CORRAL, Gateway, free_port, new_tag
 from tests.support.mock_upstream import MockUpstream
 from tests.support.reliability import reliability
+from tests.support.waiting import until
 
 BIN = Path(sys.executable).parent
 COMPARED = ("mode", "provider", "model", "status", "stream", "input_tokens", "output_tokens",
@@ -46,9 +46,7 @@ def exercise(gw: Gateway, tags: list[str]) -> None:
                                  "authorization": "Bearer sk-test"})
         assert r.status_code == 200
     ca = gw.workdir / "certs" / "mitmproxy-ca-cert.pem"
-    deadline = time.monotonic() + 10  # mitmdump writes its CA in `running`, just after it listens
-    while not ca.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(ca.exists)  # mitmdump writes its CA in `running`, just after it listens
     trust = ssl.create_default_context(cafile=str(ca))
     with httpx.Client(timeout=20, trust_env=False, proxy=gw.url, verify=trust) as client:
         body = corpus.load("anthropic-messages-stream-1")["request"]["body"]

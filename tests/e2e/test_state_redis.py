@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -24,6 +23,7 @@ from tests.support import corpus
 from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
 from tests.support.mock_upstream import MockUpstream
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import until
 
 RPM = 10
 STREAM = "openai-chat-stream-1"
@@ -129,10 +129,8 @@ def test_token_window_is_exact_after_streams_through_both(
         totals = list(pool.map(lambda i: stream(a if i % 2 else b), range(6)))
     assert totals == [STREAM_TOTAL] * 6
     expected = sum(totals)
-    deadline = time.monotonic() + 5
-    while window_used(a, key, "tpm") != expected and time.monotonic() < deadline:
-        time.sleep(0.05)  # corrections land right after each stream's end
-    assert window_used(a, key, "tpm") == expected
+    until(lambda: window_used(a, key, "tpm") == expected,  # corrections land right after each stream's end
+          message=f"tpm window: {window_used(a, key, 'tpm')} != {expected}")
     assert window_used(b, key, "tpm") == expected
 
 
@@ -193,10 +191,7 @@ def test_redis_outage_follows_the_policy_and_recovers(pair: tuple[Gateway, Gatew
         probe = {"model": "gpt-4.1", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
         return all("x-corral-state" not in post(gw, new_key(), tag + "-probe", cache="use", body=probe).headers for gw in (a, b))
 
-    deadline = time.monotonic() + 10
-    while not recovered():
-        assert time.monotonic() < deadline, "the gateways did not take Redis back"
-        time.sleep(0.05)
+    until(recovered, message="the gateways did not take Redis back")
     # Limits enforced again, on both gateways, in one shared window.
     key = new_key()
     statuses = [post(a if i % 2 else b, key, tag).status_code for i in range(RPM + 1)]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
 
 from tests.support.reliability import reliability
 from tests.support.viewer import ViewerGateway
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -94,9 +94,7 @@ def test_after_cursor_returns_only_newer_rows(vg: ViewerGateway) -> None:
     cursor = f"{first['started_at']}|{first['id']}"
     assert vg.api("api/flows", after=cursor).json()["flows"] == []
     vg.chat("openai-chat-json-2", stream=False)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (new := vg.api("api/flows", after=cursor).json()["flows"]):
-        time.sleep(0.02)
+    new = until(lambda: vg.api("api/flows", after=cursor).json()["flows"])
     assert len(new) == 1 and new[0]["id"] != first["id"]
 
 

@@ -22,6 +22,7 @@ import pytest
 from tests.support import corpus
 from tests.support.gateway import Gateway, free_port
 from tests.support.mock_upstream import MockUpstream
+from tests.support.waiting import until
 
 JSON_NAME = "openai-chat-json-2"
 STREAM_NAME = "openai-chat-stream-1"
@@ -55,15 +56,6 @@ def _listeners(port: int) -> int:
     return len([line for line in out.splitlines() if line.strip()])
 
 
-def _wait(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 GRACE = 1  # [gateway] worker_startup_grace: a crash after this second is a crash in service
 
 
@@ -79,7 +71,7 @@ def workers_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gatew
         started = time.monotonic()
         gw.start()
         try:
-            assert _wait(lambda: _listeners(gw.port) == 2), "two workers should listen on the port"
+            until(lambda: _listeners(gw.port) == 2, timeout=20, message="two workers should listen on the port")
             yield gw, viewer_port, started
         finally:
             gw.stop()
@@ -88,7 +80,7 @@ def workers_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gatew
 def test_two_workers_record_every_request_exactly_once(workers_gw) -> None:
     gw, viewer_port, _ = workers_gw
     total = 100  # connections: the kernel puts all of them on one worker with probability 2**-99
-    assert _wait(lambda: _listeners(viewer_port) == 1)  # the viewer runs in worker 1 only
+    until(lambda: _listeners(viewer_port) == 1, timeout=20)  # the viewer runs in worker 1 only
     assert "could not listen" not in gw.log()
     assert len(_children(gw.proc.pid)) == 2
     statuses = asyncio.run(_mixed(gw, total, 24, "workers-"))
@@ -110,8 +102,8 @@ def test_a_crashed_worker_is_restarted_and_sigterm_stops_all(workers_gw) -> None
     time.sleep(max(0.0, started + GRACE - time.monotonic()))  # (the scenario) past the startup grace
     first = _children(gw.proc.pid)
     os.kill(first[0], signal.SIGKILL)
-    assert _wait(lambda: len(set(_children(gw.proc.pid)) - set(first)) == 1), "no replacement worker"
-    assert _wait(lambda: _listeners(gw.port) == 2)
+    until(lambda: len(set(_children(gw.proc.pid)) - set(first)) == 1, timeout=20, message="no replacement worker")
+    until(lambda: _listeners(gw.port) == 2, timeout=20)
     assert asyncio.run(_mixed(gw, 20, 4, "restarted-")) == [200] * 20
     workers = _children(gw.proc.pid)
     code = gw.stop(signal.SIGTERM)
@@ -130,7 +122,7 @@ def test_5000_requests_on_two_workers_give_exactly_5000_rows(tmp_path) -> None:
     with MockUpstream(chunk_delay=0.0) as mock:
         gw = Gateway(mock.url, workdir=tmp_path, args=["--workers", "2"]).start()
         try:
-            assert _wait(lambda: _listeners(gw.port) == 2)
+            until(lambda: _listeners(gw.port) == 2, timeout=20)
             statuses = asyncio.run(_hammer(gw, total, 64))
         finally:
             assert gw.stop() == 0

@@ -9,7 +9,6 @@ import socket
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from addon import workers
 from addon.cli.main import main
+from tests.support.waiting import until
 
 # A stand-in worker: logs "<worker> start" to LOG, then does what ACT says (per worker number).
 WORKER = """
@@ -78,10 +78,10 @@ def test_sigterm_to_the_supervisor_reaches_every_worker(tmp_path, restore_signal
     log = tmp_path / "log"
 
     def terminate_once_both_run() -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (log.exists() and {"1 start", "2 start"} <= set(log.read_text().splitlines())):
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            until(lambda: log.exists() and {"1 start", "2 start"} <= set(log.read_text().splitlines()), timeout=20)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=terminate_once_both_run, daemon=True).start()
     code, lines = supervise(tmp_path, "1=wait,2=wait", grace=60)

@@ -11,6 +11,7 @@ import pytest
 
 from addon.relay.upstream_client import ConnectError, ConnectTimeout, Pool, ReadError, RemoteProtocolError
 from tests.support.scripted import Scripted, reset
+from tests.support.waiting import until_async
 
 
 def pool() -> Pool:
@@ -82,10 +83,7 @@ def test_a_connection_the_peer_closed_while_idle_is_not_used() -> None:
             p = pool()
             assert (await fetch(p, s.url))[2] == b"a"
             [idle] = [conn for conns in p.idle.values() for conn in conns]
-            for _ in range(1000):  # the server's close arrives while the connection is idle in the pool
-                if idle.reader.at_eof():
-                    break
-                await asyncio.sleep(0.001)
+            await until_async(idle.reader.at_eof)  # the server's close arrives while it is idle in the pool
             s.replies.append(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb")
             assert (await fetch(p, s.url))[2] == b"b"
             assert s.connections == 2

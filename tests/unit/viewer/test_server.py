@@ -19,6 +19,7 @@ from addon.storage import queries
 from addon.viewer.server import Viewer
 from tests.support.gateway import free_port
 from tests.support.reliability import reliability
+from tests.support.waiting import until_async
 
 
 @pytest.fixture
@@ -48,8 +49,7 @@ async def test_a_slow_query_runs_off_the_event_loop(viewer, monkeypatch: pytest.
     addon.running()
     async with httpx.AsyncClient(timeout=10) as client:
         pending = asyncio.ensure_future(client.get(url + "api/analytics", params={"since": "1h"}))
-        while not entered.is_set():  # the loop keeps turning while the query waits on its thread
-            await asyncio.sleep(0.001)
+        await until_async(entered.is_set)  # the loop keeps turning while the query waits on its thread
         assert not pending.done()
         release.set()
         answer = await pending
