@@ -6,7 +6,6 @@ import gzip
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -127,15 +126,16 @@ def test_json_array_stream_splits_per_element() -> None:
 
 
 def test_first_chunk_arrives_before_last_is_sent(mock: MockUpstream) -> None:
-    mock.chunk_delay = 0.02
-    with httpx.stream("POST", mock.url, headers={"x-mock-exchange": "openai-chat-stream-2"}) as r:
+    hold = threading.Event()  # the rest waits until the client holds the first chunk
+    mock.enqueue(Reply.from_exchange("openai-chat-stream-2", hold=hold))
+    with httpx.stream("POST", mock.url, timeout=10) as r:
         chunks = r.iter_raw()
         next(chunks)
-        first_seen = time.monotonic()
+        assert len(mock.sent_log) <= 1  # nothing but the first chunk was sent yet
+        hold.set()
         for _ in chunks:
             pass
-    times = [t for (_, _, t) in mock.sent_log]
-    assert len(times) == 15 and first_seen < times[-1]
+    assert len(mock.sent_log) == 15
 
 
 # --- script --------------------------------------------------------------------------------
@@ -201,11 +201,10 @@ def test_reset_mid_stream_after_first_chunk(mock: MockUpstream) -> None:
 def test_stall_mid_stream_times_out_reader(mock: MockUpstream) -> None:
     mock.enqueue(Reply(chunks=STREAM, fault="stall_mid_stream", stall=3.0))
     got: list[bytes] = []
-    start = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # the first chunk, then nothing: the reader gives up
         with httpx.stream("POST", mock.url, timeout=0.3) as response:
             got.extend(response.iter_raw())
-    assert got == [STREAM[0]] and time.monotonic() - start < 2
+    assert got == [STREAM[0]]
 
 
 def test_delay_before_headers(mock: MockUpstream) -> None:
@@ -274,7 +273,6 @@ def test_close_leaves_no_threads() -> None:
     with pytest.raises(httpx.ReadTimeout):
         with httpx.stream("GET", mock.url, timeout=0.2) as response:
             list(response.iter_raw())
-    start = time.monotonic()
+    mock.close()  # does not wait for the stalled connection: its 30 s would hit the suite's timeout
     mock.close()
-    mock.close()
-    assert time.monotonic() - start < 2 and threading.active_count() == before
+    assert threading.active_count() == before

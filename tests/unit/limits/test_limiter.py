@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from mitmproxy import http
+from mitmproxy import exceptions, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.test import taddons, tflow
 
@@ -207,3 +207,9 @@ async def test_adaptive_hold_longer_than_its_max_wait_is_a_429(lim: Limiter) -> 
     await lim.clock.run(lim.admit(held))
     assert held.response.status_code == 429 and lim.clock.waits == []
     assert "adaptive" in json.loads(held.response.content)["error"]["message"]
+
+
+def test_a_bad_limit_is_an_options_error_that_names_it(lim: Limiter) -> None:
+    """What stops the gateway at start with a clear message (an OptionsError from configure)."""
+    with pytest.raises(exceptions.OptionsError, match="requests_per_minute must be a whole number"):
+        lim.configure({"name": "x", "requests_per_minute": 0})
