@@ -66,7 +66,8 @@ PROTOCOL_CASES = {
 
 
 # Requests that stop half-way: the client sends nothing more (otherwise the gateway rightly waits for the rest).
-UNFINISHED = {"garbage request line", "headers cut off mid-way (client leaves)", "body shorter than its Content-Length (client leaves)"}
+UNFINISHED = {"garbage request line", "headers cut off mid-way (client leaves)",
+              "body shorter than its Content-Length (client leaves)"}
 
 
 @pytest.mark.parametrize("kind", list(PROTOCOL_CASES))

@@ -30,8 +30,10 @@ def body_for(tag: str, name: str = JSON_NAME, **changes) -> bytes:
     return json.dumps({**corpus.load(name)["request"]["body"], "user": tag, **changes}).encode()
 
 
-def post(gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = JSON_NAME, prefix: str = "openai") -> httpx.Response:
-    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name, **(headers or {})}
+def post(gw: Gateway, body: bytes, headers: dict[str, str] | None = None, name: str = JSON_NAME,
+         prefix: str = "openai") -> httpx.Response:
+    hdrs = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-exchange": name,
+            **(headers or {})}
     with httpx.Client(timeout=20) as client:
         return client.post(gw.base(prefix) + "/v1/chat/completions", content=body, headers=hdrs)
 
@@ -115,7 +117,8 @@ def test_ttl_header_sets_the_lifetime(cgw: Gateway, fresh_mock, tag: str) -> Non
     assert post(cgw, body).headers["x-corral-cache"] == "hit"
     assert fresh_mock.request_count == 1
     # The entry's row is written off the event loop; no other test stores one for 7.5 s.
-    until(lambda: 7.5 in stored_lifetimes(cgw, since), message=f"no entry stored for 7.5 s: {stored_lifetimes(cgw, since)}")
+    until(lambda: 7.5 in stored_lifetimes(cgw, since),
+          message=f"no entry stored for 7.5 s: {stored_lifetimes(cgw, since)}")
 
 
 def test_namespace_header_separates_entries(cgw: Gateway, fresh_mock, tag: str) -> None:
@@ -128,7 +131,9 @@ def test_namespace_header_separates_entries(cgw: Gateway, fresh_mock, tag: str) 
     assert not any(k.startswith("x-corral") for r in fresh_mock.requests for k in r.headers)
 
 
-def test_secret_query_parameter_is_not_part_of_the_key_but_the_credential_is(cgw: Gateway, fresh_mock, tag: str) -> None:
+def test_secret_query_parameter_is_not_part_of_the_key_but_the_credential_is(
+    cgw: Gateway, fresh_mock, tag: str
+) -> None:
     name = "gemini-generatecontent-json-1"
     path = "/v1beta/models/gemini-2.0-flash:generateContent"
     content = json.dumps({"contents": [{"parts": [{"text": tag}]}]}).encode()
@@ -161,7 +166,8 @@ def test_cli_stats_and_clear(cgw: Gateway, fresh_mock, tag: str) -> None:
     post(cgw, body)
 
     def cli(*args: str) -> str:
-        out = subprocess.run([*CORRAL, "cache", *args, "--db", cgw.db], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        out = subprocess.run([*CORRAL, "cache", *args, "--db", cgw.db], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         return out.stdout
 

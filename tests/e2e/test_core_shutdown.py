@@ -18,11 +18,15 @@ from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.reliability import reliability
 
-
 BURST = 60  # finished calls just before the SIGTERM: more than one batch of the record writer
 
 
-@reliability("load and shutdown", "SIGTERM with a stream in flight", "finished calls answered; the stream ends", "every finished flow flushed; the in-flight stream recorded as aborted")
+@reliability(
+    "load and shutdown",
+    "SIGTERM with a stream in flight",
+    "finished calls answered; the stream ends",
+    "every finished flow flushed; the in-flight stream recorded as aborted",
+)
 def test_sigterm_flushes_every_flow_and_records_inflight_ones(tmp_path) -> None:
     with MockUpstream() as mock:
         mock.default = "openai-chat-json-2"
@@ -39,7 +43,8 @@ def test_sigterm_flushes_every_flow_and_records_inflight_ones(tmp_path) -> None:
 
         # One stream left hanging mid-way when the gateway is told to stop.
         chunks = [b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n']
-        mock.enqueue(Reply(status=200, headers={"content-type": "text/event-stream"}, chunks=chunks, fault="stall_mid_stream", stall=30))
+        mock.enqueue(Reply(status=200, headers={"content-type": "text/event-stream"}, chunks=chunks,
+                           fault="stall_mid_stream", stall=30))
         got_first = threading.Event()
 
         def hanging_stream() -> None:
@@ -173,9 +178,13 @@ def _rows_by_call(gw: Gateway) -> tuple[list[dict], dict[str | None, list[dict]]
     return rows, by_call
 
 
-@reliability("load and shutdown", "SIGTERM under load: 32 clients, JSON calls and streams mid-way (with and without the retry relay)",
-             "finished calls answered; calls in flight end (stream cut or connection closed); later ones refused",
-             "one row per request that reached the gateway: complete for every complete answer, else not complete with an error; none doubled; database intact")
+@reliability(
+    "load and shutdown",
+    "SIGTERM under load: 32 clients, JSON calls and streams mid-way (with and without the retry relay)",
+    "finished calls answered; calls in flight end (stream cut or connection closed); later ones refused",
+    "one row per request that reached the gateway: complete for every complete answer, else not complete with an "
+    "error; none doubled; database intact",
+)
 @pytest.mark.heavy
 @pytest.mark.parametrize("route", ["relay", "direct"])
 def test_sigterm_during_concurrent_load_leaves_one_truthful_row_per_request(tmp_path, route: str) -> None:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from providers.catalog import Catalog
+from tests.e2e.test_explicit_mode import corral_env
 from tests.support import corpus
 from tests.support.gateway import Gateway
-from tests.e2e.test_explicit_mode import corral_env
 
 CATALOG = Catalog.load()
 

@@ -34,7 +34,8 @@ body = json.loads(sys.argv[1])
 tag = sys.argv[2]
 if body.get("stream"):
     chunks = list(client.chat.completions.create(**body, extra_headers={"x-test-id": tag}))
-    print(json.dumps({"chunks": len(chunks), "text": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    print(json.dumps({"chunks": len(chunks), "text": text}))
 else:
     r = client.chat.completions.create(**body, extra_headers={"x-test-id": tag})
     print(json.dumps({"usage": r.usage.model_dump(), "text": r.choices[0].message.content}))
@@ -70,7 +71,9 @@ def assert_not_recorded(gateway: Gateway, tag: str, headers: dict[str, str] | No
     httpx.post(gateway.base("openai") + "/v1/chat/completions", json={}, trust_env=False, timeout=20,
                headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": marker, **(headers or {})})
     gateway.row_for(marker)
-    assert not [r for r in gateway.rows() if tag in (r.get("request_headers") or "") and marker not in r["request_headers"]]
+    assert not [
+        r for r in gateway.rows() if tag in (r.get("request_headers") or "") and marker not in r["request_headers"]
+    ]
 
 
 def corral_env(gateway: Gateway) -> dict[str, str]:
@@ -170,7 +173,9 @@ def test_anthropic_sdk_through_corral_env(gateway: Gateway, fresh_mock: MockUpst
     assert row["error"] is None and row["complete"]
 
 
-def test_without_the_bundle_the_sdk_refuses_the_interception(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+def test_without_the_bundle_the_sdk_refuses_the_interception(
+    gateway: Gateway, fresh_mock: MockUpstream, tag: str
+) -> None:
     """Control: the bundle really is what makes the intercepted TLS trusted."""
     env = sdk_env(gateway, OPENAI_API_KEY="sk-test-explicit")
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
@@ -209,8 +214,10 @@ def test_other_hosts_are_tunnelled_not_intercepted(gateway: Gateway, tag: str) -
             assert b" 200" in status, status
             ctx = ssl.create_default_context(cafile=str(tls_mock.ca_path))
             with ctx.wrap_socket(sock, server_hostname=host) as tls:
-                tls.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nx-test-id: {tag}\r\n"
-                            "content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".encode())
+                tls.sendall(
+                    f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nx-test-id: {tag}\r\n"
+                    "content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".encode()
+                )
                 reply = b""
                 while chunk := tls.recv(65536):
                     reply += chunk
@@ -262,7 +269,9 @@ def test_plain_http_absolute_form_is_routed(gateway: Gateway, fresh_mock: MockUp
     assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
 
 
-def test_plain_http_to_other_hosts_is_forwarded_not_recorded(gateway: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+def test_plain_http_to_other_hosts_is_forwarded_not_recorded(
+    gateway: Gateway, fresh_mock: MockUpstream, tag: str
+) -> None:
     import httpx
 
     fresh_mock.enqueue("openai-chat-json-1")

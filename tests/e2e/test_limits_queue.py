@@ -53,7 +53,8 @@ def upstream_count(mock: MockUpstream, tag: str) -> int:
 def bucket(gw: Gateway, tenant: str, limit: str = "per-tenant") -> dict:
     report = httpx.get(gw.url + "/_corral/limits").json()
     found = next(lim for lim in report["limits"] if lim["name"] == limit)
-    return next((b for b in found["buckets"] if b["key"] == f"tenant={tenant}"), {"queued": 0, "windows": [{"used": 0}]})
+    empty = {"queued": 0, "windows": [{"used": 0}]}
+    return next((b for b in found["buckets"] if b["key"] == f"tenant={tenant}"), empty)
 
 
 def in_background(call: Callable[[], httpx.Response]) -> tuple[threading.Thread, list[httpx.Response]]:

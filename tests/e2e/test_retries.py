@@ -116,7 +116,9 @@ def test_503_twice_then_a_stream_arrives_streamed(gw: Gateway, fresh_mock: MockU
     assert [a["status"] for a in attempts(row)] == [503, 503, 200]
 
 
-def test_fallback_answers_when_primary_keeps_failing(gw: Gateway, fresh_mock: MockUpstream, broken: MockUpstream, tag: str) -> None:
+def test_fallback_answers_when_primary_keeps_failing(
+    gw: Gateway, fresh_mock: MockUpstream, broken: MockUpstream, tag: str
+) -> None:
     broken.reset()
     fresh_mock.enqueue(Reply.from_exchange("openai-chat-json-1"))
     raw = sdk(gw, "groq", tag).chat.completions.with_raw_response.create(**CHAT)
@@ -133,7 +135,9 @@ def test_fallback_answers_when_primary_keeps_failing(gw: Gateway, fresh_mock: Mo
     assert FALLBACK_KEY not in dump and FALLBACK_KEY not in gw.log()
 
 
-def test_retry_after_above_the_cap_reaches_the_client_unchanged(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+def test_retry_after_above_the_cap_reaches_the_client_unchanged(
+    gw: Gateway, fresh_mock: MockUpstream, tag: str
+) -> None:
     reply = err(429, **{"retry-after": "120", "x-ratelimit-reset-requests": "2m"})
     fresh_mock.enqueue(reply, Reply.from_exchange("openai-chat-json-1"))
     with httpx.Client(timeout=30) as client:
@@ -204,7 +208,9 @@ def test_retries_disabled_passes_failures_through(gw: Gateway, fresh_mock: MockU
 # --- the inline path: a POST without "stream": true is answered in the request hook -------------------
 
 
-def test_a_stream_answering_a_non_stream_request_is_still_streamed(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+def test_a_stream_answering_a_non_stream_request_is_still_streamed(
+    gw: Gateway, fresh_mock: MockUpstream, tag: str
+) -> None:
     """The inline path must not buffer: an SSE answer to a request that did not ask for one goes through
     the relay chunk by chunk (the client holds the first chunk before the upstream sends the rest)."""
     hold = threading.Event()
@@ -220,8 +226,15 @@ def test_a_stream_answering_a_non_stream_request_is_still_streamed(gw: Gateway, 
     assert row["stream"] and row["complete"] and row["input_tokens"] is not None
 
 
-@reliability("upstream faults", "reset inside a JSON (non-stream) body", "a 502 in the provider's error shape (never a truncated document)", "row: status 502, error 'response body broke off'")
-def test_json_body_cut_by_the_upstream_is_a_clean_provider_error(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
+@reliability(
+    "upstream faults",
+    "reset inside a JSON (non-stream) body",
+    "a 502 in the provider's error shape (never a truncated document)",
+    "row: status 502, error 'response body broke off'",
+)
+def test_json_body_cut_by_the_upstream_is_a_clean_provider_error(
+    gw: Gateway, fresh_mock: MockUpstream, tag: str
+) -> None:
     """Nothing of a buffered answer reached the client yet: a body the upstream breaks off becomes a
     502 in the provider's shape, not a truncated JSON document."""
     fresh_mock.enqueue(Reply(200, {"content-type": "application/json"}, chunks=[b'{"id": "x", ', b'"choices": []}'],

@@ -189,7 +189,8 @@ def test_redis_outage_follows_the_policy_and_recovers(pair: tuple[Gateway, Gatew
 
     def recovered() -> bool:  # both gateways use Redis again (each one's breakers pause after a failure)
         probe = {"model": "gpt-4.1", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
-        return all("x-corral-state" not in post(gw, new_key(), tag + "-probe", cache="use", body=probe).headers for gw in (a, b))
+        answers = [post(gw, new_key(), tag + "-probe", cache="use", body=probe) for gw in (a, b)]
+        return all("x-corral-state" not in answer.headers for answer in answers)
 
     until(recovered, message="the gateways did not take Redis back")
     # Limits enforced again, on both gateways, in one shared window.

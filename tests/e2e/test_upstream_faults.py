@@ -63,7 +63,9 @@ def call(gw: Gateway, tag: str, prefix: str = "openai", body: dict | None = None
                            headers={"x-test-id": tag, "authorization": "Bearer sk-faults"})
 
 
-@reliability("upstream faults", "reset (RST) before the response headers", "retried: 200", "row: 200, retries=1, both attempts")
+@reliability(
+    "upstream faults", "reset (RST) before the response headers", "retried: 200", "row: 200, retries=1, both attempts"
+)
 def test_reset_before_headers_is_retried(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     fresh_mock.enqueue(Reply(fault="reset_before_headers"), OK_NAME)
     resp = call(gw, tag)
@@ -79,7 +81,12 @@ def test_close_before_headers_is_retried(gw: Gateway, fresh_mock: MockUpstream, 
     assert gw.row_for(tag)["retries"] == 1
 
 
-@reliability("upstream faults", "burst of 529, 503, 429 (and 500)", "retried: 200", "row: 200, retries=3, each status in attempts")
+@reliability(
+    "upstream faults",
+    "burst of 529, 503, 429 (and 500)",
+    "retried: 200",
+    "row: 200, retries=3, each status in attempts",
+)
 def test_error_status_burst_is_retried(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     fresh_mock.enqueue(err(529), err(503), err(429), OK_NAME)
     gw_resp = call(gw, tag)
@@ -91,7 +98,12 @@ def test_error_status_burst_is_retried(gw: Gateway, fresh_mock: MockUpstream, ta
     assert call(gw, tag + "-500").status_code == 200
 
 
-@reliability("upstream faults", "5xx on every attempt", "the provider's last answer, unchanged", "row: 503 with the provider error, every attempt")
+@reliability(
+    "upstream faults",
+    "5xx on every attempt",
+    "the provider's last answer, unchanged",
+    "row: 503 with the provider error, every attempt",
+)
 def test_persistent_5xx_reaches_the_client_unchanged(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     fresh_mock.enqueue(*[err(503)] * 5)
     resp = call(gw, tag)
@@ -100,8 +112,12 @@ def test_persistent_5xx_reaches_the_client_unchanged(gw: Gateway, fresh_mock: Mo
     assert row["status"] == 503 and "mock 503" in row["error"]
 
 
-@reliability("upstream faults", "TLS handshake failure (upstream speaks plain HTTP)", "502/504 in the provider's error shape",
-             "row: the same status and the error")
+@reliability(
+    "upstream faults",
+    "TLS handshake failure (upstream speaks plain HTTP)",
+    "a 502 in the provider's error shape, after every attempt",
+    "row: 502 and the error",
+)
 def test_tls_handshake_failure_is_a_clean_502(gw: Gateway, plain: RawServer, tag: str) -> None:
     resp = call(gw, tag, prefix="together")
     assert resp.status_code == 502 and resp.headers["x-corral-error"] == "upstream_unavailable"
@@ -111,7 +127,12 @@ def test_tls_handshake_failure_is_a_clean_502(gw: Gateway, plain: RawServer, tag
     assert len(json.loads(row["attempts"])) == 4 and plain.connections >= 4
 
 
-@reliability("upstream faults", "slow headers beyond the TTFB timeout", "retried, then 504 in the provider's shape", "row: 504, timeout error")
+@reliability(
+    "upstream faults",
+    "slow headers beyond the TTFB timeout",
+    "retried, then 504 in the provider's shape",
+    "row: 504, timeout error",
+)
 def test_slow_headers_beyond_the_timeout(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     slow = Reply.from_exchange(OK_NAME, delay_before_headers=30)
     fresh_mock.enqueue(slow, slow)
@@ -142,7 +163,9 @@ def test_stall_mid_stream_is_cut(gw: Gateway, fresh_mock: MockUpstream, tag: str
     assert fresh_mock.request_count == 1  # a stream that began is never retried
 
 
-@reliability("upstream faults", "invalid chunked encoding in the body", "the response breaks off (no hang)", "row with an error")
+@reliability(
+    "upstream faults", "invalid chunked encoding in the body", "the response breaks off (no hang)", "row with an error"
+)
 def test_invalid_chunked_encoding(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
     fresh_mock.enqueue(Reply.from_exchange(STREAM, fault="invalid_chunked"))
     with httpx.Client(timeout=30) as client:
@@ -158,13 +181,17 @@ def test_invalid_chunked_encoding(gw: Gateway, fresh_mock: MockUpstream, tag: st
 @reliability("upstream faults", "gzip content-encoding on a body that is not gzip", "the bytes unchanged",
              "row with parse_error")
 def test_gzip_body_that_is_not_gzip(gw: Gateway, fresh_mock: MockUpstream, tag: str) -> None:
-    plain_json = json.dumps({"id": "x", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+    plain_json = json.dumps(
+        {"id": "x", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    ).encode()
     fresh_mock.enqueue(Reply(200, {"content-type": "application/json"}, plain_json, fault="not_gzip"))
     with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as s:
         payload = json.dumps(BODY).encode()
-        s.sendall(b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-                  b"x-test-id: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                  % (gw.port, tag.encode(), len(payload), payload))
+        s.sendall(
+            b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+            b"x-test-id: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (gw.port, tag.encode(), len(payload), payload)
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk

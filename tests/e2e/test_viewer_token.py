@@ -11,7 +11,6 @@ import httpx
 
 from tests.support.gateway import REPO_ROOT, Gateway, free_port, new_tag
 from tests.support.reliability import reliability
-from tests.support.viewer import viewer_gateway
 
 
 @reliability("isolation", "viewer/API on a non-loopback address without a token", "the gateway refuses to start", "-")

@@ -61,10 +61,10 @@ class FakeClock:
         if self._changed is not None:
             self._changed.set()
 
-    async def run(self, *coroutines: Awaitable[Any], timeout: float = 10.0) -> list[Any]:
+    async def run(self, *coroutines: Awaitable[Any], give_up_after: float = 10.0) -> list[Any]:
         """Run ``coroutines`` to the end on this clock; their results in order.
 
-        ``timeout`` is real time and only a safety net for a test that waits on something other
+        ``give_up_after`` is real time and only a safety net for a test that waits on something other
         than the clock forever (a bug): nothing here waits for it to pass.
         """
         self._changed = asyncio.Event()
@@ -72,7 +72,7 @@ class FakeClock:
         for task in tasks:
             task.add_done_callback(lambda _t: self._poke())
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(give_up_after):
                 while True:
                     live = [t for t in tasks if not t.done()]
                     if not live:

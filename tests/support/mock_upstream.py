@@ -320,10 +320,11 @@ class MockUpstream:
             _reset(writer)
 
 
-async def _wait_for(event: threading.Event, timeout: float = 30.0) -> None:
-    """Wait (on the mock's loop) until another thread sets ``event``; give up after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not event.is_set() and time.monotonic() < deadline:
+async def _wait_for(event: threading.Event, give_up_after: float = 30.0) -> None:
+    """Wait (on the mock's loop) until the test's thread sets ``event``; give up after ``give_up_after`` s."""
+    deadline = time.monotonic() + give_up_after
+
+    while not event.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.002)
 
 

@@ -36,7 +36,8 @@ def reliability(area: str, kind: str, client_sees: str, recorded: str) -> Callab
     assert area in AREAS, area
 
     def mark(func: F) -> F:
-        REGISTRY.append(Entry(area, kind, client_sees, recorded, f"{func.__module__.removeprefix('tests.').replace('.', '/')}::{func.__name__}"))
+        where = func.__module__.removeprefix("tests.").replace(".", "/")  # e.g. e2e/test_load
+        REGISTRY.append(Entry(area, kind, client_sees, recorded, f"{where}::{func.__name__}"))
         return func
 
     return mark

@@ -78,8 +78,8 @@ async def never(writer: asyncio.StreamWriter) -> None:
 
 def response(status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
     fields = {"content-type": "application/json", **(headers or {}), "content-length": str(len(body))}
-    head = f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
-    return head.encode() + b"\r\n" + body
+    lines = [f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}", *(f"{k}: {v}" for k, v in fields.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 def error(status: int, **headers: str) -> bytes:

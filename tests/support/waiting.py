@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
-def until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = "") -> T:
+def until[T](condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = "") -> T:
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         assert time.monotonic() < deadline, message or f"condition not met within {timeout:g} s"
@@ -23,10 +20,11 @@ def until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0
     return value
 
 
-async def until_async(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.001, message: str = "") -> T:
+async def until_async[T](condition: Callable[[], T], give_up_after: float = 10.0, interval: float = 0.001,
+                         message: str = "") -> T:
     """``until`` for a test on an event loop: the loop keeps running while it waits."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + give_up_after
     while not (value := condition()):
-        assert time.monotonic() < deadline, message or f"condition not met within {timeout:g} s"
+        assert time.monotonic() < deadline, message or f"condition not met within {give_up_after:g} s"
         await asyncio.sleep(interval)
     return value

@@ -5,8 +5,8 @@ gateways. The real thing (two gateway workers on one port) is tests/e2e/test_wor
 from __future__ import annotations
 
 import os
-import socket
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator

@@ -28,7 +28,7 @@ async def replay() -> AsyncIterator[tuple[ReplayServer, FakeClock]]:
 def entry() -> Entry:
     return Entry(key="k", provider="openai", model="m", status=200, stream=True,
                  headers=[("content-type", "text/event-stream")], body=b"".join(EVENTS),
-                 headers_at=0.2, chunks=[(offset, len(e)) for offset, e in zip(OFFSETS, EVENTS)])
+                 headers_at=0.2, chunks=[(offset, len(e)) for offset, e in zip(OFFSETS, EVENTS, strict=True)])
 
 
 async def test_each_chunk_goes_out_at_its_recorded_offset(replay) -> None:
@@ -39,8 +39,8 @@ async def test_each_chunk_goes_out_at_its_recorded_offset(replay) -> None:
     arrivals: list[tuple[float, bytes]] = []
 
     async def fetch() -> int:
-        answer = await pool.request("POST", f"http://127.0.0.1:{server.port}/v1/chat/completions",
-                                    [(b"host", b"x"), (TOKEN_HEADER.encode(), token.encode()), (b"content-length", b"0")], b"", 5)
+        headers = [(b"host", b"x"), (TOKEN_HEADER.encode(), token.encode()), (b"content-length", b"0")]
+        answer = await pool.request("POST", f"http://127.0.0.1:{server.port}/v1/chat/completions", headers, b"", 5)
         head_at = clock.now
         async for piece in answer.stream:
             arrivals.append((round(clock.now - started, 6), piece))
@@ -50,13 +50,14 @@ async def test_each_chunk_goes_out_at_its_recorded_offset(replay) -> None:
     [head_at] = await clock.run(fetch())
     await pool.aclose()
     assert head_at == 0.2
-    assert arrivals == [(offset, e) for offset, e in zip(OFFSETS, EVENTS)]
+    assert arrivals == list(zip(OFFSETS, EVENTS, strict=True))
 
 
 async def test_an_unknown_token_is_a_404_and_nothing_waits(replay) -> None:
     server, clock = replay
     pool = Pool(None)
-    answer = await pool.request("POST", f"http://127.0.0.1:{server.port}/", [(b"host", b"x"), (TOKEN_HEADER.encode(), b"nope")], b"", 5)
+    headers = [(b"host", b"x"), (TOKEN_HEADER.encode(), b"nope")]
+    answer = await pool.request("POST", f"http://127.0.0.1:{server.port}/", headers, b"", 5)
     assert answer.status == 404 and clock.waits == []
     await answer.aclose()
     await pool.aclose()

@@ -25,7 +25,8 @@ QUEUE = {"name": "per-tenant", "requests_per_second": 2, "provider": "openai", "
 class Limiter:
     """A RateLimiter and its accounting half on one fake clock, configured through mitmproxy options."""
 
-    def __init__(self, clock: FakeClock, tctx: taddons.context, limiter: RateLimiter, accounting: RateLimitAccounting) -> None:
+    def __init__(self, clock: FakeClock, tctx: taddons.context, limiter: RateLimiter,
+                 accounting: RateLimitAccounting) -> None:
         self.clock, self.tctx, self.limiter, self.accounting = clock, tctx, limiter, accounting
         self.book = limiter.book
         self.admitted: dict[str, float] = {}  # flow.id -> virtual time the limiter let it go
@@ -57,7 +58,8 @@ def lim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Limiter]:
         yield harness
 
 
-def flow(tenant: str = "t1", provider: str = "openai", credential: str = "fp_shared", body: bytes = b"{}") -> http.HTTPFlow:
+def flow(tenant: str = "t1", provider: str = "openai", credential: str = "fp_shared",
+         body: bytes = b"{}") -> http.HTTPFlow:
     f = tflow.tflow()
     f.request.method = "POST"
     f.request.path = "/v1/chat/completions"
@@ -84,7 +86,7 @@ async def test_queued_flows_go_first_come_first_served_at_the_window_pace(lim: L
     assert released[:2] == [0.0, 0.0]
     waits = [lim.held_ms(f) for f in flows]
     assert waits[:2] == [None, None]  # went at once: nothing to report
-    for f, released_at in zip(flows[2:], released[2:]):
+    for f, released_at in zip(flows[2:], released[2:], strict=True):
         assert lim.held_ms(f) == pytest.approx(released_at * 1000, abs=1)
     assert lim.book.queues == {}  # nobody left behind in a queue
 

@@ -156,7 +156,8 @@ def tls_mock() -> Iterator[MockUpstream]:
 @pytest.mark.parametrize("trusted", [True, False])
 async def test_relay_verifies_upstream_tls_like_mitmproxy(chain, tls_mock: MockUpstream, trusted: bool) -> None:
     tctx, retrier = chain
-    tctx.configure(retrier, corral_retries_attempts=2, corral_retries_backoff="0.001", corral_retries_backoff_max="0.002")
+    tctx.configure(retrier, corral_retries_attempts=2, corral_retries_backoff="0.001",
+                   corral_retries_backoff_max="0.002")
     if trusted:
         tctx.configure(retrier, ssl_verify_upstream_trusted_ca=str(tls_mock.ca_path))
     flow = llm_flow(tls_mock.url)

@@ -27,11 +27,13 @@ from addon.relay.upstream_client import Pool, ReadError, RemoteProtocolError, Re
 from addon.services import CatalogService
 from tests.support.clock import FakeClock
 from tests.support.scripted import Scripted, chunk, close, error, never, reset, response
+from tests.support.waiting import until_async
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 OK = response(200, json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "choices": []}).encode())
 SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-EVENTS = [b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n', b'data: {"choices": [{"delta": {"content": "b"}}]}\n\n',
+EVENTS = [b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n',
+          b'data: {"choices": [{"delta": {"content": "b"}}]}\n\n',
           b"data: [DONE]\n\n"]
 FALLBACK_KEY = "sk-fallback-key-4242"
 CUT = (ReadError, RemoteProtocolError)  # what a client reading from the relay sees of a cut body
@@ -367,8 +369,7 @@ async def test_the_time_to_first_byte_of_an_inline_answer_is_when_the_head_came(
         body = b'{"id": "x", "object": "chat.completion", "choices": []}'
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body))
         await writer.drain()
-        while attempts(flow)[-1]["status"] is None:  # the relay has read the head
-            await asyncio.sleep(0)
+        await until_async(lambda: attempts(flow)[-1]["status"] is not None)  # the relay has read the head
         sent_body_at.append(time.time())
         writer.write(body)
         await writer.drain()

@@ -14,8 +14,7 @@ import pytest
 from mitmproxy.test import taddons
 from prometheus_client import CollectorRegistry
 
-from addon.storage import db as dbmod
-from addon.storage import queries
+from addon.storage import db as dbmod, queries
 from addon.viewer.server import Viewer
 from tests.support.gateway import free_port
 from tests.support.reliability import reliability
@@ -36,7 +35,7 @@ async def viewer(tmp_path) -> AsyncIterator[tuple[taddons.context, Viewer, str]]
 async def test_a_slow_query_runs_off_the_event_loop(viewer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The query holds until the test lets it go, and the test can only do that from the event loop:
     had the query run on the loop, nothing could release it and it would give up (released False)."""
-    tctx, addon, url = viewer
+    _, addon, url = viewer
     entered, release, outcome = threading.Event(), threading.Event(), {}
     real = queries.analytics
 
@@ -68,7 +67,8 @@ async def test_api_with_a_token_refuses_requests_without_it(viewer) -> None:
             assert r.status_code == 401, path
             assert "t0ken" not in r.text
             assert (await client.get(url + path, headers={"Authorization": "Bearer wrong"})).status_code == 401
-        assert (await client.get(url + "api/flows", headers={"Authorization": "Bearer t0ken-for-test"})).status_code == 200
+        bearer = {"Authorization": "Bearer t0ken-for-test"}
+        assert (await client.get(url + "api/flows", headers=bearer)).status_code == 200
         assert (await client.get(url + "api/flows", params={"token": "t0ken-for-test"})).status_code == 200
         assert (await client.get(url + "metrics", params={"token": "t0ken-for-test"})).status_code == 200
         assert (await client.get(url)).status_code == 200  # the static page itself holds no data
