@@ -33,7 +33,10 @@ signal.signal(signal.SIGTERM, on_term)
 note("start")
 runs = sum(1 for line in open(log) if line == f"{me} start\\n")
 what = dict(item.split("=") for item in act.split(","))[me]
-if what == "fail":
+if what == "fail-when-2-runs":  # fail at start, once the other worker is up (its SIGTERM handler set)
+    deadline = time.monotonic() + 20
+    while "2 start\\n" not in open(log).read() and time.monotonic() < deadline:
+        time.sleep(0.01)
     sys.exit(3)
 if what == "crash-once" and runs == 1:
     sys.exit(1)
@@ -60,7 +63,7 @@ def supervise(tmp_path: Path, act: str, grace: float) -> tuple[int, list[str]]:
 
 
 def test_a_worker_failing_at_start_stops_every_worker_with_its_code(tmp_path, capsys, restore_signals) -> None:
-    code, log = supervise(tmp_path, "1=fail,2=wait", grace=60)
+    code, log = supervise(tmp_path, "1=fail-when-2-runs,2=wait", grace=60)
     assert code == 3
     assert "2 terminated" in log  # the healthy worker was stopped, not left behind
     assert "worker 1 failed to start (exit 3); stopping" in capsys.readouterr().out
