@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import httpx._transports.default
 import pytest
 
 from tests.support import corpus, pgdb
@@ -21,6 +22,25 @@ from tests.support.viewer import ViewerGateway, viewer_gateway
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_name, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+
+# httpx builds a new SSL context for every client it makes (~50 ms of CPU: it loads certifi's bundle),
+# and the tests make many hundreds, directly and through the provider SDKs, nearly all for plain-HTTP
+# loopback URLs. A default context is configuration only: build each kind once. (Contexts a test
+# makes itself, e.g. trusting the gateway's CA, are passed as they are.)
+_new_ssl_context = httpx._transports.default.create_ssl_context
+_ssl_contexts: dict[tuple, object] = {}
+
+
+def _default_ssl_context(verify=True, cert=None, trust_env=True):
+    if cert is not None or not isinstance(verify, bool):
+        return _new_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+    key = (verify, trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    if key not in _ssl_contexts:
+        _ssl_contexts[key] = _new_ssl_context(verify=verify, trust_env=trust_env)
+    return _ssl_contexts[key]
+
+
+httpx._transports.default.create_ssl_context = _default_ssl_context
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
