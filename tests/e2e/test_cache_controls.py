@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,7 +16,8 @@ import openai
 import pytest
 
 from tests.support import corpus
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.cli import corral
+from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
 from tests.support.waiting import until
 
@@ -166,8 +166,7 @@ def test_cli_stats_and_clear(cgw: Gateway, fresh_mock, tag: str) -> None:
     post(cgw, body)
 
     def cli(*args: str) -> str:
-        out = subprocess.run([*CORRAL, "cache", *args, "--db", cgw.db], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=30)
+        out = corral("cache", *args, "--db", cgw.db)
         assert out.returncode == 0, out.stderr
         return out.stdout
 

@@ -11,12 +11,12 @@ import pytest
 
 from providers.catalog import Catalog
 from providers.formats.include_usage import is_usage_only_event
-from tests.support import corpus
+from tests.support import cli, corpus
 from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
 
 
 def corral(*args: str) -> str:
-    done = subprocess.run([*CORRAL, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    done = cli.corral(*args)
     assert done.returncode == 0, done.stderr + done.stdout
     return done.stdout
 
@@ -57,9 +57,7 @@ def test_flows_table_and_limit(gateway: Gateway, fresh_mock, tag: str) -> None:
 
 
 def test_flows_on_missing_database_says_so() -> None:
-    done = subprocess.run(
-        [*CORRAL, "flows", "--db", "sqlite:////nonexistent/x.db"], cwd=REPO_ROOT, capture_output=True, text=True
-    )
+    done = cli.corral("flows", "--db", "sqlite:////nonexistent/x.db")
     assert done.returncode == 1 and "no database" in done.stdout
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
 
 from addon.credentials import fingerprint
 from tests.support import corpus
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.cli import corral
+from tests.support.gateway import Gateway
 from tests.support.reliability import reliability
 
 SECRETS = {
@@ -49,8 +49,7 @@ def test_no_secret_reaches_the_database_or_log(gateway: Gateway, fresh_mock, tag
         stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
     log = gateway.log()
     exports = "".join(
-        subprocess.run([*CORRAL, "export", "--format", fmt, "--db", gateway.db], cwd=REPO_ROOT,
-                       capture_output=True, text=True, timeout=60, check=True).stdout
+        corral("export", "--format", fmt, "--db", gateway.db).stdout
         for fmt in ("jsonl", "csv", "har")
     )
     assert tag in exports  # the exports did contain these flows

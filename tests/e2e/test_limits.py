@@ -6,7 +6,6 @@ has its own fresh buckets.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +14,8 @@ import httpx
 import openai
 import pytest
 
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.cli import corral
+from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
 from tests.support.reliability import reliability
 
@@ -125,8 +125,7 @@ def test_rejections_are_recorded_and_shown(gw: Gateway, tag: str) -> None:
     assert rejected[0]["error"].startswith("rate limited by corral")
     assert rejected[0]["wait_ms"] is None  # rejected at once, never held
     assert all(r["status"] == 200 and r["error"] is None for r in rows if r is not rejected[0])
-    flows = subprocess.run([*CORRAL, "flows", "--db", gw.db, "--limit", "20"], cwd=REPO_ROOT,
-                           capture_output=True, text=True, timeout=30)
+    flows = corral("flows", "--db", gw.db, "--limit", "20")
     assert "429" in flows.stdout and "rate limited by corral" in flows.stdout
 
 
@@ -141,8 +140,7 @@ def test_limits_endpoint_and_cli_show_current_usage(gw: Gateway, tag: str) -> No
     from addon.credentials import fingerprint
     bucket = next(b for b in limit["buckets"] if b["key"] == f"credential={fingerprint(api_key)}")
     assert bucket["windows"][0]["used"] == 3 and bucket["windows"][0]["limit"] == 5
-    out = subprocess.run([*CORRAL, "limits", "--config", str(gw.config_path), "--listen", f"127.0.0.1:{gw.port}"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    out = corral("limits", "--config", str(gw.config_path), "--listen", f"127.0.0.1:{gw.port}")
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if fingerprint(api_key) in ln)
     assert "3/5" in line

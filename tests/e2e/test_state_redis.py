@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -20,7 +19,8 @@ import pytest
 
 from addon.credentials import fingerprint
 from tests.support import corpus
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.cli import corral
+from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import until
@@ -135,8 +135,7 @@ def test_token_window_is_exact_after_streams_through_both(
 
 
 def cli(gw: Gateway, *args: str) -> str:
-    done = subprocess.run([*CORRAL, "cache", *args, "--config", str(gw.config_path), "--db", gw.db],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    done = corral("cache", *args, "--config", str(gw.config_path), "--db", gw.db)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

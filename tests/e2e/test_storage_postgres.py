@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.support import corpus, pgdb
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.cli import corral
+from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
 
 NAME = "openai-chat-json-1"
@@ -67,8 +67,7 @@ def test_writer_reconnects_after_the_connection_is_dropped(pg_gw: Gateway) -> No
 
 
 def _flows_json(gw: Gateway) -> dict:
-    out = subprocess.run([*CORRAL, "flows", "--db", gw.db, "--json", "--limit", "1"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = corral("flows", "--db", gw.db, "--json", "--limit", "1")
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout.splitlines()[0])
 

@@ -7,12 +7,11 @@ import datetime
 import io
 import json
 import subprocess
-import sys
 
 import pytest
 from haralyzer import HarEntry, HarParser
 
-from tests.support.gateway import REPO_ROOT
+from tests.support import cli
 from tests.support.viewer import ViewerGateway
 
 
@@ -22,13 +21,7 @@ def vg(viewer: ViewerGateway) -> ViewerGateway:
 
 
 def corral(vg: ViewerGateway, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "addon.cli", *args, "--db", vg.gw.db, "--config", str(vg.gw.config_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli.corral(*args, "--db", vg.gw.db, "--config", str(vg.gw.config_path))
 
 
 def db_rows(vg: ViewerGateway) -> list[dict]:
