@@ -60,7 +60,7 @@ def mock() -> Iterator[MockUpstream]:
 def fresh_mock(mock: MockUpstream) -> MockUpstream:
     mock.reset()
     mock.default = None
-    mock.chunk_delay = 0.005
+    mock.chunk_delay = 0.001  # stream chunks apart in time (each its own read), without slowing the suite
     return mock
 
 

@@ -7,6 +7,7 @@ Every test puts its tag into the request body (``user`` / ``metadata``), so test
 from __future__ import annotations
 
 import json
+import threading
 
 import anthropic
 import httpx
@@ -160,17 +161,19 @@ def test_error_inside_200_stream_is_not_cached(cgw: Gateway, fresh_mock, tag: st
 
 
 def test_aborted_stream_is_not_cached(cgw: Gateway, fresh_mock, tag: str) -> None:
-    fresh_mock.chunk_delay = 0.2
+    hold = threading.Event()  # the stream stays mid-way until the client has left
+    fresh_mock.enqueue(Reply.from_exchange("openai-chat-stream-2", hold=hold))
     body = _body(tag)
     with httpx.Client(timeout=20) as client:
         req = client.build_request("POST", cgw.base("openai") + "/v1/chat/completions", content=body, headers={
-            "content-type": "application/json", "authorization": f"Bearer {KEY}",
-            "x-mock-exchange": "openai-chat-stream-2"})
+            "content-type": "application/json", "authorization": f"Bearer {KEY}"})
         resp = client.send(req, stream=True)
         next(resp.iter_raw())
         resp.close()  # the client goes away mid-stream
-    cgw.wait_rows(lambda r: tag in (r.get("request_body") or ""))
-    fresh_mock.chunk_delay = 0.0
+    try:
+        cgw.wait_rows(lambda r: tag in (r.get("request_body") or ""))
+    finally:
+        hold.set()
     assert raw_post(cgw, body, name="openai-chat-stream-2").headers["x-corral-cache"] == "miss"
     assert fresh_mock.request_count == 2
 

@@ -22,39 +22,43 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import corpus
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway
+from tests.support.gateway import CORRAL, REPO_ROOT, Gateway, new_tag
 from tests.support.mock_upstream import MockUpstream
 from tests.support.reliability import reliability
 
+# Each script makes the calls listed in argv[1] (JSON: [{"body", "headers"}, ...]), one result line per
+# call: an SDK takes seconds to import, so one process makes all of a test's (or a module's) calls.
 OPENAI_SCRIPT = """
 import json, sys
 from openai import OpenAI
 client = OpenAI()  # base URL, proxy and trust store all come from the environment
-body = json.loads(sys.argv[1])
-tag = sys.argv[2]
-if body.get("stream"):
-    chunks = list(client.chat.completions.create(**body, extra_headers={"x-test-id": tag}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    print(json.dumps({"chunks": len(chunks), "text": text}))
-else:
-    r = client.chat.completions.create(**body, extra_headers={"x-test-id": tag})
-    print(json.dumps({"usage": r.usage.model_dump(), "text": r.choices[0].message.content}))
+for call in json.loads(sys.argv[1]):
+    body, headers = call["body"], call["headers"]
+    if body.get("stream"):
+        chunks = list(client.chat.completions.create(**body, extra_headers=headers))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        print(json.dumps({"chunks": len(chunks), "text": text}))
+    else:
+        r = client.chat.completions.create(**body, extra_headers=headers)
+        print(json.dumps({"usage": r.usage.model_dump(), "text": r.choices[0].message.content}))
 """
 
 ANTHROPIC_SCRIPT = """
 import json, sys
 from anthropic import Anthropic
 client = Anthropic()
-body = json.loads(sys.argv[1])
-tag = sys.argv[2]
-if body.get("stream"):
-    events = list(client.messages.create(**body, extra_headers={"x-test-id": tag}))
-    deltas = [e for e in events if e.type == "message_delta"]
-    print(json.dumps({"events": len(events), "usage": deltas[-1].usage.model_dump()}))
-else:
-    r = client.messages.create(**body, extra_headers={"x-test-id": tag})
-    print(json.dumps({"usage": r.usage.model_dump()}))
+for call in json.loads(sys.argv[1]):
+    body, headers = call["body"], call["headers"]
+    if body.get("stream"):
+        events = list(client.messages.create(**body, extra_headers=headers))
+        deltas = [e for e in events if e.type == "message_delta"]
+        print(json.dumps({"events": len(events), "usage": deltas[-1].usage.model_dump()}))
+    else:
+        r = client.messages.create(**body, extra_headers=headers)
+        print(json.dumps({"usage": r.usage.model_dump()}))
 """
+OPENAI_CASES = ["openai-chat-json-1", "openai-chat-stream-1"]
+ANTHROPIC_CASES = ["anthropic-messages-json-1", "anthropic-messages-stream-1"]
 
 
 PROXY_AUTH = "corral:s3cr@t"
@@ -125,45 +129,66 @@ def sdk_env(gateway: Gateway, **extra: str) -> dict[str, str]:
     return {**base, **corral_env(gateway), **extra}
 
 
-def run_sdk(script: str, env: dict[str, str], body: dict, tag: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(body), tag], env=env,
-                          capture_output=True, text=True, timeout=60)
+def run_sdk(script: str, env: dict[str, str], calls: list[tuple[dict, dict[str, str]]]) -> list[dict]:
+    """Run ``script`` with ``calls`` (request body, extra headers); the result of each call."""
+    argument = json.dumps([{"body": body, "headers": headers} for body, headers in calls])
+    proc = subprocess.run([sys.executable, "-c", script, argument], env=env, capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in proc.stdout.strip().splitlines()[-len(calls):]]
 
 
-@pytest.mark.parametrize("name", ["openai-chat-json-1", "openai-chat-stream-1"])
-def test_openai_sdk_through_corral_env(gateway: Gateway, fresh_mock: MockUpstream, tag: str, name: str) -> None:
-    ex = corpus.load(name)
-    fresh_mock.enqueue(name)
+def sdk_calls(script: str, env: dict[str, str], names: list[str], trim=None) -> dict[str, tuple[str, dict]]:
+    """One SDK process calling each corpus exchange in ``names`` (the mock replays it by name):
+    {name: (its x-test-id, the SDK's result)}."""
+    tags = {name: new_tag() for name in names}
+    bodies = {name: corpus.load(name)["request"]["body"] for name in names}
+    calls = [((trim or dict)(bodies[n]), {"x-test-id": tags[n], "x-mock-exchange": n}) for n in names]
+    results = run_sdk(script, env, calls)
+    return {name: (tags[name], result) for name, result in zip(names, results, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def openai_sdk(gateway: Gateway) -> dict[str, tuple[str, dict]]:
     env = sdk_env(gateway, OPENAI_API_KEY="sk-test-explicit")
     assert "OPENAI_BASE_URL" not in env  # the default https://api.openai.com/v1 is what gets called
-    result = run_sdk(OPENAI_SCRIPT, env, ex["request"]["body"], tag)
+    return sdk_calls(OPENAI_SCRIPT, env, OPENAI_CASES)
+
+
+@pytest.fixture(scope="module")
+def anthropic_sdk(gateway: Gateway) -> dict[str, tuple[str, dict]]:
+    env = sdk_env(gateway, ANTHROPIC_API_KEY="sk-ant-test-explicit")
+    # The recorded body, cut to the arguments every SDK version takes (the mock replays by name).
+    keep = ("model", "max_tokens", "messages", "stream")
+    return sdk_calls(ANTHROPIC_SCRIPT, env, ANTHROPIC_CASES, lambda body: {k: v for k, v in body.items() if k in keep})
+
+
+@pytest.mark.parametrize("name", OPENAI_CASES)
+def test_openai_sdk_through_corral_env(gateway: Gateway, mock: MockUpstream, openai_sdk, name: str) -> None:
+    ex = corpus.load(name)
+    tag, result = openai_sdk[name]
     row = gateway.row_for(tag)
     expect = ex["expect"]
     assert row["mode"] == "explicit"
     assert row["provider"] == "openai"
     assert row["host"] == "127.0.0.1"  # sent on to the mock through the upstream override
-    assert row["upstream"] == fresh_mock.url
+    assert row["upstream"] == mock.url
     assert (row["input_tokens"], row["output_tokens"]) == (expect["input_tokens"], expect["output_tokens"])
     assert row["model"] == expect["model"]
     assert bool(row["stream"]) == (expect["stream_format"] != "json")
     assert row["error"] is None and row["complete"]
-    assert fresh_mock.requests[-1].headers.get("host") == fresh_mock.url.split("//")[1]
+    sent = next(r for r in mock.requests if r.headers.get("x-test-id") == tag)
+    assert sent.headers.get("host") == mock.url.split("//")[1]
     if expect["stream_format"] == "json":
         assert result["usage"]["prompt_tokens"] == expect["input_tokens"]
     else:
         assert result["chunks"] >= 2
 
 
-@pytest.mark.parametrize("name", ["anthropic-messages-json-1", "anthropic-messages-stream-1"])
-def test_anthropic_sdk_through_corral_env(gateway: Gateway, fresh_mock: MockUpstream, tag: str, name: str) -> None:
+@pytest.mark.parametrize("name", ANTHROPIC_CASES)
+def test_anthropic_sdk_through_corral_env(gateway: Gateway, anthropic_sdk, name: str) -> None:
     ex = corpus.load(name)
-    fresh_mock.enqueue(name)
-    env = sdk_env(gateway, ANTHROPIC_API_KEY="sk-ant-test-explicit")
-    # The recorded body, cut to the arguments every SDK version takes (the mock replays by its script).
-    body = {k: v for k, v in ex["request"]["body"].items() if k in ("model", "max_tokens", "messages", "stream")}
-    result = run_sdk(ANTHROPIC_SCRIPT, env, body, tag)
+    tag, result = anthropic_sdk[name]
     row = gateway.row_for(tag)
     expect = ex["expect"]
     assert row["mode"] == "explicit"
@@ -182,7 +207,8 @@ def test_without_the_bundle_the_sdk_refuses_the_interception(
         env.pop(name)
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     script = OPENAI_SCRIPT.replace("OpenAI()", "OpenAI(max_retries=0)")
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(body), tag], env=env,
+    calls = json.dumps([{"body": body, "headers": {"x-test-id": tag}}])
+    proc = subprocess.run([sys.executable, "-c", script, calls], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "certificate" in proc.stderr.lower() or "connection error" in proc.stderr.lower()
@@ -297,7 +323,8 @@ def test_proxyauth_and_extra_intercepted_hosts(guarded: Gateway, fresh_mock: Moc
     env = sdk_env(gw, OPENAI_API_KEY="sk-test-explicit")
     assert env["HTTPS_PROXY"] == f"http://corral:s3cr%40t@127.0.0.1:{gw.port}"
     fresh_mock.enqueue("openai-chat-json-1")
-    run_sdk(OPENAI_SCRIPT, env, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}, tag)
+    run_sdk(OPENAI_SCRIPT, env, [({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                                  {"x-test-id": tag})])
     row = gw.row_for(tag)
     assert row["mode"] == "explicit" and row["provider"] == "openai" and row["status"] == 200
     assert "s3cr" not in json.dumps(row)
