@@ -8,6 +8,7 @@ This is the only way Bedrock works (SigV4 signs the host), so it is where Bedroc
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.parse
 
 import httpx
@@ -32,7 +33,8 @@ NAMES = [n for n in corpus.names() if _intercepted(n)]
 @pytest.fixture(scope="module")
 def proxy_client(gateway: Gateway):
     env = corral_env(gateway)
-    with httpx.Client(proxy=env["HTTPS_PROXY"], verify=env["SSL_CERT_FILE"], timeout=20, trust_env=False) as client:
+    trust = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    with httpx.Client(proxy=env["HTTPS_PROXY"], verify=trust, timeout=20, trust_env=False) as client:
         yield client
 
 
