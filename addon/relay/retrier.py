@@ -14,6 +14,7 @@ Settings: ``[retries]`` (options ``corral_retries_*``), per-provider overrides i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -44,6 +45,9 @@ class Retrier:
         self.relayed: dict[str, tuple[str, str, int, str]] = {}  # flow.id -> real scheme, host, port, job token
         self.inline: dict[str, float] = {}  # flow.id -> when the upstream's head arrived (answered in `request`)
         self.running_ = False
+        # mitmproxy listens before every addon's `running` has finished: a request that comes that early
+        # waits for the relay instead of going upstream without retries.
+        self.relay_started = asyncio.Event()
 
     def load(self, loader) -> None:
         loader.add_option("corral_retries_enabled", bool, True,
@@ -113,6 +117,7 @@ class Retrier:
         self.relay.verify = self._verify()
         await self.relay.start()
         self.running_ = True
+        self.relay_started.set()
 
     async def done(self) -> None:
         await self.relay.stop()
@@ -123,13 +128,15 @@ class Retrier:
         meta = flow.metadata
         provider = meta.get(md.PROVIDER)
         if (provider is None or flow.response is not None or flow.error is not None  # e.g. killed while queued
-                or md.ROUTE_ERROR in meta or not self.running_
+                or md.ROUTE_ERROR in meta
                 or meta.get(md.CACHE) == "hit"  # answered by the cache (maybe via its replay server)
                 or flow.request.headers.get("upgrade") or flow.websocket is not None):
             return
         policy = self.policies.get(provider, self.default)
         if not policy.enabled:
             return
+        if not self.running_:
+            await self.relay_started.wait()
         req = flow.request
         primary = meta.get(md.UPSTREAM) or f"{req.scheme}://{req.host_header or req.host}"
         job = Job(flow, req.method, req.url, primary, policy, self.fallbacks.get(provider, ()))
