@@ -1,20 +1,26 @@
 """Annotator: a one-line summary of each LLM flow in mitmweb, where flow.metadata is not shown.
 
 ``flow.comment`` reads ``openai gpt-4o-mini · 25→32 tok · $0.00002 · cache miss``; ``flow.marked`` flags
-errors (red) and cache hits (blue). Runs after the Recorder, which publishes the cost it computed
+errors (⚠) and cache hits (♻). Runs after the Recorder, which publishes the cost it computed
 (``corral.cost_usd``), so the comment and the database row always agree.
+
+mitmweb hides the comment column by default and its flow list otherwise shows only the upstream URL, so
+when Corral runs inside mitmweb and the user has not chosen columns, the comment column is switched on
+next to the path. The marks are shortcodes whose characters have a text presentation (U+26A0, U+267B) and
+exist in ordinary fonts; the coloured-circle emoji rendered as empty boxes without an emoji font.
 """
 
 from __future__ import annotations
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from addon import metadata as md
 from addon.recorder import _error_text
 
-MARK_ERROR = ":red_circle:"
-MARK_CACHE_HIT = ":large_blue_circle:"
+MARK_ERROR = ":warning:"
+MARK_CACHE_HIT = ":recycle:"
 ERROR_CHARS = 80
+WEB_COLUMNS_OPTION = "web_columns"
 
 
 def money(cost: float) -> str:
@@ -51,7 +57,21 @@ def annotation(flow: http.HTTPFlow) -> tuple[str, str]:
     return " · ".join(parts), mark
 
 
+def with_comment_column(columns: list[str]) -> list[str]:
+    """mitmweb's columns with "comment" right after "path" (or last when there is no path column)."""
+    if "comment" in columns:
+        return list(columns)
+    at = columns.index("path") + 1 if "path" in columns else len(columns)
+    return [*columns[:at], "comment", *columns[at:]]
+
+
 class Annotator:
+    def running(self) -> None:
+        # The option exists only under mitmweb; a user's own choice of columns is left alone.
+        if WEB_COLUMNS_OPTION in ctx.options and not ctx.options.has_changed(WEB_COLUMNS_OPTION):
+            columns = list(getattr(ctx.options, WEB_COLUMNS_OPTION))
+            ctx.options.update(**{WEB_COLUMNS_OPTION: with_comment_column(columns)})
+
     def response(self, flow: http.HTTPFlow) -> None:
         self.annotate(flow)
 
