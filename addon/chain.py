@@ -36,6 +36,7 @@ from addon.cache.backend import ResponseCache
 from addon.cache.lookup import CacheLookup
 from addon.cache.store import CacheStore
 from addon.config import ConfigFile
+from addon.internal_hosts import InternalHosts
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
 from addon.meter import Meter
@@ -121,6 +122,7 @@ def build() -> list[object]:
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
+        InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         CacheLookup(cache, shared_state),  # answers cache hits without upstream (before limits: hits are free)
         RateLimiter(limits, shared_state),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits

@@ -36,7 +36,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
 | corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
 | corral.metrics_counted | bool | metrics | the flow was counted in /metrics (once, at response or error) |
-| corral.internal | str | router | path of a request to Corral's own `/_corral/...` endpoints (not an LLM flow, never recorded); the owning addon answers it in `requestheaders`, the router 404s the rest |
+| corral.internal | str | router | path of a request to Corral's own `/_corral/...` endpoints (not an LLM flow, never recorded); InternalHosts 403s a foreign Host, the owning addon answers it in `requestheaders`, the router 404s the rest |
 | corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
 | corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
 | corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |

@@ -28,6 +28,7 @@ from addon.storage import queries
 from addon.storage.models import database_proxy
 from addon.viewer import metrics
 from addon.viewer.auth import token_ok
+from addon.viewer.security import Guarded
 
 # Framing headers curl recomputes itself.
 _CURL_SKIP = SECRET_HEADERS | {"content-length", "host", "connection", "transfer-encoding", "accept-encoding"}
@@ -57,12 +58,14 @@ def curl_command(flow: dict[str, Any]) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-class Base(tornado.web.RequestHandler):
+class Base(Guarded, tornado.web.RequestHandler):
     def initialize(self, viewer) -> None:
         self.viewer = viewer
 
     def prepare(self) -> None:
         self.set_header("Cache-Control", "no-store")
+        if self.host_refused():
+            return
         if not token_ok(
             self.viewer.token(), self.request.headers.get("Authorization"), self.get_query_argument("token", None)
         ):
@@ -146,7 +149,14 @@ class MetricsHandler(Base):
         self.finish(body)
 
 
-class StaticHandler(tornado.web.StaticFileHandler):
+class StaticHandler(Guarded, tornado.web.StaticFileHandler):
+    def initialize(self, viewer, path: str, default_filename: str | None = None) -> None:  # type: ignore[override]
+        self.viewer = viewer
+        super().initialize(path, default_filename)
+
+    def prepare(self) -> None:
+        self.host_refused()
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
 
@@ -160,5 +170,5 @@ def make_app(viewer, web_dir: Path) -> tornado.web.Application:
         (r"/api/facets", FacetsHandler, args),
         (r"/api/analytics", AnalyticsHandler, args),
         (r"/metrics", MetricsHandler, args),
-        (r"/(.*)", StaticHandler, {"path": str(web_dir), "default_filename": "index.html"}),
+        (r"/(.*)", StaticHandler, {"viewer": viewer, "path": str(web_dir), "default_filename": "index.html"}),
     ], compress_response=True)

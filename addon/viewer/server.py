@@ -6,18 +6,22 @@ flows; it reads the database the Recorder writes, with every query on a worker t
 (``asyncio.to_thread``), so a slow query never stalls a flow.
 
 Off loopback it needs a token: ``[viewer] listen = "0.0.0.0:8082"`` without ``[viewer] token`` is
-refused at configure time, before anything listens.
+refused at configure time, before anything listens. Every answer carries security headers (a
+Content-Security-Policy without inline script among them), and a ``Host`` that does not name this
+machine or a ``[viewer] hosts`` entry is refused with 403, so a DNS-rebinding page cannot read the
+record (addon/hostcheck.py, addon/viewer/security.py).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from mitmproxy import ctx
 from prometheus_client import CollectorRegistry
 from tornado.httpserver import HTTPServer
 
-from addon import paths
+from addon import hostcheck, paths
 from addon.storage import db as dbmod
 from addon.storage.models import database_proxy
 from addon.viewer.api import make_app
@@ -35,6 +39,7 @@ class Viewer:
         self.server: HTTPServer | None = None
         self.address: tuple[str, int] | None = None
         self.bound: tuple[str, int] | None = None
+        self.hosts = hostcheck.HostPolicy()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -45,8 +50,15 @@ class Viewer:
             "corral_viewer_token", str, "",
             "Token the API needs (Authorization: Bearer <token> or ?token=); required off loopback.",
         )
+        loader.add_option(
+            "corral_viewer_hosts", Sequence[str], [],
+            "Host names (NAME or NAME:PORT) the viewer and /_corral/ endpoints answer besides localhost and "
+            "this machine's addresses; any other Host header gets 403 (DNS rebinding).",
+        )
 
     def configure(self, updated: set[str]) -> None:
+        if "corral_viewer_hosts" in updated:
+            self.hosts = hostcheck.policy(ctx.options.corral_viewer_hosts)
         if "corral_viewer_listen" in updated or "corral_viewer_token" in updated:
             address = check_listen(ctx.options.corral_viewer_listen, ctx.options.corral_viewer_token)
             changed, self.address = address != self.address, address
@@ -95,6 +107,9 @@ class Viewer:
             self.server.stop()
             self.server = None
             self.bound = None
+
+    def host_allowed(self, host: str | None, connected: str | None) -> bool:
+        return self.hosts.allows(host, self.bound[1] if self.bound else None, connected)
 
     def token(self) -> str:
         return ctx.options.corral_viewer_token
