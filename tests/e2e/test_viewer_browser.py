@@ -42,6 +42,8 @@ def page(browser):
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    # Anything the viewer's Content-Security-Policy blocked (an inline script, a style attribute...).
+    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     yield pg
     ctx.close()
     assert not errors, errors  # no JavaScript exceptions on any page
