@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 
-from mitmproxy import http
+from mitmproxy import ctx, exceptions, http
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from addon import metadata as md
 
+DEFAULT_MAX_LABEL_VALUES = 200
+MAX_LABEL_LENGTH = 128  # characters of one label value; a client chooses the model name
+OTHER = "other"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -28,8 +31,31 @@ def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+class LabelCap:
+    """At most ``limit`` distinct values per label name; later new values are counted as ``other``.
+
+    Model names come from clients: uncapped, 3,000 of them made /metrics 5 MB, and every Prometheus
+    server scraping it keeps each series. The first ``limit`` values seen keep their own series.
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_LABEL_VALUES) -> None:
+        self.limit = limit
+        self.seen: dict[str, set[str]] = {}
+
+    def __call__(self, label: str, value: str) -> str:
+        value = value[:MAX_LABEL_LENGTH]
+        seen = self.seen.setdefault(label, set())
+        if value in seen:
+            return value
+        if len(seen) >= self.limit:
+            return OTHER
+        seen.add(value)
+        return value
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.cap = LabelCap()
         r = registry
         self.requests = Counter(
             "corral_requests", "Flows handled", ["provider", "model", "status_class", "cache"], registry=r
@@ -52,6 +78,18 @@ class Metrics:
             "corral_duration_seconds", "Request duration", ["provider"], buckets=LATENCY_BUCKETS, registry=r
         )
 
+    def load(self, loader) -> None:
+        loader.add_option(
+            "corral_metrics_max_label_values", int, DEFAULT_MAX_LABEL_VALUES,
+            "Distinct values /metrics keeps per label (e.g. model); later new ones are counted as 'other'.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "corral_metrics_max_label_values" in updated:
+            if ctx.options.corral_metrics_max_label_values < 1:
+                raise exceptions.OptionsError("[metrics] max_label_values must be at least 1")
+            self.cap.limit = ctx.options.corral_metrics_max_label_values
+
     def response(self, flow: http.HTTPFlow) -> None:
         self.count(flow)
 
@@ -63,8 +101,8 @@ class Metrics:
         if not md.is_llm_flow(flow) or meta.get(md.METRICS_COUNTED):
             return
         meta[md.METRICS_COUNTED] = True
-        provider = meta.get(md.PROVIDER) or "-"
-        model = meta.get(md.MODEL) or "-"
+        provider = self.cap("provider", meta.get(md.PROVIDER) or "-")
+        model = self.cap("model", str(meta.get(md.MODEL) or "-"))
         resp = flow.response
         status = resp.status_code if resp is not None else None
         unreachable = status is None and flow.error is not None and not md.client_went_away(flow)
