@@ -10,6 +10,8 @@ import argparse
 import contextlib
 import csv
 import json
+import os
+import stat
 import sys
 from typing import IO, Any
 
@@ -19,6 +21,9 @@ from addon.storage.models import Flow
 
 FORMATS = ("jsonl", "csv", "har")
 PROGRESS_MIN = 1000  # rows; below this no bar
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) sends data out);
+# a leading tab or CR is dropped by some, which would uncover the next character.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +99,28 @@ def har_entry(flow: Flow) -> dict[str, Any]:
     }
 
 
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would read as a formula gets a leading ``'`` (OWASP's advice); numbers
+    and other text stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def open_private(path: str) -> IO[str]:
+    """``path`` for writing, created 0600 like the database: an export holds prompts and answers. An
+    existing regular file is made 0600 too before anything is written; a device or pipe
+    (``-o /dev/stdout``) is left as it is."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
+        return open(fd, "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def write(fmt: str, flows, out: IO[str], progress: Progress) -> int:
     n = 0
     if fmt == "jsonl":
@@ -106,7 +133,7 @@ def write(fmt: str, flows, out: IO[str], progress: Progress) -> int:
         writer = csv.DictWriter(out, fieldnames=names)
         writer.writeheader()
         for flow in flows:
-            writer.writerow(queries.row_dict(flow))
+            writer.writerow({k: csv_cell(v) for k, v in queries.row_dict(flow).items()})
             n += 1
             progress.step()
     else:  # HAR: one JSON document, entries streamed out one by one
@@ -132,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     total = queries.count(filters)
     progress = Progress(total, sys.stderr, args.progress or sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output else sys.stdout
+        out = stack.enter_context(open_private(args.output)) if args.output else sys.stdout
         n = write(args.format, queries.iter_flows(filters), out, progress)
     progress.close()
     if args.output:
