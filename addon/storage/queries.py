@@ -40,7 +40,10 @@ def parse_since(value: str | None, now: datetime.datetime | None = None) -> date
         return None
     m = _SINCE_RE.match(value)
     if m:
-        return (now or utcnow()) - datetime.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            return (now or utcnow()) - datetime.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:  # before year 1 (100000000d): no time to count from
+            raise QueryError(f"--since {value!r} reaches before year 1") from None
     try:
         t = datetime.datetime.fromisoformat(value)
     except ValueError:
@@ -256,7 +259,8 @@ def pick_bucket(since: datetime.datetime, until: datetime.datetime) -> int:
     for width in (10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 86400):
         if span / width <= 120:
             return width
-    return 7 * 86400
+    week = 7 * 86400  # and whole weeks past that: a range of centuries still gives ~120 points, not 100,000
+    return week * max(1, math.ceil(span / 120 / week))
 
 
 def analytics(filters: Filters, bucket: int | None = None) -> dict[str, Any]:

@@ -157,6 +157,12 @@ class StaticHandler(Guarded, tornado.web.StaticFileHandler):
     def prepare(self) -> None:
         self.host_refused()
 
+    def parse_url_path(self, url_path: str) -> str:
+        # A NUL reaches os.lstat as a ValueError (a 500) otherwise; no file has one in its name.
+        if "\x00" in url_path:
+            raise tornado.web.HTTPError(404)
+        return super().parse_url_path(url_path)
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
 

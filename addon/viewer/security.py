@@ -53,6 +53,10 @@ class Guarded:
         for name, value in SECURITY_HEADERS.items():
             self.set_header(name, value)  # type: ignore[attr-defined]
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # JSON with the status' reason, never tornado's HTML page or a traceback.
+        self.finish({"error": self._reason})  # type: ignore[attr-defined]
+
     def host_refused(self) -> bool:
         """Answers 403 (JSON) and says True when the Host header does not name this machine."""
         host = self.request.headers.get("Host")
