@@ -7,7 +7,7 @@ name that does not name this machine is therefore refused with 403, as mitmweb d
 
 - an IP literal that is an address of this machine (loopback, the address the client connected to, or
   any local interface's), with the listen port or no port;
-- ``localhost``, with the listen port or no port;
+- ``localhost`` or a name under it (RFC 6761), with the listen port or no port;
 - a name the operator configured (``[viewer] hosts``): ``name`` with any port, ``name:port`` with that one.
 
 No ``Host`` at all (HTTP/1.0) is accepted: a browser always sends one, so there is no name to rebind.
@@ -84,6 +84,13 @@ def is_local_address(host: str, connected: str | None = None) -> bool:
     return True
 
 
+def is_local_name(host: str) -> bool:
+    """``localhost`` and its subdomains (RFC 6761: always loopback, never asked of DNS, so no page can
+    have them rebound), also in the absolute form with a trailing dot."""
+    name = host.removesuffix(".")
+    return name in LOCAL_NAMES or name.endswith(".localhost")
+
+
 def parse_names(entries: Iterable[str]) -> frozenset[tuple[str, int | None]]:
     """``[viewer] hosts`` entries -> (name, port or None). Raises ValueError naming a bad entry."""
     out = set()
@@ -112,7 +119,7 @@ class HostPolicy:
             return True
         if port is not None and port != listen_port:
             return False
-        return host in LOCAL_NAMES or is_local_address(host, connected)
+        return is_local_name(host) or is_local_address(host, connected)
 
 
 def policy(entries: Iterable[str], option: str = "corral_viewer_hosts") -> HostPolicy:

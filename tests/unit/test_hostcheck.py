@@ -31,7 +31,7 @@ def test_split_host_refuses_malformed(value: str) -> None:
 
 @pytest.mark.parametrize("host", [
     "127.0.0.1:8082", "127.0.0.1", "localhost:8082", "localhost", "[::1]:8082", "127.9.9.9:8082",
-    "[::ffff:127.0.0.1]:8082", "0.0.0.0:8082", None,
+    "[::ffff:127.0.0.1]:8082", "0.0.0.0:8082", "localhost.:8082", "corral.localhost:8082", None,
 ])
 def test_local_names_on_the_listen_port_are_allowed(host: str | None) -> None:
     assert hostcheck.HostPolicy().allows(host, PORT)
@@ -39,7 +39,7 @@ def test_local_names_on_the_listen_port_are_allowed(host: str | None) -> None:
 
 @pytest.mark.parametrize("host", [
     "rebind.attacker.example:8082", "rebind.attacker.example", "localhost.attacker.example:8082",
-    "127.0.0.1.nip.io:8082", "localhost:9999", "127.0.0.1:80", "8.8.8.8:8082", "localhost.:8082",
+    "127.0.0.1.nip.io:8082", "localhost:9999", "127.0.0.1:80", "8.8.8.8:8082", "localhost.attacker.example.:8082",
     "evil@127.0.0.1:8082", "", "127.0.0.1:8082/x",
 ])
 def test_other_names_are_refused(host: str) -> None:
