@@ -16,9 +16,14 @@ addons themselves, keyed by ``flow.id``.
 | corral.model | str / None | router (request), meter (response) | model: response's echo, else request's, else URL's |
 | corral.stream_requested | bool | router | the request asked for a stream |
 | corral.include_usage_requested | bool | router | OpenAI-compatible: the client set stream_options.include_usage |
+| corral.include_usage_endpoint | bool | router | the endpoint's request schema has stream_options.include_usage (catalog `include_usage_paths`): the only place the meter may add it |
 | corral.request_parse_error | str | router | request body is not what the family expects (passed on unchanged) |
 | corral.stream | bool | meter | the response was streamed (any framing) |
 | corral.include_usage_injected | bool | meter | Corral asked upstream for stream usage the client did not ask for |
+| corral.request_edit | dict | meter | the one edit made to the client's request bytes: {at, removed, added} (str); the recorder undoes it to store what the client sent |
+| corral.changes | list[str] | meter | every change Corral made to what it forwarded (request bytes, response body, framing), for the record |
+| corral.response_type | str / None | meter | media type of the response (Content-Type without parameters) |
+| corral.response_bytes | int | meter | body bytes the client received (as on the wire, still content-encoded) |
 | corral.first_byte_at | float | meter | epoch time the first response body byte went to the client |
 | corral.usage | dict | meter (cache on hit) | Usage.as_dict(): None for every counter not reported |
 | corral.complete | bool | meter | the body/stream reached its own end marker |
@@ -56,6 +61,11 @@ STREAM_REQUESTED = "corral.stream_requested"
 INCLUDE_USAGE_REQUESTED = "corral.include_usage_requested"
 REQUEST_PARSE_ERROR = "corral.request_parse_error"
 INCLUDE_USAGE_INJECTED = "corral.include_usage_injected"
+INCLUDE_USAGE_ENDPOINT = "corral.include_usage_endpoint"
+REQUEST_EDIT = "corral.request_edit"
+CHANGES = "corral.changes"
+RESPONSE_TYPE = "corral.response_type"
+RESPONSE_BYTES = "corral.response_bytes"
 FIRST_BYTE_AT = "corral.first_byte_at"
 USAGE = "corral.usage"
 COMPLETE = "corral.complete"

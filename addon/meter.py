@@ -1,9 +1,14 @@
 """Meter: reads model, usage and errors from requests and responses, streaming or not.
 
-2xx streams are never buffered: ``responseheaders`` installs a tee as ``flow.response.stream`` that
-forwards every wire chunk at once and feeds a decoded copy to the family's incremental parser. The tee
-also keeps the bytes (up to the record limit) and, when the stream ends, puts them into
-``flow.response`` so the recorder and mitmweb see the body of a streamed response too.
+Only small known-length JSON answers are held whole (addon/delivery.py); every other body streams:
+``responseheaders`` installs a tee as ``flow.response.stream`` that forwards every wire chunk at once.
+For a 2xx stream (SSE, NDJSON, ...) it feeds a decoded copy to the family's incremental parser; any
+other body it keeps (JSON up to a parse ceiling, other types up to the record limit) for ``response``
+to read once it is whole. The tee puts what it kept into ``flow.response`` so the recorder and mitmweb
+see the body of a streamed response too.
+
+The one change Corral makes to what it forwards, the include-usage option and its usage chunk, is
+written down in ``corral.changes`` and ``corral.request_edit`` for the record.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ import zlib
 
 from mitmproxy import ctx, http
 
-from addon import metadata as md
+from addon import delivery, metadata as md
 from providers.formats import get_family
 from providers.formats.base import Family, ParseResult, StreamParser
+from providers.formats.common import http_error_fallback
 from providers.formats.include_usage import UsageChunkStripper, inject_include_usage
 
 logger = logging.getLogger(__name__)
 
 # Bodies above this are parsed on a worker thread, not on the event loop.
 INLINE_PARSE_LIMIT = 1 << 20
+# A streamed JSON answer (unknown or large length) is kept up to this for parsing; the client gets all.
+JSON_PARSE_CEILING = 64 << 20
 
 
 def _decoder(content_encoding: str):
@@ -40,10 +48,11 @@ class StreamTee:
     """The callable mitmproxy calls with each response chunk (then b"" at the end)."""
 
     def __init__(
-        self, flow: http.HTTPFlow, parser: StreamParser, keep_limit: int, stripper: UsageChunkStripper | None
+        self, flow: http.HTTPFlow, parser: StreamParser | None, keep_limit: int, stripper: UsageChunkStripper | None
     ) -> None:
         self.flow = flow
-        self.parser = parser
+        self.parser = parser  # None: a whole body, read by Meter.response from what was kept
+        self.sent = 0
         self.keep_limit = keep_limit
         self.kept = bytearray()
         self.truncated = False
@@ -59,23 +68,30 @@ class StreamTee:
                 self._observe(chunk)
                 if self.stripper is not None:
                     out = self.stripper.feed(chunk)
+                    self.sent += len(out)
                     return out if out else []  # never b"": a zero-length chunk ends the body
+                self.sent += len(chunk)
                 return chunk
             tail = self.stripper.finish() if self.stripper is not None else b""
+            self.sent += len(tail)
             self.finish(complete_body=True)
             return tail
         except Exception:  # the client's bytes must flow even if metering breaks
             logger.exception("corral: stream metering failed for %s", self.flow.request.path)
             self.stripper = None
+            self.sent += len(chunk)
             return chunk
 
     def _observe(self, chunk: bytes) -> None:
         if md.FIRST_BYTE_AT not in self.flow.metadata:
             self.flow.metadata[md.FIRST_BYTE_AT] = time.time()
-        if len(self.kept) < self.keep_limit:
-            self.kept += chunk[: self.keep_limit - len(self.kept)]
-        else:
+        room = self.keep_limit - len(self.kept)
+        if room > 0:
+            self.kept += chunk[:room]
+        if len(chunk) > room:
             self.truncated = True
+        if self.parser is None:
+            return
         data = chunk
         if self.decoder is not None and self.decode_error is None:
             try:
@@ -93,10 +109,17 @@ class StreamTee:
         if self.finished:
             return
         self.finished = True
-        result = self.parser.finish()
-        if self.decode_error:
-            result.parse_error = result.parse_error or self.decode_error
-        publish(self.flow, result)
+        meta = self.flow.metadata
+        meta[md.RESPONSE_BYTES] = self.sent
+        if self.stripper is not None and self.stripper.stripped:
+            meta.setdefault(md.CHANGES, []).append(
+                f"response body: removed {self.stripper.stripped} usage-only SSE event(s) the client did not ask for"
+            )
+        if self.parser is not None:
+            result = self.parser.finish()
+            if self.decode_error:
+                result.parse_error = result.parse_error or self.decode_error
+            publish(self.flow, result)
         if self.flow.response is not None and complete_body:
             self.flow.response.data.content = bytes(self.kept)
 
@@ -138,32 +161,50 @@ class Meter:
 
     def request(self, flow: http.HTTPFlow) -> None:
         family = self._family(flow)
+        meta = flow.metadata
         if family is None or flow.response is not None:
             return
         if (
-            family.name == "openai" and flow.metadata.get(md.STREAM_REQUESTED)
-            and not flow.metadata.get(md.INCLUDE_USAGE_REQUESTED)
+            meta.get(md.INCLUDE_USAGE_ENDPOINT) and meta.get(md.STREAM_REQUESTED)
+            and not meta.get(md.INCLUDE_USAGE_REQUESTED)
             and ctx.options.corral_usage_inject
             and not flow.request.headers.get("content-encoding")
         ):
-            rewritten = inject_include_usage(flow.request.raw_content or b"")
-            if rewritten is not None:
-                flow.request.content = rewritten
-                flow.metadata[md.INCLUDE_USAGE_INJECTED] = True
+            body = flow.request.raw_content or b""
+            edit = inject_include_usage(body)
+            if edit is not None:
+                flow.request.content = edit.apply(body)  # also sets Content-Length to the new size
+                meta[md.INCLUDE_USAGE_INJECTED] = True
+                meta[md.REQUEST_EDIT] = {
+                    "at": edit.at, "removed": edit.removed.decode(), "added": edit.added.decode(),
+                }
+                meta.setdefault(md.CHANGES, []).append(edit.describe())
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         family = self._family(flow)
         response = flow.response
-        if family is None or response is None or not (200 <= response.status_code < 300):
+        if family is None or response is None:
             return
-        kind = family.stream_kind(flow.request.path, response.headers.get("content-type", ""))
-        if kind is None:
+        flow.metadata[md.RESPONSE_TYPE] = delivery.media_type(response.headers) or None
+        kind = None
+        if 200 <= response.status_code < 300 and delivery.has_body(flow):
+            kind = family.stream_kind(flow.request.path, response.headers.get("content-type", ""))
+        limit = ctx.options.corral_storage_body_limit
+        if kind is not None:
+            flow.metadata[md.STREAM] = True
+            stripper = None
+            if flow.metadata.get(md.INCLUDE_USAGE_INJECTED) and kind == "sse":
+                stripper = UsageChunkStripper()
+                if delivery.reframe_for_rewrite(flow):
+                    flow.metadata.setdefault(md.CHANGES, []).append(
+                        "response framing: upstream Content-Length dropped (the body is shortened), sent chunked"
+                    )
+            tee = StreamTee(flow, family.stream_parser(flow.request.path, kind), limit, stripper)
+        elif delivery.should_stream(flow):
+            whole_json = delivery.is_json(flow.metadata[md.RESPONSE_TYPE] or "")
+            tee = StreamTee(flow, None, max(limit, JSON_PARSE_CEILING) if whole_json else limit, None)
+        else:
             return
-        flow.metadata[md.STREAM] = True
-        stripper = UsageChunkStripper() if flow.metadata.get(md.INCLUDE_USAGE_INJECTED) and kind == "sse" else None
-        tee = StreamTee(
-            flow, family.stream_parser(flow.request.path, kind), ctx.options.corral_storage_body_limit, stripper
-        )
         self.tees[flow.id] = tee
         response.stream = tee
 
@@ -171,9 +212,30 @@ class Meter:
         tee = self.tees.pop(flow.id, None)
         if tee is not None:
             tee.finish(complete_body=True)
-            return
+            if tee.parser is not None:
+                return
         family = self._family(flow)
         if family is None or flow.response is None or md.USAGE in flow.metadata:
+            return
+        if tee is None:
+            flow.metadata[md.RESPONSE_BYTES] = len(flow.response.raw_content or b"")
+        status = flow.response.status_code
+        mtype = flow.metadata.get(md.RESPONSE_TYPE) or ""
+        if not delivery.has_body(flow) or not (flow.response.raw_content or tee is not None and tee.sent):
+            # Nothing to parse (HEAD, 204, an empty body): complete as it is, an error only by status.
+            publish(flow, ParseResult(complete=True, error=http_error_fallback(status, b"") if status >= 400 else None))
+            return
+        if mtype and not delivery.is_json(mtype):
+            # Audio, video, file content, HTML: not meant to be JSON, so not a parse error.
+            body = flow.response.raw_content or b""
+            error = http_error_fallback(status, body) if status >= 400 else None
+            publish(flow, ParseResult(complete=True, error=error))
+            return
+        if tee is not None and tee.truncated:
+            publish(flow, ParseResult(
+                complete=True, parse_error=f"response body larger than {tee.keep_limit} bytes: not parsed",
+                error=http_error_fallback(status, b"") if status >= 400 else None,
+            ))
             return
         decode_error = None
         try:
@@ -194,5 +256,7 @@ class Meter:
         tee = self.tees.pop(flow.id, None)
         if tee is not None:
             tee.finish(complete_body=False)
+            if tee.parser is None and md.USAGE not in flow.metadata:
+                publish(flow, ParseResult(complete=False))  # a body that broke off half-way
             if flow.response is not None:
                 flow.response.data.content = bytes(tee.kept)

@@ -25,7 +25,7 @@ FAMILIES = frozenset({"openai", "anthropic", "gemini", "cohere", "bedrock", "oll
 AUTH_SCHEMES = frozenset({"bearer", "x-api-key", "x-goog-api-key", "query-key", "api-key", "sigv4", "none"})
 PROVIDER_KEYS = frozenset(
     {"prefix", "upstream", "hosts", "auth", "format", "reverse", "per_host", "docs", "note", "pricing_id",
-     "path_formats"}
+     "path_formats", "include_usage_paths"}
 )
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 
@@ -56,6 +56,9 @@ class Provider:
     path_formats: tuple[tuple[str, str], ...] = ()
     # Explicit-proxy mode should forward to the host the client asked for (region/resource hosts).
     per_host: bool = False
+    # Path endings (query ignored) whose request schema has stream_options.include_usage; None: the
+    # family's list from [formats.<family>] in catalog.toml.
+    include_usage_paths: tuple[str, ...] | None = None
     _compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,8 +109,12 @@ class Provider:
 class Catalog:
     """All providers, in catalog order (built-ins first, then custom ones)."""
 
-    def __init__(self, providers: Iterable[Provider]) -> None:
+    def __init__(
+        self, providers: Iterable[Provider], include_usage_paths: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self._providers: tuple[Provider, ...] = tuple(providers)
+        # family -> path endings of endpoints that take stream_options.include_usage ([formats.<family>]).
+        self.include_usage_paths = {f: tuple(p) for f, p in (include_usage_paths or {}).items()}
         self._by_name = {p.name: p for p in self._providers}
         self._by_prefix: dict[str, Provider] = {}
         for p in self._providers:
@@ -133,9 +140,14 @@ class Catalog:
         """
         try:
             with path.open("rb") as fh:
-                builtin = tomllib.load(fh).get("providers", {})
+                data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise CatalogError(f"cannot read built-in catalog {path}: {exc}") from exc
+        builtin = data.get("providers", {})
+        usage_paths = {
+            family: _paths(f"[formats.{family}]", table.get("include_usage_paths", []))
+            for family, table in data.get("formats", {}).items()
+        }
         ignored = frozenset(allow_keys)
         merged: dict[str, dict[str, Any]] = {name: dict(entry) for name, entry in builtin.items()}
         for name, table in (overrides or {}).items():
@@ -147,7 +159,7 @@ class Catalog:
             if name not in merged:
                 raise CatalogError(f"extra_hosts names unknown provider {name!r}")
             merged[name]["hosts"] = [*merged[name].get("hosts", []), *_as_str_list(name, "extra_hosts", regexes)]
-        return cls(_build_provider(name, entry) for name, entry in merged.items())
+        return cls((_build_provider(name, entry) for name, entry in merged.items()), usage_paths)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -174,6 +186,20 @@ class Catalog:
         if p is None:
             raise KeyError(f"unknown provider {provider!r}")
         return p.format_for(path)
+
+    def takes_include_usage(self, provider: Provider, path: str) -> bool:
+        """True when ``path`` (after the prefix, query ignored) is an endpoint whose request schema has
+        ``stream_options.include_usage`` (OpenAI chat and legacy completions and their copies): the only
+        place Corral may add that option. Assistants runs, /responses and image endpoints have
+        ``stream`` but not this option (tests/data/openapi)."""
+        family = provider.format_for(path)
+        if family != "openai":
+            return False  # the injection is OpenAI-shaped; no other family has the option
+        bare = path.split("?", 1)[0].rstrip("/")
+        paths = provider.include_usage_paths
+        if paths is None:
+            paths = self.include_usage_paths.get(family, ())
+        return any(bare.endswith(ending) for ending in paths)
 
     def __iter__(self) -> Iterator[Provider]:
         return iter(self._providers)
@@ -229,6 +255,9 @@ def _build_provider(name: str, entry: Mapping[str, Any]) -> Provider:
         note=_opt_str(name, "note", entry.get("note")),
         pricing_id=_opt_str(name, "pricing_id", entry.get("pricing_id")),
         path_formats=_path_formats(name, entry.get("path_formats", {})),
+        include_usage_paths=(
+            _paths(f"provider {name!r}", entry["include_usage_paths"]) if "include_usage_paths" in entry else None
+        ),
     )
 
 
@@ -310,6 +339,14 @@ def _path_formats(name: str, value: Any) -> tuple[tuple[str, str], ...]:
         _choice(name, f"path_formats[{path_prefix!r}]", family, FAMILIES)
     # Longest prefix first so "/v1/messages" wins over "/v1/".
     return tuple(sorted(((str(p), str(f)) for p, f in pairs), key=lambda pf: -len(pf[0])))
+
+
+def _paths(where: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, str) and v.startswith("/") for v in value
+    ):
+        raise CatalogError(f"{where}: include_usage_paths must be a list of path endings starting with '/'")
+    return tuple(v.rstrip("/") for v in value)
 
 
 def _choice(name: str, key: str, value: Any, allowed: frozenset[str]) -> str:

@@ -1,7 +1,7 @@
 """Getting usage out of OpenAI-compatible streams whose client did not ask for it.
 
 Without ``stream_options.include_usage`` an OpenAI stream carries no token counts at all. The
-gateway therefore adds the option to the request (``inject_include_usage``) and removes the extra
+gateway therefore adds the option to the request bytes (``inject_include_usage``) and removes the extra
 usage-only chunk from the response (``UsageChunkStripper``), so the client sees exactly the stream
 it asked for while the gateway still reads the counts from the unmodified upstream bytes.
 """
@@ -11,28 +11,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from providers.formats.json_edit import Edit, set_nested_true
+
 CR, LF = 0x0D, 0x0A
 
 
-def inject_include_usage(body: bytes) -> bytes | None:
-    """The request body with ``stream_options.include_usage: true`` added, or None when the request
-    is not a streaming JSON object or already asks for usage."""
+def inject_include_usage(body: bytes) -> Edit | None:
+    """The edit that adds ``stream_options.include_usage: true`` to the client's bytes (nothing else
+    changes: see json_edit), or None when the request is not a streaming JSON object, already asks for
+    usage, or cannot be edited safely. Only for endpoints whose schema has that option: the caller
+    checks (catalog ``include_usage_paths``)."""
     try:
         obj = json.loads(body)
     except (ValueError, TypeError, RecursionError):
         return None
     if not isinstance(obj, dict) or obj.get("stream") is not True:
         return None
-    options = obj.get("stream_options")
-    if isinstance(options, dict):
-        if options.get("include_usage") is True:
-            return None
-        # An explicit false is overridden too: the stripper hides the chunk again.
-        options = {**options, "include_usage": True}
-    else:
-        options = {"include_usage": True}
-    obj["stream_options"] = options
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    # An explicit include_usage: false is overridden too: the stripper hides the chunk again.
+    return set_nested_true(body, "stream_options", "include_usage")
 
 
 def is_usage_only_event(event: bytes) -> bool:

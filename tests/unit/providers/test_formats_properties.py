@@ -11,6 +11,7 @@ import struct
 import zlib
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from providers.formats import FAMILIES, get_family
@@ -248,21 +249,66 @@ def test_stripper_passes_garbage_through(garbage: bytes, cuts: list[int]) -> Non
     assert out == garbage
 
 
+def _inject(body: bytes) -> bytes | None:
+    edit = inject_include_usage(body)
+    return None if edit is None else edit.apply(body)
+
+
 def test_inject_include_usage() -> None:
     body = json.dumps({"model": "m", "stream": True, "stream_options": {"x": 1}}).encode()
-    new = inject_include_usage(body)
+    new = _inject(body)
     assert new is not None
-    assert json.loads(new)["stream_options"] == {"x": 1, "include_usage": True}
-    assert inject_include_usage(new) is None
-    assert inject_include_usage(b'{"model":"m"}') is None
-    assert inject_include_usage(b'{"model":"m","stream":false}') is None
-    assert inject_include_usage(b"[1,2]") is None
-    assert inject_include_usage(b"\xff not json") is None
-    assert json.loads(inject_include_usage(b'{"stream":true,"stream_options":null}') or b"")["stream_options"] == {
+    assert json.loads(new)["stream_options"] == {"include_usage": True, "x": 1}
+    assert _inject(new) is None
+    assert _inject(b'{"model":"m"}') is None
+    assert _inject(b'{"model":"m","stream":false}') is None
+    assert _inject(b"[1,2]") is None
+    assert _inject(b"\xff not json") is None
+    assert json.loads(_inject(b'{"stream":true,"stream_options":null}') or b"")["stream_options"] == {
         "include_usage": True
     }
     info = get_family("openai").parse_request("/v1/chat/completions", new)
     assert info.stream and info.include_usage
+
+
+@pytest.mark.parametrize("body, expected", [
+    # Everything the client wrote stays: huge numbers, duplicate keys, escapes, whitespace, key order.
+    (b' {\n "model" : "m",\t"n": 1e400, "n": 2, "s": "\\u00e9\\"}{", "stream":true }',
+     b' {"stream_options":{"include_usage":true},\n "model" : "m",\t"n": 1e400, "n": 2, "s": "\\u00e9\\"}{",'
+     b' "stream":true }'),
+    (b'{"stream":true,"stream_options":{ }}', b'{"stream":true,"stream_options":{"include_usage":true }}'),
+    (b'{"stream":true,"stream_options":{"a":[1,"]}"] , "include_usage" : false}}',
+     b'{"stream":true,"stream_options":{"a":[1,"]}"] , "include_usage" : true}}'),
+])
+def test_inject_include_usage_keeps_every_other_byte(body: bytes, expected: bytes) -> None:
+    edit = inject_include_usage(body)
+    assert edit is not None and edit.apply(body) == expected
+    assert edit.undo(expected) == body
+
+
+@pytest.mark.parametrize("body", [
+    b'{"stream":true,"stream_options":{},"stream_options":{}}',  # which one would the upstream read?
+    b'{"stream":true,"stream_options":{"include_usage":false,"include_usage":false}}',
+    b'{"stream":true,"stream_options":"yes"}',
+    b'{"stream":true,"stream_options":{"include_usage":true}}',  # asked already
+])
+def test_inject_include_usage_leaves_unsafe_bodies_alone(body: bytes) -> None:
+    assert inject_include_usage(body) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8), max_size=5), st.sampled_from(["", " ", "\n  "]))
+def test_inject_include_usage_only_adds_the_field(obj: dict, ws: str) -> None:
+    obj = {k: v for k, v in obj.items() if k not in ("stream", "stream_options")}
+    body = json.dumps({**obj, "stream": True}, indent=ws or None, ensure_ascii=False).encode()
+    edit = inject_include_usage(body)
+    assert edit is not None and edit.removed == b""
+    new = edit.apply(body)
+    assert json.loads(new) == {**obj, "stream": True, "stream_options": {"include_usage": True}}
+    assert new.replace(b'"stream_options":{"include_usage":true},', b"", 1) == body
 
 
 # --- synthetic edge cases the corpus does not cover -------------------------------------------
