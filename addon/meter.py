@@ -219,23 +219,9 @@ class Meter:
             return
         if tee is None:
             flow.metadata[md.RESPONSE_BYTES] = len(flow.response.raw_content or b"")
-        status = flow.response.status_code
-        mtype = flow.metadata.get(md.RESPONSE_TYPE) or ""
-        if not delivery.has_body(flow) or not (flow.response.raw_content or tee is not None and tee.sent):
-            # Nothing to parse (HEAD, 204, an empty body): complete as it is, an error only by status.
-            publish(flow, ParseResult(complete=True, error=http_error_fallback(status, b"") if status >= 400 else None))
-            return
-        if mtype and not delivery.is_json(mtype):
-            # Audio, video, file content, HTML: not meant to be JSON, so not a parse error.
-            body = flow.response.raw_content or b""
-            error = http_error_fallback(status, body) if status >= 400 else None
-            publish(flow, ParseResult(complete=True, error=error))
-            return
-        if tee is not None and tee.truncated:
-            publish(flow, ParseResult(
-                complete=True, parse_error=f"response body larger than {tee.keep_limit} bytes: not parsed",
-                error=http_error_fallback(status, b"") if status >= 400 else None,
-            ))
+        unparsed = self._unparsed(flow, tee)
+        if unparsed is not None:
+            publish(flow, unparsed)
             return
         decode_error = None
         try:
@@ -251,6 +237,24 @@ class Meter:
         if decode_error:
             result.parse_error = result.parse_error or decode_error
         publish(flow, result)
+
+    @staticmethod
+    def _unparsed(flow: http.HTTPFlow, tee: StreamTee | None) -> ParseResult | None:
+        """The result of a body that is not for the family's JSON parser, else None."""
+        assert flow.response is not None
+        status = flow.response.status_code
+        body = flow.response.raw_content or b""
+        error = http_error_fallback(status, body) if status >= 400 else None
+        if not delivery.has_body(flow) or not (body or (tee is not None and tee.sent)):
+            return ParseResult(complete=True, error=error)  # HEAD, 204, an empty body: nothing to parse
+        mtype = flow.metadata.get(md.RESPONSE_TYPE) or ""
+        if mtype and not delivery.is_json(mtype):
+            # Audio, video, file content, HTML: not meant to be JSON, so not a parse error.
+            return ParseResult(complete=True, error=error)
+        if tee is not None and tee.truncated:
+            return ParseResult(complete=True, error=error,
+                               parse_error=f"response body larger than {tee.keep_limit} bytes: not parsed")
+        return None
 
     def error(self, flow: http.HTTPFlow) -> None:
         tee = self.tees.pop(flow.id, None)

@@ -43,6 +43,16 @@ def _body_text(raw: bytes | None, limit: int) -> str | None:
     return text
 
 
+def client_request_body(flow: http.HTTPFlow) -> bytes | None:
+    """The request body as the client sent it: Corral's one edit (the include-usage option) undone."""
+    raw = flow.request.raw_content
+    edit = flow.metadata.get(md.REQUEST_EDIT)
+    if raw is None or not edit:
+        return raw
+    at, removed, added = edit["at"], edit["removed"].encode(), edit["added"].encode()
+    return raw[:at] + removed + raw[at + len(added):]
+
+
 def _headers_json(headers: http.Headers | None) -> str | None:
     if headers is None:
         return None
@@ -200,10 +210,13 @@ class Recorder:
             "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
             "request_headers": _headers_json(req.headers),
             "response_headers": _headers_json(resp.headers if resp is not None else None),
-            "request_body": _body_text(req.raw_content, limit) if full else None,
+            "request_body": _body_text(client_request_body(flow), limit) if full else None,
             "response_body": (_body_text(resp.get_content(strict=False) if resp is not None else None, limit)
                               if full else None),
             "response_text": meta.get(md.TEXT) if full else None,
             "attempts": json.dumps(meta[md.ATTEMPTS]) if meta.get(md.ATTEMPTS) else None,
             "worker": self.worker,
+            "corral_changes": json.dumps(meta[md.CHANGES]) if meta.get(md.CHANGES) else None,
+            "response_type": meta.get(md.RESPONSE_TYPE),
+            "response_bytes": meta.get(md.RESPONSE_BYTES),
         }

@@ -20,6 +20,7 @@ from mitmproxy import ctx, http
 
 from addon import metadata as md
 from addon.credentials import credential_fingerprint
+from addon.request_info import read_request
 from addon.responses import make_error
 from addon.services import CatalogService
 from providers.catalog import Provider
@@ -77,9 +78,7 @@ class Router:
             return
         if md.FORMAT in flow.metadata and flow.response is None:
             # Parsed once here, so every later addon (cache key, limits, meter) can use it.
-            info = get_family(flow.metadata[md.FORMAT]).parse_request(
-                flow.request.path, flow.request.raw_content or b""
-            )
+            info = read_request(get_family(flow.metadata[md.FORMAT]), flow.request.path, flow.request)
             flow.metadata[md.MODEL] = info.model
             flow.metadata[md.STREAM_REQUESTED] = info.stream
             if info.include_usage:

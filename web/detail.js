@@ -39,6 +39,9 @@
       ["cost", cost(f)], ["cache", f.cache], ["saved by cache", fmt.usd(f.saved_cost_usd)],
       ["retries", f.retries || 0], ["rate-limit wait", fmt.ms(f.wait_ms)], ["credential", f.credential || "-"],
       ["error", f.error ? el("span", { class: "error" }, f.error) : "-"], ["parse error", f.parse_error || "-"],
+      ["response body", f.response_type || f.response_bytes != null ? `${f.response_type || "?"}, ${fmt.n(f.response_bytes)} bytes` : "-"],
+      ["changed by Corral", f.corral_changes && f.corral_changes.length
+        ? el("ul", { id: "corral-changes" }, f.corral_changes.map((c) => el("li", {}, c))) : "nothing"],
     ];
     return el("dl", { class: "kv" }, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "-")]));
   }

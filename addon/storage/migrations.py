@@ -153,10 +153,21 @@ def _flows_worker(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) -> N
     add_missing_columns(migrator, db, "flows", worker=peewee.IntegerField(null=True))
 
 
+def _flows_fidelity(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) -> None:
+    add_missing_columns(
+        migrator, db, "flows",
+        corral_changes=peewee.TextField(null=True),
+        response_type=peewee.CharField(max_length=255, null=True),
+        response_bytes=peewee.IntegerField(null=True),
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the flows table of Corral 0.1", _baseline),
     Migration(2, "PostgreSQL: float columns are DOUBLE PRECISION", _pg_double_precision),
     Migration(3, "flows.worker: which gateway process (corral start --workers) recorded the row", _flows_worker),
+    Migration(4, "flows.corral_changes, response_type, response_bytes: what Corral changed; the body's type and size",
+              _flows_fidelity),
 ]
 
 

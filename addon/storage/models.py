@@ -50,11 +50,14 @@ class Flow(BaseModel):
     client = peewee.CharField(max_length=64, null=True)
     request_headers = peewee.TextField(null=True)  # JSON list of [name, value]
     response_headers = peewee.TextField(null=True)
-    request_body = peewee.TextField(null=True)  # text; binary bodies as "base64:..."
+    request_body = peewee.TextField(null=True)  # as the client sent it; text, binary bodies as "base64:..."
     response_body = peewee.TextField(null=True)
     response_text = peewee.TextField(null=True)  # reassembled output text of streams and JSON answers
     attempts = peewee.TextField(null=True)  # JSON list: per upstream attempt status/error/wait
     worker = peewee.IntegerField(null=True)  # `corral start --workers N`: 1..N of the process; NULL if one
+    corral_changes = peewee.TextField(null=True)  # JSON list: what Corral changed in what it forwarded; NULL: nothing
+    response_type = peewee.CharField(max_length=255, null=True)  # media type of the response body
+    response_bytes = peewee.IntegerField(null=True)  # body bytes the client received (still content-encoded)
 
     class Meta:
         table_name = "flows"
@@ -98,4 +101,5 @@ FLOW_SUMMARY_FIELDS = [
     "ttfb_ms", "duration_ms", "input_tokens", "output_tokens", "cached_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced",
     "cache", "retries", "wait_ms", "upstream", "complete", "error", "parse_error", "credential",
+    "response_type", "response_bytes", "corral_changes",
 ]

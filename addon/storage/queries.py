@@ -144,7 +144,7 @@ def get_flow(flow_id: str) -> dict[str, Any] | None:
     if flow is None:
         return None
     data = row_dict(flow)
-    for key in ("request_headers", "response_headers", "attempts"):
+    for key in ("request_headers", "response_headers", "attempts", "corral_changes"):
         if data.get(key):
             try:
                 data[key] = json.loads(data[key])

@@ -3,7 +3,7 @@
 | path | answer |
 |---|---|
 | GET /api/flows | one page, newest first: ?provider ?model ?status=2xx|4xx|5xx|none ?cache ?q ?since ?limit ?before=<cursor> ?after=<cursor> |
-| GET /api/flows/<id> | one flow with headers (credentials fingerprinted), bodies, reassembled text, attempts |
+| GET /api/flows/<id> | one flow with headers (credentials fingerprinted), bodies (the request as the client sent it), reassembled text, attempts, corral_changes (list: what Corral changed in what it forwarded) |
 | GET /api/flows/<id>/curl | the request as a curl command line, credentials left out |
 | GET /api/facets | distinct providers, models, cache outcomes (filter drop-downs) |
 | GET /api/analytics | totals, time series, by provider, by model: ?since=24h ?until ?provider ?model |

@@ -13,6 +13,7 @@ from providers.formats.common import (
     block_text,
     dig,
     dumps,
+    error_envelope,
     error_text,
     model_and_stream,
     object_result,
@@ -66,7 +67,8 @@ class AnthropicFamily:
         doc, result = object_result(status, body)
         if doc is None:
             return result
-        result.error = response_error(status, error_from(doc), doc.get("message"))
+        found = error_from(doc) if status >= 400 or error_envelope(doc) else None
+        result.error = response_error(status, found, doc.get("message"))
         result.model = as_str(doc.get("model"))
         apply_usage(result.usage, doc.get("usage"))
         result.text = block_text(doc.get("content"), "text")

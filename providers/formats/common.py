@@ -98,7 +98,7 @@ def model_and_stream(body: bytes, stream_default: bool = False) -> RequestInfo:
 
 def request_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not body:
-        return None, "empty request body"
+        return None, None  # GET, DELETE, a body-less POST: nothing to parse is not a parse error
     obj, err = loads(body)
     if err:
         return None, err
@@ -117,6 +117,23 @@ def field_type_error(obj: dict[str, Any]) -> str | None:
     if "messages" in obj and not isinstance(obj["messages"], list):
         return "request field 'messages' is not a list"
     return None
+
+
+# Members that make a JSON body a resource (a Response, a fine-tuning job, an eval run, a video...),
+# whose own "error" field describes the resource, not a failed exchange.
+_RESOURCE_KEYS = frozenset({"id", "object", "data", "choices", "candidates", "output", "model", "usage", "created",
+                            "created_at"})
+
+
+def error_envelope(doc: Any) -> bool:
+    """True when a JSON body *is* a provider error (``{"error": {...}}``, Anthropic's
+    ``{"type": "error", ...}``), as opposed to a resource that carries an ``error`` field by design
+    (``"error": null``, a failed job's error). Only an envelope makes a 2xx exchange a failure."""
+    if not isinstance(doc, dict) or not doc.get("error"):
+        return False
+    if doc.get("type") == "error":
+        return True
+    return not (_RESOURCE_KEYS & doc.keys())
 
 
 def error_text(kind: Any, message: Any) -> str:

@@ -19,6 +19,7 @@ from providers.formats.common import (
     body_result,
     dig,
     dumps,
+    error_envelope,
     error_text,
     first_int,
     path_only,
@@ -78,7 +79,7 @@ class GeminiChunks:
         if not isinstance(doc, dict):
             return
         r = self.result
-        err = error_from(doc)
+        err = error_from(doc) if error_envelope(doc) else None
         if err:
             r.error = err
         r.model = as_str(doc.get("modelVersion")) or r.model or self.path_model

@@ -13,6 +13,7 @@ from providers.formats.common import (
     as_str,
     dig,
     dumps,
+    error_envelope,
     error_text,
     first_int,
     model_and_stream,
@@ -62,7 +63,7 @@ class OllamaFamily:
         doc, result = object_result(status, body)
         if doc is None:
             return result
-        result.error = response_error(status, error_from(doc))
+        result.error = response_error(status, error_from(doc) if status >= 400 or error_envelope(doc) else None)
         result.model = as_str(doc.get("model"))
         result.usage = usage_from(doc)
         result.text = chunk_text(doc)

@@ -14,6 +14,7 @@ from providers.formats.common import (
     as_str,
     dig,
     dumps,
+    error_envelope,
     error_text,
     first_int,
     object_result,
@@ -90,7 +91,8 @@ class OpenAIFamily:
         doc, result = object_result(status, body)
         if doc is None:
             return result
-        result.error = response_error(status, error_from(doc.get("error")), doc.get("message") or doc.get("detail"))
+        found = error_from(doc.get("error")) if status >= 400 or error_envelope(doc) else None
+        result.error = response_error(status, found, doc.get("message") or doc.get("detail"))
         result.model = as_str(doc.get("model"))
         usage = usage_from(doc.get("usage")) or usage_from(dig(doc, "x_groq", "usage"))
         if usage is not None:

@@ -18,7 +18,7 @@ def test_model_and_stream() -> None:
     assert (info.model, info.stream, info.parse_error) == ("m", True, None)
     assert model_and_stream(b'{"model": "m"}', stream_default=True).stream is True  # Ollama's /api/chat
     assert model_and_stream(b'{"model": "m", "stream": false}', stream_default=True).stream is False
-    assert model_and_stream(b"").parse_error == "empty request body"
+    assert model_and_stream(b"").parse_error is None  # nothing to parse is not a parse error
     assert model_and_stream(b'{"model": 3}').parse_error == "request field 'model' is not a string"
 
 
