@@ -135,7 +135,7 @@ class Router:
     def _set_provider(self, flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
         flow.metadata[md.PROVIDER] = provider.name
         flow.metadata[md.FORMAT] = self.catalog.current.format_for(provider, rest)
-        if self.catalog.current.takes_include_usage(provider, rest):
+        if flow.request.method == "POST" and self.catalog.current.takes_include_usage(provider, rest):
             flow.metadata[md.INCLUDE_USAGE_ENDPOINT] = True
         req = flow.request
         query = req.query.items(multi=True) if "?" in req.path else ()  # parsing an absent query costs too

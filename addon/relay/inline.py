@@ -8,7 +8,7 @@ not ask for a stream the Retrier runs the same attempts right in its (async) ``r
 ``flow.response``; mitmproxy then answers the client without opening any server connection.
 
 If the upstream answers with a stream after all (a 2xx whose content type the flow's format streams,
-the same test the Meter applies), nothing is buffered: the answer is handed to the relay as the job's
+or any body that is not small known-length JSON: the same tests the Meter applies), nothing is buffered: the answer is handed to the relay as the job's
 ready outcome, and the flow goes the usual way through it, chunk by chunk.
 """
 
@@ -18,7 +18,7 @@ import time
 
 from mitmproxy import http
 
-from addon import metadata as md
+from addon import delivery, metadata as md
 from addon.relay.http import FRAMING, complete, read_all
 from addon.relay.relay import TRANSPORT_ERRORS, Job, Outcome, Relay
 from providers.formats import get_family
@@ -42,10 +42,14 @@ def request_parts(flow: http.HTTPFlow, url: str) -> tuple[list[tuple[bytes, byte
 
 
 def streams(flow: http.HTTPFlow, outcome: Outcome) -> bool:
-    """A 2xx whose content type the flow's format streams: the same test the Meter applies."""
+    """A 2xx whose content type the flow's format streams, or any body that is not small known-length
+    JSON (audio, a download, a chunked answer): the same tests the Meter applies (addon/delivery.py)."""
     family = flow.metadata.get(md.FORMAT)
-    return (family is not None and 200 <= outcome.status < 300
-            and get_family(family).stream_kind(flow.request.path, outcome.headers.get("content-type", "")) is not None)
+    if family is not None and 200 <= outcome.status < 300 and get_family(family).stream_kind(
+        flow.request.path, outcome.headers.get("content-type", "")
+    ) is not None:
+        return True
+    return delivery.streams_answer(flow.request.method, outcome.status, outcome.headers)
 
 
 async def answer(relay: Relay, job: Job) -> float | None:
