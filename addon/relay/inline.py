@@ -8,8 +8,9 @@ not ask for a stream the Retrier runs the same attempts right in its (async) ``r
 ``flow.response``; mitmproxy then answers the client without opening any server connection.
 
 If the upstream answers with a stream after all (a 2xx whose content type the flow's format streams,
-or any body that is not small known-length JSON: the same tests the Meter applies), nothing is buffered: the answer is handed to the relay as the job's
-ready outcome, and the flow goes the usual way through it, chunk by chunk.
+or any body that is not small known-length JSON: the same tests the Meter applies), nothing is
+buffered: the answer is handed to the relay as the job's ready outcome, and the flow goes the usual
+way through it, chunk by chunk.
 """
 
 from __future__ import annotations
