@@ -248,6 +248,9 @@ class Meter:
         if not delivery.has_body(flow) or not (body or (tee is not None and tee.sent)):
             return ParseResult(complete=True, error=error)  # HEAD, 204, an empty body: nothing to parse
         mtype = flow.metadata.get(md.RESPONSE_TYPE) or ""
+        if mtype == "text/html":
+            # No provider API answers with a page: a proxy's or a maintenance page stands in for the answer.
+            return ParseResult(error=error, parse_error="answer is an HTML page (text/html), not the API's response")
         if mtype and not delivery.is_json(mtype):
             # Audio, video, file content, HTML: not meant to be JSON, so not a parse error.
             return ParseResult(complete=True, error=error)

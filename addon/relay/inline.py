@@ -50,6 +50,11 @@ def streams(flow: http.HTTPFlow, outcome: Outcome) -> bool:
         flow.request.path, outcome.headers.get("content-type", "")
     ) is not None:
         return True
+    if delivery.is_json(delivery.media_type(outcome.headers)):
+        # A JSON document the client cannot use in part: held whole unless known to be large, so that a
+        # body the upstream cuts off becomes a clean provider-shaped 502, never a truncated document.
+        length = delivery.known_length(outcome.headers)
+        return length is not None and length > delivery.SMALL_BODY
     return delivery.streams_answer(flow.request.method, outcome.status, outcome.headers)
 
 

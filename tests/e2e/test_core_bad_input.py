@@ -33,11 +33,6 @@ BAD_BODIES = {
     "JSON string literal": (b'"hello"', "application/json"),
     "JSON null": (b"null", "application/json"),
     "non-JSON content type (form)": (b"model=gpt-4o&prompt=hi", "application/x-www-form-urlencoded"),
-    "binary body (octet-stream)": (bytes(range(256)) * 4, "application/octet-stream"),
-    "multipart body": (
-        b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--b--\r\n",
-        "multipart/form-data; boundary=b",
-    ),
     "empty body": (b"", "application/json"),
     "wrong types for model/stream/messages": (b'{"model": 42, "stream": "yes", "messages": {}}', "application/json"),
     "invalid UTF-8": (b"\xff\xfe\x00garbage\x80", "application/json"),
@@ -66,6 +61,34 @@ for _kind in BAD_BODIES:
     test_bad_request_bodies_pass_through_unchanged = reliability(
         "bad client input", _kind, "forwarded unchanged; the provider's answer",
         "row with parse_error", )(test_bad_request_bodies_pass_through_unchanged)
+
+# Bodies not meant to be JSON: nothing to parse is no parse error (a form's fields are read).
+OTHER_BODIES = {
+    "binary body (octet-stream)": (bytes(range(256)) * 4, "application/octet-stream", None),
+    "multipart body": (
+        b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nabc\r\n--b--\r\n",
+        "multipart/form-data; boundary=b", "whisper-1",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(OTHER_BODIES))
+def test_other_request_bodies_pass_through_unchanged(gateway: Gateway, fresh_mock, tag: str, kind: str) -> None:
+    body, content_type, model = OTHER_BODIES[kind]
+    fresh_mock.enqueue(OK)
+    resp = post(gateway, CHAT, body, tag, content_type)
+    assert resp.status_code == 200 and resp.json() == {"ok": True}
+    assert fresh_mock.requests[-1].body == body
+    row = gateway.row_for(tag)
+    assert (row["status"], row["parse_error"], row["model"]) == (200, None, model)
+
+
+for _kind in OTHER_BODIES:
+    test_other_request_bodies_pass_through_unchanged = reliability(
+        "bad client input", _kind, "forwarded unchanged; the provider's answer",
+        "row without parse_error (not meant to be JSON; a form's model is read)",
+    )(test_other_request_bodies_pass_through_unchanged)
 
 
 @reliability(
