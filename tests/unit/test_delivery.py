@@ -35,8 +35,8 @@ def test_an_answer_made_in_process_is_already_whole() -> None:
 
 @pytest.mark.parametrize("http_version, chunked", [("HTTP/1.1", True), ("HTTP/2.0", False)])
 def test_a_shortened_body_drops_the_upstream_length(http_version: str, chunked: bool) -> None:
-    flow = tflow.tflow(req=tutils.treq(http_version=http_version.encode()),
-                       resp=tutils.tresp(headers=((b"content-type", b"text/event-stream"), (b"content-length", b"451"))))
+    head = ((b"content-type", b"text/event-stream"), (b"content-length", b"451"))
+    flow = tflow.tflow(req=tutils.treq(http_version=http_version.encode()), resp=tutils.tresp(headers=head))
     assert delivery.reframe_for_rewrite(flow)
     assert flow.response is not None and "content-length" not in flow.response.headers
     assert ("chunked" in flow.response.headers.get("transfer-encoding", "")) is chunked

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from providers.formats.common import block_text, model_and_stream, response_error
+import pytest
+
+from providers.formats.common import block_text, error_envelope, model_and_stream, response_error
 
 
 def test_block_text_joins_text_blocks_and_can_filter_by_type() -> None:
@@ -28,3 +30,17 @@ def test_response_error() -> None:
     assert response_error(500, None, "boom") == "500: boom"
     assert response_error(502, None) == "502"
     assert response_error(429, "rate_limit: slow down", "other") == "rate_limit: slow down"
+
+
+@pytest.mark.parametrize("doc, envelope", [
+    ({"error": {"message": "bad", "type": "server_error"}}, True),
+    ({"error": "model not found"}, True),  # Ollama
+    ({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, True),  # Anthropic
+    ({"id": "resp_1", "object": "response", "status": "failed", "error": {"code": "x", "message": "y"}}, False),
+    ({"id": "ftjob_1", "object": "fine_tuning.job", "error": None}, False),
+    ({"object": "video", "id": "v1", "error": {"code": "moderation"}}, False),
+    ({"error": None}, False),
+    ([{"error": "x"}], False),
+])
+def test_error_envelope(doc, envelope: bool) -> None:
+    assert error_envelope(doc) is envelope

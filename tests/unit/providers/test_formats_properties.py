@@ -390,3 +390,23 @@ def test_error_body_shapes() -> None:
     assert body("cohere", "bad_request") == {"message": "nope"}
     assert body("bedrock", "timeout") == {"message": "nope"}
     assert body("ollama", "not_found") == {"error": "nope"}
+
+
+@pytest.mark.parametrize("family, body", [
+    ("openai", b'{"id": "resp_1", "object": "response", "model": "gpt-4o", "status": "failed", '
+               b'"error": {"code": "server_error", "message": "job failed"}, "output": []}'),
+    ("openai", b'{"id": "ftjob_1", "object": "fine_tuning.job", "model": "gpt-4o-mini", "error": null}'),
+    ("anthropic", b'{"id": "msg_1", "type": "message", "model": "claude", "content": [], "error": {"x": 1}}'),
+])
+def test_an_error_field_of_a_2xx_resource_is_not_a_failure(family: str, body: bytes) -> None:
+    result = get_family(family).parse_response("/v1/x", 200, body)
+    assert (result.error, result.parse_error, result.complete) == (None, None, True)
+
+
+@pytest.mark.parametrize("family, body", [
+    ("openai", b'{"error": {"message": "overloaded", "type": "server_error"}}'),
+    ("anthropic", b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'),
+    ("ollama", b'{"error": "model not found"}'),
+])
+def test_an_error_envelope_in_a_2xx_is_a_failure(family: str, body: bytes) -> None:
+    assert get_family(family).parse_response("/v1/x", 200, body).error
