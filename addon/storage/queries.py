@@ -59,13 +59,7 @@ def iso(value: Any) -> Any:
 
 def row_dict(flow: Flow, fields: list[str] | None = None) -> dict[str, Any]:
     data = flow.__data__
-    row = {k: iso(data.get(k)) for k in (fields or [f.name for f in Flow._meta.sorted_fields])}
-    if row.get("corral_changes"):  # a JSON list in the column; a list to every reader
-        try:
-            row["corral_changes"] = json.loads(row["corral_changes"])
-        except ValueError:
-            pass
-    return row
+    return {k: iso(data.get(k)) for k in (fields or [f.name for f in Flow._meta.sorted_fields])}
 
 
 # --- the flow list ---------------------------------------------------------------------------
@@ -150,7 +144,7 @@ def get_flow(flow_id: str) -> dict[str, Any] | None:
     if flow is None:
         return None
     data = row_dict(flow)
-    for key in ("request_headers", "response_headers", "attempts"):
+    for key in ("request_headers", "response_headers", "attempts", "corral_changes"):
         if data.get(key):
             try:
                 data[key] = json.loads(data[key])
