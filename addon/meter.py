@@ -145,7 +145,8 @@ class Meter:
         loader.add_option(
             "corral_usage_inject", bool, True,
             "Ask OpenAI-compatible upstreams for stream usage (stream_options.include_usage) when the "
-            "client did not, and remove the extra usage chunk from what the client receives.",
+            "client did not, on endpoints whose schema has that option (catalog include_usage_paths: chat "
+            "and legacy completions), and remove the extra usage chunk from what the client receives.",
         )
         loader.add_option(
             "corral_storage_body_limit", int, 4 * 1024 * 1024,
