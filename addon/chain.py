@@ -10,7 +10,8 @@ Each addon reads only metadata written by the ones before it (addon/metadata.py 
 - Retrier before Meter: the meter parses only the final response the client gets.
 - RateLimitAccounting right after Meter: token windows are corrected with the usage the Meter
   publishes at the end of a response or stream.
-- CacheStore after Meter: it stores what the meter judged complete, and wraps the meter's stream tee
+- FixturePlayer before CacheLookup and the limits: a replayed answer touches no cache, quota or provider.
+- CacheStore and FixtureTaker after Meter: it stores what the meter judged complete, and wraps the meter's stream tee
   to keep the chunks (with timings) that the client received.
 - Recorder after everything that writes metadata about the exchange; Annotator and Metrics after the
   Recorder, whose cost they show and count.
@@ -37,6 +38,9 @@ from addon.cache.lookup import CacheLookup
 from addon.cache.store import CacheStore
 from addon.config import ConfigFile
 from addon.internal_hosts import InternalHosts
+from addon.fixtures.book import FixtureBook
+from addon.fixtures.player import FixturePlayer
+from addon.fixtures.taker import FixtureTaker
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
 from addon.meter import Meter
@@ -117,6 +121,7 @@ def build() -> list[object]:
     shared_state = SharedState()  # [state]: where limits and cache entries live
     limits = LimitBook()  # shared by the limiter (admission) and its accounting (usage corrections)
     cache = ResponseCache()  # the cache backend, shared by its lookup (reads) and its store (writes)
+    fixtures = FixtureBook()  # the fixture set in force: the player answers from it, the taker records into it
     registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
@@ -124,12 +129,14 @@ def build() -> list[object]:
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
+        FixturePlayer(fixtures),  # record/replay fixtures: answers from the set, or marks what to record
         CacheLookup(cache, shared_state),  # answers cache hits without upstream (before limits: hits are free)
         RateLimiter(limits, shared_state),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
         Retrier(catalog),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
         CacheStore(cache, pricing),  # keeps complete answers (after the meter judged them); x-corral-cache header
+        FixtureTaker(fixtures),  # after the Meter, like CacheStore: writes complete exchanges to the set
         StateHeader(),  # x-corral-state: degraded when Redis ([state] url) was unavailable for the flow
         Recorder(pricing),  # one row per flow, written off the loop in batches
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded

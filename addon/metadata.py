@@ -42,6 +42,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.cost_usd | float / None | recorder | cost of the exchange as recorded (0 on a cache hit; None if unpriced) |
 | corral.metrics_counted | bool | metrics | the flow was counted in /metrics (once, at response or error) |
 | corral.internal | str | router | path of a request to Corral's own `/_corral/...` endpoints (not an LLM flow, never recorded); InternalHosts 403s a foreign Host, the owning addon answers it in `requestheaders`, the router 404s the rest |
+| corral.fixture | "replayed"/"record"/"miss" | fixture player | record/replay fixtures ([fixtures] mode): answered from the set (meter parses it; limits and retries leave it alone; with pace=original it goes to the in-process replay server), to be recorded by the fixture taker, or a replay miss answered with miss_status |
 | corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
 | corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
 | corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |
@@ -85,6 +86,7 @@ COST_USD = "corral.cost_usd"
 METRICS_COUNTED = "corral.metrics_counted"
 INTERNAL = "corral.internal"
 TENANT = "corral.tenant"
+FIXTURE = "corral.fixture"
 RATELIMIT = "corral.ratelimit"
 STATE_DEGRADED = "corral.state_degraded"
 

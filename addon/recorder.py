@@ -173,6 +173,8 @@ class Recorder:
         saved = None
         if cache == "hit":  # a hit cost nothing; what it would have cost is the saving
             saved, cost = meta.get(md.SAVED_COST_USD, cost), 0.0
+        elif meta.get(md.FIXTURE) == "replayed":  # answered from a fixture set: nothing was spent
+            saved, cost = cost, 0.0
         full = ctx.options.corral_storage_bodies == "full"
         limit = ctx.options.corral_storage_body_limit
         return {

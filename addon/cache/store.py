@@ -73,7 +73,8 @@ class CacheStore:
         if md.PROVIDER not in flow.metadata:
             return
         for name in [n for n in flow.request.headers if n.lower().startswith("x-corral-")]:
-            if name.lower() != TOKEN_HEADER or flow.metadata.get(md.CACHE) != "hit":
+            replayed = flow.metadata.get(md.CACHE) == "hit" or flow.metadata.get(md.FIXTURE) == "replayed"
+            if name.lower() != TOKEN_HEADER or not replayed:
                 del flow.request.headers[name]
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

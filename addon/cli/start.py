@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_certs_arg(p)
     p.add_argument("--workers", type=int, metavar="N",
                    help="gateway processes sharing the port and the database (default 1; [gateway] workers)")
+    p.add_argument("--mode", choices=["passthrough", "record", "replay", "replay-or-record"],
+                   help="record/replay fixtures ([fixtures] mode; default passthrough)")
+    p.add_argument("--fixtures", metavar="PATH", help="fixture set: a .yaml file or a directory ([fixtures] path)")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                    help="any mitmproxy or corral_* option, like mitmdump's --set")
     p.set_defaults(func=run)
@@ -56,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from addon import gateway  # mitmproxy's master: imported only here, so other commands start fast
 
     settings = common.resolve(args)
+    # --mode/--fixtures are [fixtures] settings; like every flag they win over the file.
+    fixture_sets = [f"corral_fixtures_mode={args.mode}"] if args.mode else []
+    if args.fixtures:
+        fixture_sets.append(f"corral_fixtures_path={os.path.abspath(args.fixtures)}")
+    args.set = [*fixture_sets, *args.set]
     # The gateway's own ConfigFile addon reads the same file; "-" tells it there is none.
     found = paths.default_config_file()
     settings["corral_config"] = args.config or (str(found) if found else "-")

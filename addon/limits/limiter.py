@@ -171,7 +171,7 @@ class RateLimiter:
         meta = flow.metadata
         if flow.response is not None or md.PROVIDER not in meta or md.ROUTE_ERROR in meta or flow.error:
             return
-        if meta.get(md.CACHE) == "hit":  # a paced cache replay: no provider quota is spent
+        if meta.get(md.CACHE) == "hit" or meta.get(md.FIXTURE) == "replayed":  # a paced replay: no quota spent
             return
         book = self.book
         scope = self._scope(flow)

@@ -130,6 +130,7 @@ class Retrier:
         if (provider is None or flow.response is not None or flow.error is not None  # e.g. killed while queued
                 or md.ROUTE_ERROR in meta
                 or meta.get(md.CACHE) == "hit"  # answered by the cache (maybe via its replay server)
+                or meta.get(md.FIXTURE) == "replayed"  # answered from the fixture set (the same way)
                 or flow.request.headers.get("upgrade") or flow.websocket is not None):
             return
         policy = self.policies.get(provider, self.default)
