@@ -31,6 +31,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("corral", "LLM fixtures through a Corral gateway")
     group.addoption("--corral-fixtures", metavar="DIR", help="fixture set directory (or .yaml file): replay it")
     group.addoption("--corral-mode", choices=MODES, default="replay", help="replay (default), record, replay-or-record")
+    group.addoption("--corral-config", metavar="FILE",
+                    help="corral.toml for the gateway (e.g. the upstreams to record from)")
     group.addoption("--corral-pace", choices=("fast", "original"), default="fast", help="stream replay pace")
 
 
@@ -57,14 +59,15 @@ def client_environment(url: str, certs: Path) -> dict[str, str]:
 
 
 class FixtureGateway:
-    def __init__(self, fixtures: str, mode: str, pace: str) -> None:
+    def __init__(self, fixtures: str, mode: str, pace: str, config: str | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="corral-fixtures-"))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.workdir / "gateway.log"
         self.cmd = [sys.executable, "-m", "addon.cli", "start", "--listen", f"127.0.0.1:{self.port}",
                     "--db", f"sqlite:///{self.workdir / 'corral.db'}", "--certs", str(self.workdir / "certs"),
-                    "--config", os.devnull, "--mode", mode, "--fixtures", fixtures,
+                    "--config", str(Path(config).resolve()) if config else os.devnull,
+                    "--mode", mode, "--fixtures", fixtures,
                     "--set", f"corral_fixtures_pace={pace}", "--set", "corral_viewer_listen="]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -104,8 +107,9 @@ def corral_gateway(request: pytest.FixtureRequest) -> Iterator[FixtureGateway | 
         yield None
         return
     gw = FixtureGateway(str(Path(fixtures).resolve()), request.config.getoption("--corral-mode"),
-                        request.config.getoption("--corral-pace"))
+                        request.config.getoption("--corral-pace"), request.config.getoption("--corral-config"))
     gw.start()
+    ca.write_bundle(ca.CaFiles(gw.certs))  # the gateway made its CA before listening
     saved = dict(os.environ)
     os.environ.update(client_environment(gw.url, gw.certs))
     try:

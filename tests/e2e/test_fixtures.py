@@ -180,3 +180,25 @@ def test_an_answer_edited_by_hand_is_served(recorded, tmp_path: Path) -> None:
     assert result.choices[0].message.content == "edited by hand"
     listed = corral("fixtures", "list", str(path.parent))
     assert "default.yaml" in listed.stdout and " 6 " in listed.stdout, listed.stdout
+
+
+EXAMPLE = REPO_ROOT / "examples" / "llm-app"
+
+
+def run_example(fixtures: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"),
+                           f"--corral-fixtures={fixtures}"], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=120)
+
+
+def test_the_example_apps_tests_pass_offline_on_its_committed_fixtures() -> None:
+    """examples/llm-app: stock openai SDK code, tests run through the pytest plugin with no upstream."""
+    result = run_example(EXAMPLE / "fixtures")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout
+
+
+def test_the_example_fails_loudly_without_its_fixtures(tmp_path: Path) -> None:
+    result = run_example(tmp_path)
+    assert result.returncode == 1
+    assert "599" in result.stdout and "no recorded exchange for POST /v1/chat/completions" in result.stdout
