@@ -37,10 +37,10 @@ from addon.cache.backend import ResponseCache
 from addon.cache.lookup import CacheLookup
 from addon.cache.store import CacheStore
 from addon.config import ConfigFile
-from addon.internal_hosts import InternalHosts
 from addon.fixtures.book import FixtureBook
 from addon.fixtures.player import FixturePlayer
 from addon.fixtures.taker import FixtureTaker
+from addon.internal_hosts import InternalHosts
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
 from addon.meter import Meter

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = {"addon", "providers"}
 # Declared but never imported by name: another dependency loads it.
 USED_WITHOUT_IMPORT = {"psycopg2-binary"}  # peewee's playhouse imports psycopg2 for postgresql:// URLs
+# Files only their host program loads: the pytest plugin runs inside pytest (the pytest11 entry point).
+HOSTED = {"addon/pytest_plugin.py": {"pytest"}}
 
 
 def normalise(name: str) -> str:
@@ -52,7 +54,8 @@ def third_party_imports() -> dict[str, set[str]]:
                     continue
                 for name in names:
                     top = name.partition(".")[0]
-                    if top not in sys.stdlib_module_names and top not in FIRST_PARTY:
+                    hosted = top in HOSTED.get(str(path.relative_to(ROOT)), set())
+                    if top not in sys.stdlib_module_names and top not in FIRST_PARTY and not hosted:
                         found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     return found
 
