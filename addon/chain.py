@@ -47,6 +47,7 @@ from addon.meter import Meter
 from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
 from addon.relay.retrier import Retrier
+from addon.request_guard import RequestGuard
 from addon.router import Router
 from addon.services import CatalogService, PricingService, SharedState
 from addon.state import StateHeader
@@ -128,6 +129,7 @@ def build() -> list[object]:
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
+        RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
         ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         FixturePlayer(fixtures),  # record/replay fixtures: answers from the set, or marks what to record
         CacheLookup(cache, shared_state),  # answers cache hits without upstream (before limits: hits are free)

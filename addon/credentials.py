@@ -51,15 +51,48 @@ def _secret_part(header_value: str) -> str:
     return rest.strip() if rest and scheme.lower() in ("bearer", "basic", "token") else value
 
 
-def credential_fingerprint(headers: Iterable[tuple[str, str]], query: Iterable[tuple[str, str]] = ()) -> str | None:
-    """Fingerprint of the client's API credential, or None when the request carries none."""
-    found = {name.lower(): value for name, value in headers}
-    for name in CREDENTIAL_HEADERS:
-        if found.get(name):
-            return fingerprint(_secret_part(found[name]))
-    for name, value in query:
-        if name.lower() in SECRET_QUERY_KEYS and value:
-            return fingerprint(value)
+class AmbiguousCredential(ValueError):
+    """The request names its credential twice (two ``Authorization`` headers, two ``key=`` ...)."""
+
+
+# Where the upstream reads the credential for each catalog auth style, in the order it reads it.
+# The credential Corral counts (limits, cache namespace, attribution) is the one that authenticates:
+# a header the upstream ignores (a decoy ``x-api-key`` beside Gemini's ``?key=``) never counts.
+AUTH_SOURCES: dict[str, tuple[str, ...]] = {
+    "bearer": ("authorization",),
+    "sigv4": ("authorization",),
+    "x-api-key": ("x-api-key", "authorization"),  # Anthropic: an API key, else an OAuth bearer token
+    "api-key": ("api-key", "authorization"),  # Azure: a resource key, else an Entra ID bearer token
+    "x-goog-api-key": ("x-goog-api-key", "?key"),
+    "query-key": ("?key", "x-goog-api-key"),
+}
+# A provider without authentication of its own (self-hosted): whatever credential the client sends.
+ANY_SOURCE = (*CREDENTIAL_HEADERS, "?key", "?api_key", "?apikey", "?api-key", "?access_token", "?token")
+
+
+def credential_fingerprint(
+    fields: Iterable[tuple[bytes, bytes]], query: Iterable[tuple[str, str]] = (), auth: str = "none",
+) -> str | None:
+    """Fingerprint of the credential the upstream authenticates the request with (``fields``: the raw
+    header fields; ``auth``: the provider's catalog auth style), or None when there is none. Raises
+    AmbiguousCredential when a place the upstream reads it from occurs twice."""
+    sources = AUTH_SOURCES.get(auth, ANY_SOURCE)
+    found: dict[str, str] = {}
+    for raw_name, raw_value in fields:  # one pass: Headers.items() is quadratic in the field count
+        name = raw_name.decode("latin-1").lower()
+        if name in CREDENTIAL_HEADERS or name in sources:
+            if name in found:
+                raise AmbiguousCredential(f"corral: the request carries {name!r} more than once")
+            found[name] = raw_value.decode("utf-8", "surrogateescape")
+    for key, value in query:
+        name = "?" + key.lower()
+        if name in sources or name[1:] in SECRET_QUERY_KEYS:
+            if name in found:
+                raise AmbiguousCredential(f"corral: the query string carries {key!r} more than once")
+            found[name] = value
+    for name in sources:
+        if secret := found.get(name):
+            return fingerprint(secret if name.startswith("?") else _secret_part(secret))
     return None
 
 

@@ -7,7 +7,9 @@ address is written in brackets when a port follows (``[::1]:8080``). A bare ``::
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # listening everywhere -> reachable here on
@@ -64,5 +66,40 @@ def _is_ipv6(host: str) -> bool:
     try:
         ipaddress.IPv6Address(host)
     except ValueError:
+        return False
+    return True
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host written as an IP literal names, in every spelling a resolver accepts:
+    dotted, short (``127.1``), hex or octal (``0x7f000001``), bracketed IPv6; an IPv4-mapped IPv6
+    address (``::ffff:127.0.0.1``) as its IPv4 address. None for a name."""
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])  # a zone id (fe80::1%eth0) does not change the address
+    except ValueError:
+        if not host or not all(c in "0123456789abcdefxABCDEFX." for c in host):
+            return None
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))  # what getaddrinfo does with 127.1 or 0x7f000001
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@functools.lru_cache(maxsize=1024)
+def is_local_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True when connecting to ``ip`` reaches this machine: a loopback or wildcard address, or one of
+    its interfaces' addresses. Asks the kernel (a socket binds only to a local address) instead of
+    listing interfaces, so every interface and both address families count without a dependency."""
+    if ip.is_loopback or ip.is_unspecified:  # 0.0.0.0 and :: connect to this machine too
+        return True
+    family = socket.AF_INET6 if isinstance(ip, ipaddress.IPv6Address) else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((str(ip), 0))
+    except OSError:
         return False
     return True

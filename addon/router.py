@@ -1,25 +1,31 @@
 """Router: decides which provider a flow is for and where it goes upstream.
 
 One `regular`-mode listener serves two kinds of client:
-- reverse mode: origin-form requests addressed to the gateway itself, ``/<prefix>/<rest>``; the
-  request is rewritten onto ``<provider upstream><rest>`` (rest = path and query, unchanged);
+- reverse mode: every origin-form request (``GET /<prefix>/<rest>``), whatever its ``Host`` header
+  says, and absolute-form requests whose target is the gateway itself under any spelling (decided on
+  the resolved address and the listen port, addon/netaddr.py); the request is rewritten onto
+  ``<provider upstream><rest>`` (rest = path and query, unchanged);
 - explicit mode: requests to a catalog host through the proxy (CONNECT + TLS interception, or
   absolute-form plain HTTP); they go to the provider's configured upstream when one is set.
 
-Anything else is left untouched and is not Corral's business (no metadata, so never recorded).
-Unknown reverse prefixes are answered here with a 404 and never forwarded: no open relay.
+Other absolute-form and CONNECT requests are proxied untouched and are not Corral's business (no
+metadata, so never recorded). Unknown reverse prefixes are answered here with a 404 and never
+forwarded, and the ``Host`` header of an origin-form request never chooses a destination: no open relay.
+An upstream that is the gateway itself is refused (at start when configured, 508 per request).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Sequence
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import mode_specs
 
-from addon import metadata as md
-from addon.credentials import credential_fingerprint
+from addon import metadata as md, netaddr, request_form
+from addon.credentials import AmbiguousCredential, credential_fingerprint
 from addon.request_info import read_request
 from addon.responses import make_error
 from addon.services import CatalogService
@@ -28,7 +34,8 @@ from providers.formats import get_family
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+SELF_LOOP = "corral: the request's target is this gateway itself (it would loop through it)"
 
 
 class Router:
@@ -37,22 +44,49 @@ class Router:
         self.gateway_names: frozenset[str] = LOOPBACK_NAMES
 
     def load(self, loader) -> None:
+        request_form.install()
         loader.add_option(
             "corral_gateway_names", Sequence[str], [],
-            "Extra host names clients use to reach the gateway itself (reverse mode), e.g. a DNS name.",
+            "Extra host names that name the gateway itself (absolute-form requests to them are reverse mode); "
+            "other names are resolved when the port is the gateway's.",
         )
 
     def configure(self, updated: set[str]) -> None:
         if "corral_gateway_names" in updated:
-            names = {n.lower() for n in ctx.options.corral_gateway_names}
+            names = {n.lower().rstrip(".") for n in ctx.options.corral_gateway_names}
             names.add(socket.gethostname().lower())
             self.gateway_names = LOOPBACK_NAMES | names
+        if updated & {"corral_providers", "corral_gateway_intercept_hosts", "listen_port", "listen_host"}:
+            self._refuse_self_upstream()
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def _refuse_self_upstream(self) -> None:
+        """A configured upstream at the gateway's own listen address would send each request back into
+        the gateway. Only upstreams set in [providers] count: a catalog default (llamacpp's
+        127.0.0.1:8080 is also Corral's default port) is refused per request, when used."""
+        port = ctx.options.listen_port
+        for name in sorted(self.catalog.overridden_upstreams):
+            provider = self.catalog.current.get(name)
+            if provider is None:
+                continue
+            _scheme, host, up_port, _path, _hh = provider.upstream_target("")
+            if up_port == port and self._names_this_machine(host, resolve=True):
+                raise exceptions.OptionsError(
+                    f"[providers.{name}] upstream = {provider.upstream!r} is this gateway's own listen address "
+                    f"(port {port}): every request would loop back into Corral. Point it at the real server, "
+                    "or run Corral on another port (--listen)."
+                )
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # A tunnel to the gateway's own port would let a client stack proxies inside one another.
+        if self._port_is_mine(flow, flow.request.port) and self._names_this_machine(flow.request.host):
+            flow.response = make_error(flow, 508, SELF_LOOP, "loop_detected")
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or md.PROVIDER in flow.metadata:
             return  # answered or routed already (e.g. a replayed flow)
-        if self._addressed_to_gateway(flow):
-            self._route_reverse(flow)
+        if self._origin_form_to_gateway(flow) or await self._absolute_form_to_gateway(flow):
+            if not self._refuse_dot_segments(flow):
+                self._route_reverse(flow)
         else:
             provider = self.catalog.current.by_host(flow.request.host, flow.request.port)
             plain_http = not flow.client_conn.tls and flow.request.scheme == "http" and flow.request.port == 80
@@ -62,7 +96,7 @@ class Router:
                 provider = self.catalog.current.by_host(flow.request.host, 443)
                 if provider is not None:
                     flow.request.scheme, flow.request.port = "https", 443
-            if provider is not None:
+            if provider is not None and not self._refuse_dot_segments(flow):
                 self._route_explicit(flow, provider)
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -88,14 +122,67 @@ class Router:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _addressed_to_gateway(self, flow: http.HTTPFlow) -> bool:
-        if flow.client_conn.tls:
-            return False  # inside an intercepted TLS tunnel: an explicit-proxy client
-        sockname = flow.client_conn.sockname
-        if not sockname or flow.request.port != sockname[1]:
+    @staticmethod
+    def _origin_form_to_gateway(flow: http.HTTPFlow) -> bool:
+        """An origin-form request on a regular listener, not inside a CONNECT tunnel (there mitmproxy
+        already set the tunnel's target as the destination): addressed to the gateway, whatever Host says."""
+        return (
+            request_form.is_origin_form(flow.request)
+            and flow.server_conn.address is None
+            and isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode)
+        )
+
+    async def _absolute_form_to_gateway(self, flow: http.HTTPFlow) -> bool:
+        if flow.client_conn.tls or not self._port_is_mine(flow, flow.request.port):
+            return False  # inside an intercepted TLS tunnel, or another port: an explicit-proxy request
+        host = flow.request.host
+        if self._names_this_machine(host):
+            return True
+        if netaddr.ip_literal(host) is not None:
             return False
-        host = flow.request.host.lower()
-        return host in self.gateway_names or host == str(sockname[0])
+        # A DNS name on the gateway's port: resolved off the event loop, as the upstream connect would.
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return False
+        return any(self._names_this_machine(str(info[4][0])) for info in infos)
+
+    @staticmethod
+    def _port_is_mine(flow: http.HTTPFlow, port: int) -> bool:
+        sockname = flow.client_conn.sockname
+        return port == ctx.options.listen_port or bool(sockname and port == sockname[1])
+
+    def _names_this_machine(self, host: str, resolve: bool = False) -> bool:
+        """``host`` (an IP literal in any spelling, or a local name) reaches this machine. With ``resolve``
+        (start-up only: it blocks) other names are looked up too."""
+        ip = netaddr.ip_literal(host)
+        if ip is not None:
+            return netaddr.is_local_address(ip)
+        name = host.lower().rstrip(".")
+        if name in self.gateway_names or name.endswith(".localhost"):  # RFC 6761: *.localhost is loopback
+            return True
+        if not resolve:
+            return False
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return False
+        return any(self._names_this_machine(str(info[4][0])) for info in infos)
+
+    @staticmethod
+    def _refuse_dot_segments(flow: http.HTTPFlow) -> bool:
+        """``/groq/../v1/x`` (or ``%2e%2e``): a server that resolves dot segments (RFC 3986, 5.2.4) would
+        act on another path than the one routed, limited and recorded; refused instead of rewritten,
+        since no SDK sends them."""
+        path = flow.request.path.partition("?")[0]
+        if "." not in path and "%" not in path:
+            return False
+        segments = path.replace("%2e", ".").replace("%2E", ".").split("/")
+        if "." not in segments and ".." not in segments:
+            return False
+        flow.metadata[md.ROUTE_ERROR] = "corral: the path has '.' or '..' segments; send it resolved"
+        flow.response = make_error(flow, 400, flow.metadata[md.ROUTE_ERROR], "bad_request")
+        return True
 
     def _route_reverse(self, flow: http.HTTPFlow) -> None:
         flow.metadata[md.MODE] = "reverse"
@@ -139,11 +226,19 @@ class Router:
             flow.metadata[md.INCLUDE_USAGE_ENDPOINT] = True
         req = flow.request
         query = req.query.items(multi=True) if "?" in req.path else ()  # parsing an absent query costs too
-        flow.metadata[md.CREDENTIAL] = credential_fingerprint(req.headers.items(), query)
+        try:
+            flow.metadata[md.CREDENTIAL] = credential_fingerprint(req.headers.fields, query, provider.auth)
+        except AmbiguousCredential as e:
+            flow.metadata[md.CREDENTIAL] = None
+            flow.metadata[md.ROUTE_ERROR] = f"{e}: the provider would read one of them, Corral cannot tell which"
 
-    @staticmethod
-    def _rewrite(flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
+    def _rewrite(self, flow: http.HTTPFlow, provider: Provider, rest: str) -> None:
         scheme, host, port, path, host_header = provider.upstream_target(rest)
+        if self._port_is_mine(flow, port) and self._names_this_machine(host):
+            flow.response = make_error(
+                flow, 508, f"corral: {provider.name}'s upstream {provider.upstream} is this gateway itself; "
+                f"set [providers.{provider.name}] upstream to the real server", "loop_detected")
+            return
         req = flow.request
         req.scheme, req.host, req.port, req.path = scheme, host, port, path
         # Origin-form on the wire, and a Host header naming the upstream (SNI follows host).

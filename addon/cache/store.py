@@ -72,10 +72,13 @@ class CacheStore:
         # Last of the request hooks that need them: Corral's own headers stop here.
         if md.PROVIDER not in flow.metadata:
             return
-        for name in [n for n in flow.request.headers if n.lower().startswith("x-corral-")]:
-            replayed = flow.metadata.get(md.CACHE) == "hit" or flow.metadata.get(md.FIXTURE) == "replayed"
-            if name.lower() != TOKEN_HEADER or not replayed:
-                del flow.request.headers[name]
+        # One pass over the fields: deleting by name rescans every header each time.
+        replayed = flow.metadata.get(md.CACHE) == "hit" or flow.metadata.get(md.FIXTURE) == "replayed"
+        keep = TOKEN_HEADER.encode() if replayed else None
+        fields = flow.request.headers.fields
+        kept = tuple((k, v) for k, v in fields if not k.lower().startswith(b"x-corral-") or k.lower() == keep)
+        if len(kept) != len(fields):
+            flow.request.headers.fields = kept
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if not md.is_llm_flow(flow) or flow.response is None:

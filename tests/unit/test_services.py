@@ -3,6 +3,7 @@ and follow option changes, so every user sees the same, current object."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_reloaded_catalog_reaches_every_user() -> None:
         flow = tflow.tflow()
         flow.request.host, flow.request.port, flow.request.path = "api.openai.com", 443, "/v1/chat/completions"
         flow.client_conn.tls = True  # inside an intercepted tunnel: explicit mode
-        router.requestheaders(flow)
+        asyncio.run(router.requestheaders(flow))
         assert flow.metadata[md.UPSTREAM] == "http://127.0.0.1:9"  # the router's view: overridden upstream
         with pytest.raises(exceptions.OptionsError, match="intercept_hosts"):
             tctx.options.update(corral_gateway_intercept_hosts=["nosuch=^x:1$"])
