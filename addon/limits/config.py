@@ -70,7 +70,8 @@ class Limit:
     def applies(self, provider: str | None, model: str | None) -> bool:
         if self.providers and provider not in self.providers:
             return False
-        if self.models and not any(fnmatch.fnmatchcase(model or "", glob) for glob in self.models):
+        # Case-insensitive: providers accept model names in any case, so "RL-a" must not escape "rl-*".
+        if self.models and not any(fnmatch.fnmatchcase((model or "").lower(), glob) for glob in self.models):
             return False
         return True
 
@@ -78,7 +79,11 @@ class Limit:
         """The bucket a flow counts in, e.g. "credential=fp_1a2b3c4d5e6f" ("*" for global)."""
         if not self.per:
             return "*"
-        return ",".join(f"{dim}={values.get(dim) or '-'}" for dim in self.per)
+        # A model's bucket ignores case too: "GPT-4o" and "gpt-4o" count together.
+        return ",".join(
+            f"{dim}={(values.get(dim) or '-').lower() if dim == 'model' else values.get(dim) or '-'}"
+            for dim in self.per
+        )
 
 
 def _str_list(name: str, key: str, value: Any) -> tuple[str, ...]:
@@ -128,7 +133,7 @@ def parse_limit(table: Any, index: int) -> Limit:
         name=name,
         windows=tuple(windows),
         providers=_str_list(name, "provider", table["provider"]) if "provider" in table else (),
-        models=_str_list(name, "model", table["model"]) if "model" in table else (),
+        models=tuple(g.lower() for g in _str_list(name, "model", table["model"])) if "model" in table else (),
         per=tuple(p for p in per if p != "global"),
         behaviour=behaviour,
         max_wait=float(max_wait),

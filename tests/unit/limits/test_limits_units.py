@@ -19,6 +19,7 @@ from addon.limits.config import LimitConfigError, actual_tokens, estimate_tokens
 from addon.limits.store import LimitsStore, counter_wait, storage_uri
 from tests.support.clock import FakeClock, limits_on
 from tests.support.gateway import free_port
+from tests.support.reliability import reliability
 
 
 def test_limits_parse_with_scopes_and_defaults() -> None:
@@ -181,3 +182,11 @@ def test_memory_store_cleans_up_at_most_once_a_second_and_still_expires_counts(m
     with limits_on(clock, monkeypatch):
         runs, during, after = asyncio.run(run())
     assert runs == 1 and during == 200 and after == 0
+
+
+@reliability("isolation", "model name in another case than a limit's model glob (RL-a vs rl-*)",
+             "the limit applies (matched case-insensitively, one bucket per model)", "row per request")
+def test_model_limits_ignore_case() -> None:
+    [lim] = parse_limits([{"name": "a", "requests_per_minute": 3, "model": "rl-*", "per": ["model"]}])
+    assert lim.applies("openai", "RL-a") and lim.applies("openai", "rl-A") and not lim.applies("openai", "gpt")
+    assert lim.bucket_key({"model": "RL-a"}) == lim.bucket_key({"model": "rl-a"})
