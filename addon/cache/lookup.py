@@ -55,6 +55,10 @@ class CacheLookup:
             "corral_cache_ttl", int, 86400, "Seconds an entry lives (x-corral-cache-ttl overrides per request)."
         )
         loader.add_option(
+            "corral_cache_max_ttl", int, 30 * 86400,
+            "Longest lifetime in seconds an entry may get; longer x-corral-cache-ttl values (inf too) are cut to it.",
+        )
+        loader.add_option(
             "corral_cache_max_entries", int, 100_000, "Entries kept in the database; the oldest go first."
         )
         loader.add_option(
@@ -73,7 +77,7 @@ class CacheLookup:
         opts = ctx.options
         if "corral_cache_replay_pace" in updated and opts.corral_cache_replay_pace not in PACES:
             raise exceptions.OptionsError(f"corral_cache_replay_pace must be one of {', '.join(PACES)}")
-        for name in ("corral_cache_ttl", "corral_cache_max_entries", "corral_cache_max_bytes",
+        for name in ("corral_cache_ttl", "corral_cache_max_ttl", "corral_cache_max_entries", "corral_cache_max_bytes",
                      "corral_cache_max_entry_bytes", "corral_cache_memory_bytes"):
             if name in updated and getattr(opts, name) < 0:
                 raise exceptions.OptionsError(f"{name} must be >= 0")
@@ -172,6 +176,7 @@ class CacheLookup:
             key = cache_key.cache_key(flow, self.policy, asked.namespace)
         meta[md.CACHE_KEY] = key
         ttl = asked.ttl if asked.ttl is not None else ctx.options.corral_cache_ttl
+        ttl = min(ttl, ctx.options.corral_cache_max_ttl)  # "inf" parses as a number too
         meta[md.CACHE_TTL] = ttl
         if asked.mode == "refresh":
             meta[md.CACHE] = "refresh"

@@ -19,6 +19,7 @@ from tests.support import corpus
 from tests.support.cli import corral
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import MockUpstream
+from tests.support.reliability import reliability
 from tests.support.waiting import until
 
 KEY = "sk-test-cache-controls-01"
@@ -119,6 +120,16 @@ def test_ttl_header_sets_the_lifetime(cgw: Gateway, fresh_mock, tag: str) -> Non
     # The entry's row is written off the event loop; no other test stores one for 7.5 s.
     until(lambda: 7.5 in stored_lifetimes(cgw, since),
           message=f"no entry stored for 7.5 s: {stored_lifetimes(cgw, since)}")
+
+
+@reliability("bad client input", "x-corral-cache-ttl: inf / 1e400 / a century", "answered as usual",
+             "the entry lives at most [cache] max_ttl (30 days by default)")
+@pytest.mark.parametrize("ttl", ["inf", "1e400", "3155760000"])
+def test_ttl_header_is_clamped_to_the_maximum(cgw: Gateway, fresh_mock, tag: str, ttl: str) -> None:
+    since = time.time() - 1
+    post(cgw, body_for(tag), {"x-corral-cache-ttl": ttl})
+    until(lambda: 30 * 86400 in stored_lifetimes(cgw, since),
+          message=f"no entry stored for 30 days: {stored_lifetimes(cgw, since)}")
 
 
 def test_namespace_header_separates_entries(cgw: Gateway, fresh_mock, tag: str) -> None:
