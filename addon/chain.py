@@ -49,7 +49,7 @@ from addon.recorder import Recorder
 from addon.relay.retrier import Retrier
 from addon.request_guard import RequestGuard
 from addon.router import Router
-from addon.services import CatalogService, PricingService, SharedState
+from addon.services import CatalogService, PricingService, SecretsService, SharedState
 from addon.state import StateHeader
 from addon.viewer.metrics import Metrics
 from addon.viewer.server import Viewer
@@ -127,6 +127,7 @@ def build() -> list[object]:
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
+        SecretsService(),  # [secrets]: more names redacted wherever a request is stored or shown
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)

@@ -12,7 +12,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 
-# Request and response headers whose values are secrets (lower-case names).
+# Request and response headers whose values are secrets (lower-case names); [secrets] headers adds more.
 SECRET_HEADERS = frozenset(
     {
         "authorization",
@@ -24,13 +24,50 @@ SECRET_HEADERS = frozenset(
         "cookie",
         "set-cookie",
         "x-corral-token",
+        "xi-api-key",  # ElevenLabs
+        "x-auth-token",
+        "openai-api-key",
     }
 )
 # Headers that carry the client's API credential, in the order they are looked for.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
-# Query parameters that carry secrets (Gemini `key=`, Azure SAS `sig=`, ...).
+# Query parameters that carry secrets (Gemini `key=`, Azure SAS `sig=`, ...); [secrets] query adds more.
 SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "access_token", "token", "sig",
                                "x-amz-security-token", "x-amz-signature", "x-amz-credential"})
+
+
+class SecretNames:
+    """The header and query parameter names redacted in force: the defaults above plus ``[secrets]``
+    (set by services.SecretsService). Module state, as redaction runs in free functions everywhere a
+    header or URL is stored or shown; every process configures its own."""
+
+    def __init__(self) -> None:
+        self.headers = SECRET_HEADERS
+        self.query = SECRET_QUERY_KEYS
+        self._query_re = _query_pattern(self.query)
+
+    def add(self, headers: Iterable[str], query: Iterable[str]) -> None:
+        self.headers = SECRET_HEADERS | {h.strip().lower() for h in headers if h.strip()}
+        self.query = SECRET_QUERY_KEYS | {q.strip().lower() for q in query if q.strip()}
+        self._query_re = _query_pattern(self.query)
+
+
+def _query_pattern(names: frozenset[str]) -> re.Pattern[str]:
+    # `&` and `;` both separate parameters (some servers still split on `;`): a value ends at either.
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf"(^|[&;])((?:{alternatives})=)([^&;#]*)", re.IGNORECASE)
+
+
+SECRETS = SecretNames()
+
+
+def is_secret_header(name: str) -> bool:
+    return name.lower() in SECRETS.headers
+
+
+def is_secret_query(name: str) -> bool:
+    return name.lower() in SECRETS.query
+
 
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)")
 
@@ -86,7 +123,7 @@ def credential_fingerprint(
             found[name] = raw_value.decode("utf-8", "surrogateescape")
     for key, value in query:
         name = "?" + key.lower()
-        if name in sources or name[1:] in SECRET_QUERY_KEYS:
+        if name in sources or name[1:] in SECRETS.query:
             if name in found:
                 raise AmbiguousCredential(f"corral: the query string carries {key!r} more than once")
             found[name] = value
@@ -98,19 +135,19 @@ def credential_fingerprint(
 
 def redact_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Header list with every secret value replaced by its fingerprint."""
+    secret = SECRETS.headers
     return [
-        (name, fingerprint(_secret_part(value)) if name.lower() in SECRET_HEADERS else value)
+        (name, fingerprint(_secret_part(value)) if name.lower() in secret else value)
         for name, value in headers
     ]
 
 
 def redact_url_path(path: str) -> str:
-    """Path with query string whose secret parameters are replaced by fingerprints."""
+    """Path with query string whose secret parameters (after ``&`` or ``;``) are replaced by
+    fingerprints; everything else stays as it was written."""
     base, sep, query = path.partition("?")
     if not sep:
         return path
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    if not any(k.lower() in SECRET_QUERY_KEYS for k, _ in pairs):
-        return path
-    cleaned = [(k, fingerprint(v) if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
-    return base + "?" + urllib.parse.urlencode(cleaned, safe=":/,")
+    return base + "?" + SECRETS._query_re.sub(
+        lambda m: m.group(1) + m.group(2) + fingerprint(urllib.parse.unquote_plus(m.group(3))), query
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
-from addon import config, metadata as md
+from addon import config, credentials, metadata as md
 from addon.state import ON_FAILURE
 from providers.catalog import Catalog, CatalogError
 from providers.pricing import Pricer, PriceResult, PricingConfigError
@@ -146,3 +146,23 @@ class SharedState:
             raise exceptions.OptionsError("[state] on_failure must be \"open\" or \"closed\"")
         self.url = ctx.options.corral_state_url
         self.on_failure = ctx.options.corral_state_on_failure
+
+
+class SecretsService:
+    """``[secrets]``: more header and query parameter names whose values are secrets, redacted to
+    fingerprints wherever Corral stores or shows a request (addon/credentials.py), like the catalog's."""
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "corral_secrets_headers", Sequence[str], [],
+            "More header names whose values are secrets (besides authorization, x-api-key, xi-api-key, "
+            "x-auth-token, openai-api-key, cookie, ...): stored and shown as fingerprints.",
+        )
+        loader.add_option(
+            "corral_secrets_query", Sequence[str], [],
+            "More query parameter names whose values are secrets (besides key, api_key, token, sig, ...).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "corral_secrets_headers" in updated or "corral_secrets_query" in updated:
+            credentials.SECRETS.add(ctx.options.corral_secrets_headers, ctx.options.corral_secrets_query)

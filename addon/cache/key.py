@@ -19,7 +19,7 @@ import urllib.parse
 from mitmproxy import http
 
 from addon import metadata as md
-from addon.credentials import SECRET_QUERY_KEYS
+from addon.credentials import is_secret_query
 
 HEADER = "x-corral-cache"
 TTL_HEADER = "x-corral-cache-ttl"
@@ -104,7 +104,7 @@ def canonical_path(path: str) -> str:
     if not sep:
         return base
     pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    kept = sorted((k, v) for k, v in pairs if k.lower() not in SECRET_QUERY_KEYS)
+    kept = sorted((k, v) for k, v in pairs if not is_secret_query(k))
     return base + ("?" + urllib.parse.urlencode(kept) if kept else "")
 
 

@@ -20,13 +20,13 @@ from addon import metadata as md, state
 from addon.cache import key as cache_key
 from addon.cache.backend import Entry, ResponseCache
 from addon.cache.replay import TOKEN_HEADER
-from addon.credentials import SECRET_HEADERS
+from addon.credentials import is_secret_header
 from addon.services import PricingService
 
 logger = logging.getLogger(__name__)
 
 # Framing is redone on replay; secrets are never stored.
-_NOT_STORED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date"}) | SECRET_HEADERS
+_NOT_STORED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date"})
 _WRITES = ("miss", "refresh")
 
 
@@ -140,8 +140,8 @@ class CacheStore:
         entry = Entry(
             key=meta[md.CACHE_KEY], provider=meta[md.PROVIDER], model=meta.get(md.MODEL),
             status=response.status_code, body=body, stream=bool(meta.get(md.STREAM)),
-            headers=[(k, v) for k, v in response.headers.items(multi=True)
-                     if k.lower() not in _NOT_STORED and not k.lower().startswith("x-corral-")],
+            headers=[(k, v) for k, v in response.headers.items(multi=True) if k.lower() not in _NOT_STORED
+                     and not is_secret_header(k) and not k.lower().startswith("x-corral-")],
             headers_at=round(max(0.0, (response.timestamp_start or now) - flow.request.timestamp_start), 4),
             chunks=chunks, usage=meta.get(md.USAGE), cost_usd=self.pricing.price(meta).cost_usd,
             created_at=now, expires_at=now + float(meta[md.CACHE_TTL]),
