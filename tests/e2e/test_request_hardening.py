@@ -63,6 +63,24 @@ def test_origin_form_with_a_foreign_host_is_never_forwarded_there(gateway: Gatew
     assert gateway.row_for(tag)["status"] == 404
 
 
+def test_a_foreign_host_later_on_a_kept_alive_connection_is_not_forwarded_either(gateway: Gateway, fresh_mock) -> None:
+    fresh_mock.default = OK
+    foreign = b"127.0.0.1:%d" % fresh_mock.port
+    first = b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(CHAT_BODY), CHAT_BODY)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(first)
+        answer = b""
+        while b'{"ok": true}' not in answer:
+            answer += s.recv(65536)
+        s.sendall(request(b"/y", foreign, method=b"GET"))
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert status_and_json(out)[0] == 404
+    assert [r.path for r in fresh_mock.requests] == ["/v1/chat/completions"]
+
+
 SELF_SPELLINGS = ["127.1", "0x7f000001", "2130706433", "[::ffff:127.0.0.1]", "0.0.0.0", "localhost.", "LOCALHOST",
                   "foo.localhost"]
 

@@ -190,7 +190,9 @@ def test_request_and_response_pass_the_relay_exactly(gw: Gateway, fresh_mock: Mo
     sent = fresh_mock.requests[-1]
     assert (sent.method, sent.path, sent.body) == ("POST", "/v1/chat/completions?api-version=2024-01&x=1", body)
     assert sent.headers["authorization"] == "Bearer sk-exact" and sent.headers["x-custom"] == "A b  c"
-    assert not any(name.startswith(("x-corral", "corral-")) for name in sent.headers)
+    # Corral's own headers stay behind, but for its loop marker (addon/request_guard.py).
+    assert not any(name.startswith(("x-corral", "corral-")) for name in sent.headers if name != "corral-hop")
+    assert len(sent.headers["corral-hop"]) == 12
     assert "x-corral-retries" not in resp.headers and "x-corral-upstream" not in resp.headers  # first answer: untouched
     row = gw.row_for(tag)
     assert "corral-relay-job" not in row["request_headers"] and row["retries"] == 0
