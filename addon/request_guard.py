@@ -76,7 +76,7 @@ class RequestGuard:
         limit = ctx.options.corral_gateway_max_headers
         if len(fields) > limit:
             return 431, f"corral: the request has {len(fields)} header fields; at most {limit} are accepted", \
-                "request_header_fields_too_large"
+                "bad_request"
         budget = ctx.options.corral_gateway_max_header_bytes
         size = 0
         hops: list[bytes] = []
@@ -89,7 +89,7 @@ class RequestGuard:
                 hops.append(value)
         if size > budget:
             return 431, f"corral: the request's header fields take {size} bytes; at most {budget} are accepted", \
-                "request_header_fields_too_large"
+                "bad_request"
         if hops:
             seen = [h.strip() for v in hops for h in v.split(b",")]
             if self.hop_id.encode() in seen or len(seen) >= MAX_HOPS:
