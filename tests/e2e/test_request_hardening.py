@@ -126,6 +126,51 @@ def test_a_request_carrying_this_gateways_hop_marker_is_refused(gateway: Gateway
     assert fresh_mock.requests[-1].headers[HOP_HEADER] == f"0123456789ab, {mine}"
 
 
+class Forwarder:
+    """A TCP port forward to ``port``, in threads: an upstream that leads back into the gateway."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.connections = port, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@reliability("isolation", "an upstream that leads back into the gateway (a port forward to it)",
+             "508 Loop Detected after one trip", "row: status 508")
+def test_a_loop_through_a_port_forward_stops_after_one_trip(mock, tmp_path) -> None:
+    gw = Gateway(mock.url, workdir=tmp_path)
+    fwd = Forwarder(gw.port)
+    gw.config_path.write_text(gw.config_path.read_text() + f'\n[providers.loopy]\nupstream = '
+                              f'"http://127.0.0.1:{fwd.port}/loopy"\n')
+    with gw:
+        resp = httpx.post(gw.base("loopy") + "/v1/chat/completions", content=CHAT_BODY, timeout=30)
+    fwd.sock.close()
+    assert resp.status_code == 508 and "came back" in resp.json()["error"]["message"]
+    assert HOP_HEADER not in resp.headers
+    assert fwd.connections == 1  # one trip round, then refused (508 is not retried)
+
+
 def test_an_upstream_at_the_gateways_own_address_fails_at_start(mock, tmp_path) -> None:
     gw = Gateway(mock.url, workdir=tmp_path)
     gw.config_path.write_text(gw.config_path.read_text()
