@@ -80,10 +80,27 @@ class Router:
         # A tunnel to the gateway's own port would let a client stack proxies inside one another.
         if self._port_is_mine(flow, flow.request.port) and self._names_this_machine(flow.request.host):
             flow.response = make_error(flow, 508, SELF_LOOP, "loop_detected")
+        else:
+            self._refuse_viewer(flow)
+
+    def _refuse_viewer(self, flow: http.HTTPFlow) -> bool:
+        """The viewer on loopback needs no token: reached through the proxy, a request comes from loopback
+        too, so a proxy client (e.g. one with [gateway] proxyauth on a shared host) could read the record."""
+        try:
+            _host, port = netaddr.parse_hostport(ctx.options.corral_viewer_listen)
+        except (AttributeError, ValueError):
+            return False  # no viewer (empty listen), or not loaded (unit tests)
+        if flow.request.port != port or not self._names_this_machine(flow.request.host):
+            return False
+        flow.response = make_error(flow, 403, "corral: the viewer is not reachable through the proxy; "
+                                   "open it directly", "forbidden")
+        return True
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or md.PROVIDER in flow.metadata:
             return  # answered or routed already (e.g. a replayed flow)
+        if not request_form.is_origin_form(flow.request) and not flow.client_conn.tls and self._refuse_viewer(flow):
+            return
         if self._origin_form_to_gateway(flow) or await self._absolute_form_to_gateway(flow):
             if not self._refuse_dot_segments(flow):
                 self._route_reverse(flow)

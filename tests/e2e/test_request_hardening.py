@@ -34,6 +34,16 @@ def raw(gateway: Gateway, data: bytes, timeout: float = 10) -> bytes:
         return out
 
 
+def first_head(gateway: Gateway, data: bytes) -> bytes:
+    """Send ``data`` and read only the answer's head (a refused CONNECT may leave the connection open)."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        while b"\r\n\r\n" not in out and (chunk := s.recv(65536)):
+            out += chunk
+        return out
+
+
 def request(target: bytes, host: bytes, extra: bytes = b"", body: bytes = b"", method: bytes = b"POST") -> bytes:
     return (method + b" " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n" + extra
             + b"Content-Length: %d\r\n\r\n" % len(body) + body)
@@ -105,8 +115,22 @@ def test_the_gateway_never_proxies_to_itself(gateway: Gateway, fresh_mock, spell
 
 @reliability("isolation", "CONNECT to the gateway's own address", "508 Loop Detected", "nothing")
 def test_connect_to_the_gateway_itself_is_refused(gateway: Gateway) -> None:
-    answer = raw(gateway, b"CONNECT 127.1:%d HTTP/1.1\r\nHost: 127.1:%d\r\n\r\n" % (gateway.port, gateway.port))
+    answer = first_head(gateway, b"CONNECT 127.1:%d HTTP/1.1\r\nHost: 127.1:%d\r\n\r\n" % (gateway.port, gateway.port))
     assert answer.startswith(b"HTTP/1.1 508"), answer[:200]
+
+
+@reliability("isolation", "proxy request (absolute-form or CONNECT) to the viewer's port on this machine",
+             "403 / no tunnel: the token-less loopback viewer is not reachable through the proxy", "nothing")
+def test_the_viewer_is_not_reachable_through_the_proxy(gateway: Gateway) -> None:
+    viewer = gateway.viewer_url.removeprefix("http://").rstrip("/").encode()
+    port = viewer.rpartition(b":")[2]
+    assert httpx.get(gateway.viewer_url + "api/flows?limit=1", timeout=10).status_code == 200  # directly: yes
+    for host in (b"127.0.0.1", b"127.1", b"localhost"):
+        target = b"http://" + host + b":" + port + b"/api/flows?limit=1"
+        answer = raw(gateway, b"GET " + target + b" HTTP/1.1\r\nHost: " + viewer + b"\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+        answer = first_head(gateway, b"CONNECT " + host + b":" + port + b" HTTP/1.1\r\nHost: " + viewer + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
 
 
 @reliability("isolation", "request that already went through this gateway (corral-hop marker: a forwarding loop)",
