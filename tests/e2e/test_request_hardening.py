@@ -235,6 +235,18 @@ def test_control_bytes_in_header_values_get_400(gateway: Gateway, fresh_mock, he
     assert fresh_mock.request_count == 0
 
 
+@reliability("bad client input", "bare LF line endings in the request head",
+             "accepted as line ends (RFC 9112 2.2, as nginx does), parsed exactly as CRLF: nothing hides in them",
+             "row")
+def test_bare_lf_line_endings_are_plain_line_ends(gateway: Gateway, fresh_mock) -> None:
+    fresh_mock.default = OK
+    head = (b"POST /openai/v1/chat/completions HTTP/1.1\nHost: x\nx-a: 1\nConnection: close\n"
+            b"Content-Length: %d\n\n" % len(CHAT_BODY))
+    assert status_and_json(raw(gateway, head + CHAT_BODY)) == (200, {"ok": True})
+    sent = fresh_mock.requests[-1]
+    assert sent.headers["x-a"] == "1" and sent.body == CHAT_BODY
+
+
 @reliability("isolation", "decoy credential beside the real one (x-api-key next to Gemini's ?key=), "
              "two Authorization headers", "decoys ignored; duplicates: 400",
              "credential = the one the provider authenticates with")
