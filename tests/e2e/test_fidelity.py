@@ -86,7 +86,11 @@ def sides(echo: EchoUpstream, gw: Gateway) -> Iterator[Sides]:
 
 def upstream_view(echo: EchoUpstream, tag: str) -> tuple[str, str, list[tuple[str, str]], bytes]:
     r = echo.received[tag]
-    headers = [(k.lower(), v) for k, v in r.headers if k.lower() not in HOP and k.lower() != "x-test-id"]
+    # The one documented header Corral adds upstream: its loop marker (README, "What Corral changes").
+    hops = [v for k, v in r.headers if k.lower() == "corral-hop"]
+    assert len(hops) <= 1 and all(len(v) == 12 and int(v, 16) >= 0 for v in hops), hops
+    headers = [(k.lower(), v) for k, v in r.headers
+               if k.lower() not in HOP and k.lower() not in ("x-test-id", "corral-hop")]
     return r.method, r.target, headers, r.body
 
 
