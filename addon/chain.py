@@ -133,8 +133,8 @@ def build() -> list[object]:
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
         ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         FixturePlayer(fixtures),  # record/replay fixtures: answers from the set, or marks what to record
-        CacheLookup(cache, shared_state),  # answers cache hits without upstream (before limits: hits are free)
-        RateLimiter(limits, shared_state),  # requests/tokens per window: 429 at once or queue; answers /_corral/limits
+        CacheLookup(cache, shared_state, catalog),  # answers hits without upstream (before limits: hits are free)
+        RateLimiter(limits, shared_state, catalog),  # requests/tokens per window: 429 or queue; /_corral/limits
         Retrier(catalog),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds

@@ -2,8 +2,10 @@
 
 The data is in ``catalog.toml`` next to this file. Users change it with ``[providers.<name>]``
 tables in corral.toml, which have exactly the shape of the built-in entries: any key of a known
-provider can be overridden, and an unknown name adds a custom provider (format defaults to
-"openai", prefix to the name, hosts to none).
+provider can be overridden, and a new name with ``custom = true`` adds a custom provider (format
+defaults to "openai", prefix to the name, hosts to none). A new name without it is refused with the
+nearest known names: ``[providers.openia]`` is far more often a typo than a new vendor, and a typo
+would otherwise leave the real provider's traffic going to its default upstream.
 
 Host regexes match ``"host:port"`` and must be anchored (``^...$``): mitmproxy's ``allow_hosts``
 uses ``re.search``, so an unanchored ``api\\.openai\\.com`` would also intercept
@@ -12,6 +14,7 @@ uses ``re.search``, so an unanchored ``api\\.openai\\.com`` would also intercept
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import tomllib
@@ -25,7 +28,7 @@ FAMILIES = frozenset({"openai", "anthropic", "gemini", "cohere", "bedrock", "oll
 AUTH_SCHEMES = frozenset({"bearer", "x-api-key", "x-goog-api-key", "query-key", "api-key", "sigv4", "none"})
 PROVIDER_KEYS = frozenset(
     {"prefix", "upstream", "hosts", "auth", "format", "reverse", "per_host", "docs", "note", "pricing_id",
-     "path_formats", "include_usage_paths"}
+     "path_formats", "include_usage_paths", "custom"}
 )
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 
@@ -37,6 +40,17 @@ _PLACEHOLDER_MARK = "YOUR-"
 
 class CatalogError(ValueError):
     """The built-in catalog or a user override is invalid."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'openai'?)`` for the closest known names, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def unknown_provider(where: str, name: str, known: Iterable[str]) -> str:
+    """One message for every setting that names a provider the catalog does not have."""
+    return f"{where}: unknown provider {name!r}{did_you_mean(name, known)}; see `corral providers`"
 
 
 @dataclass(frozen=True)
@@ -154,14 +168,22 @@ class Catalog:
             if not isinstance(table, Mapping):
                 raise CatalogError(f"provider {name!r}: [providers.{name}] must be a table")
             _reject_unknown_keys(name, table, ignored)
+            if name not in builtin and table.get("custom") is not True:
+                raise CatalogError(
+                    f"[providers.{name}]: unknown provider {name!r}{did_you_mean(name, builtin)}; "
+                    "a provider of your own needs custom = true (and an upstream)"
+                )
             merged.setdefault(name, {}).update({k: v for k, v in table.items() if k not in ignored})
         for name, regexes in (extra_hosts or {}).items():
             if name not in merged:
-                raise CatalogError(f"extra_hosts names unknown provider {name!r}")
+                raise CatalogError(unknown_provider("intercept_hosts", name, merged))
             merged[name]["hosts"] = [*merged[name].get("hosts", []), *_as_str_list(name, "extra_hosts", regexes)]
         return cls((_build_provider(name, entry) for name, entry in merged.items()), usage_paths)
 
     # --- lookups ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return [p.name for p in self._providers]
 
     def get(self, name: str) -> Provider | None:
         return self._by_name.get(name)
@@ -237,6 +259,7 @@ class Catalog:
 
 def _build_provider(name: str, entry: Mapping[str, Any]) -> Provider:
     _reject_unknown_keys(name, entry, frozenset())
+    _bool(name, "custom", entry.get("custom", False))
     if "upstream" not in entry:
         raise CatalogError(f"provider {name!r}: 'upstream' is required")
     hosts = tuple(_as_str_list(name, "hosts", entry.get("hosts", [])))

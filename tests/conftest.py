@@ -72,7 +72,7 @@ def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     viewer_port = free_port()
     config = {
         "viewer": {"listen": f"127.0.0.1:{viewer_port}"},
-        "providers.deadend": {"upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens there
+        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens there
         "retries.providers.deadend": {"backoff": 0.01, "backoff_max": 0.02},
     }
     gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("gateway"))

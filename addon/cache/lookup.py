@@ -22,8 +22,9 @@ from addon.cache import key as cache_key
 from addon.cache.backend import CacheBackend, Entry, MemoryDbBackend, ResponseCache
 from addon.cache.redis_backend import RedisCacheBackend
 from addon.cache.replay import TOKEN_HEADER, ReplayServer
-from addon.services import SharedState
+from addon.services import CatalogService, SharedState
 from addon.storage.models import database_proxy
+from providers.catalog import unknown_provider
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,11 @@ EXPIRE_INTERVAL = 5.0  # also how soon a running gateway notices `corral cache c
 
 
 class CacheLookup:
-    def __init__(self, cache: ResponseCache, shared_state: SharedState) -> None:
+    def __init__(
+        self, cache: ResponseCache, shared_state: SharedState, catalog: CatalogService | None = None
+    ) -> None:
         self.cache = cache
+        self.catalog = catalog  # provider names [cache] providers / shared_providers may use
         self.shared_state = shared_state  # [state] url: entries in Redis or in memory + the record database
         self.policy = cache_key.Policy()
         self.replay = ReplayServer()
@@ -81,6 +85,12 @@ class CacheLookup:
                      "corral_cache_max_entry_bytes", "corral_cache_memory_bytes"):
             if name in updated and getattr(opts, name) < 0:
                 raise exceptions.OptionsError(f"{name} must be >= 0")
+        if self.catalog is not None:
+            known = self.catalog.current.names()
+            for key in ("providers", "shared_providers"):
+                for name in getattr(opts, f"corral_cache_{key}"):
+                    if name not in known:
+                        raise exceptions.OptionsError(unknown_provider(f"[cache] {key}", name, known))
         self.policy = cache_key.Policy(
             enabled=opts.corral_cache_enabled,
             providers=frozenset(opts.corral_cache_providers),

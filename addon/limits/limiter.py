@@ -29,8 +29,9 @@ from addon import config, metadata as md, netaddr
 from addon.limits.config import Limit, LimitConfigError, Window, estimate_tokens, parse_limits
 from addon.limits.store import LimitsStore, WindowStore
 from addon.responses import make_error
-from addon.services import SharedState
+from addon.services import CatalogService, SharedState
 from addon.state import StateUnavailable, note_degraded
+from providers.catalog import unknown_provider
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ def _adaptive_limit(provider: str) -> Limit:
 
 
 class RateLimiter:
-    def __init__(self, book: LimitBook, shared_state: SharedState) -> None:
+    def __init__(self, book: LimitBook, shared_state: SharedState, catalog: CatalogService | None = None) -> None:
         self.book = book
+        self.catalog = catalog  # provider names a [[limits]] rule may use
         self.shared_state = shared_state  # [state]: where the windows live, and on_failure
         # How long a flow was held is measured and waited on through these two (tests use a fake clock).
         self.clock: Callable[[], float] = time.monotonic
@@ -118,6 +120,14 @@ class RateLimiter:
                 book.limits = parse_limits(config.parse_json_option("corral_limits", ctx.options.corral_limits))
             except LimitConfigError as e:
                 raise exceptions.OptionsError(f"[[limits]]: {e}") from None
+        if self.catalog is not None and ({"corral_limits", "corral_providers"} & updated):
+            known = self.catalog.current.names()
+            for limit in book.limits:
+                for name in limit.providers:
+                    if name not in known:
+                        raise exceptions.OptionsError(
+                            unknown_provider(f"[[limits]] {limit.name!r} provider", name, known)
+                        )
         url = self.shared_state.url
         if "corral_state_url" in updated and url != book.state_url:
             try:

@@ -14,6 +14,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from providers.catalog import unknown_provider
+
 DEFAULT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # Per-provider keys of [retries.providers.<name>]; each overrides the [retries] key of the same name.
 PROVIDER_KEYS = frozenset({
@@ -101,7 +103,7 @@ def parse_fallbacks(tables: Mapping[str, Any], auth_of: Mapping[str, str]) -> di
     for provider, table in tables.items():
         where = f"[fallbacks.{provider}]"
         if provider not in auth_of:
-            raise PolicyError(f"{where}: unknown provider {provider!r}")
+            raise PolicyError(unknown_provider(where, provider, auth_of))
         if not isinstance(table, Mapping) or set(table) - {"targets"} or not isinstance(table.get("targets"), list):
             raise PolicyError(
                 f"{where}: expected targets = [{{upstream = \"https://...\", api_key_env = \"VAR\"}}, ...]"

@@ -27,6 +27,7 @@ from addon.relay import inline as relay_inline
 from addon.relay.policy import Policy, PolicyError, Target, parse_fallbacks
 from addon.relay.relay import JOB_HEADER, ClientGone, Job, Relay
 from addon.services import CatalogService
+from providers.catalog import unknown_provider
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Retrier:
             if not isinstance(overrides, dict):
                 raise PolicyError(f"[retries.providers.{name}] must be a table")
             if name not in self.catalog.current:
-                raise PolicyError(f"[retries.providers.{name}]: unknown provider {name!r}")
+                raise PolicyError(unknown_provider(f"[retries.providers.{name}]", name, self.catalog.current.names()))
             policies[name] = default.merged(overrides, f"[retries.providers.{name}]")
         auth_of = {p.name: p.auth for p in self.catalog.current}
         fallbacks = parse_fallbacks(config.parse_json_option("corral_fallbacks", o.corral_fallbacks), auth_of)

@@ -201,7 +201,7 @@ def test_upstream_override_keeps_other_keys() -> None:
 
 
 def test_custom_provider_defaults() -> None:
-    cat = Catalog.load({"myrelay": {"upstream": "https://relay.corp.test/llm/"}})
+    cat = Catalog.load({"myrelay": {"custom": True, "upstream": "https://relay.corp.test/llm/"}})
     p = cat.by_prefix("myrelay")
     assert p is not None
     assert (p.format, p.prefix, p.hosts, p.reverse, p.auth) == ("openai", "myrelay", (), True, "bearer")
@@ -211,7 +211,7 @@ def test_custom_provider_defaults() -> None:
 
 def test_custom_provider_with_hosts_is_intercepted() -> None:
     cat = Catalog.load(
-        {"corp": {"upstream": "https://llm.corp.test", "hosts": [r"^llm\.corp\.test:443$"], "prefix": "c"}}
+        {"corp": {"custom": True, "upstream": "https://llm.corp.test", "hosts": [r"^llm\.corp\.test:443$"], "prefix": "c"}}
     )
     p = cat.by_host("llm.corp.test", 443)
     assert p is not None and p.name == "corp" and cat.by_prefix("c") is p
@@ -261,7 +261,8 @@ def test_markdown_table_and_rows(catalog: Catalog) -> None:
         ({"groq": {"prefix": "Has/Slash"}}, "prefix"),
         ({"groq": {"path_formats": {"v1/": "openai"}}}, "path_formats"),
         ({"groq": {"path_formats": {"/v1/": "grpc"}}}, "path_formats"),
-        ({"newone": {"format": "openai"}}, "upstream"),
+        ({"newone": {"custom": True, "format": "openai"}}, "upstream"),
+        ({"newone": {"custom": "yes", "upstream": "https://x.test"}}, "custom"),
         ({"groq": "https://x.test"}, "table"),
     ],
 )
@@ -274,6 +275,25 @@ def test_invalid_overrides_raise(overrides: dict, message: str) -> None:
 def test_extra_hosts_unknown_provider() -> None:
     with pytest.raises(CatalogError, match="nope"):
         Catalog.load(extra_hosts={"nope": [r"^a\.test:443$"]})
+
+
+def test_misspelt_provider_table_is_refused_with_the_nearest_name() -> None:
+    with pytest.raises(CatalogError) as info:
+        Catalog.load({"openia": {"upstream": "http://127.0.0.1:9001"}})
+    assert str(info.value) == (
+        "[providers.openia]: unknown provider 'openia' (did you mean 'openai'?); "
+        "a provider of your own needs custom = true (and an upstream)"
+    )
+
+
+def test_new_name_without_custom_is_refused_even_when_nothing_is_close() -> None:
+    with pytest.raises(CatalogError, match=r"unknown provider 'zzqq'; a provider of your own needs custom = true"):
+        Catalog.load({"zzqq": {"upstream": "http://127.0.0.1:9001"}})
+
+
+def test_extra_hosts_misspelt_provider_suggests() -> None:
+    with pytest.raises(CatalogError, match=r"did you mean 'anthropic'\?"):
+        Catalog.load(extra_hosts={"antropic": [r"^a\.test:443$"]})
 
 
 def test_catalog_error_is_a_value_error() -> None:

@@ -178,6 +178,6 @@ def test_provider_names_resolve_through_the_catalog(catalog: Catalog) -> None:
 
 
 def test_custom_catalog_resolves_custom_providers() -> None:
-    cat = Catalog.load({"mylocal": {"upstream": "http://127.0.0.1:9000", "pricing_id": ""}})
+    cat = Catalog.load({"mylocal": {"custom": True, "upstream": "http://127.0.0.1:9000", "pricing_id": ""}})
     assert Pricer(catalog=cat).price("mylocal", "gpt-4o-mini", 1000, 100).unpriced
     assert not Pricer().price("mylocal", "gpt-4o-mini", 1000, 100).unpriced  # unknown name: by-model fallback
