@@ -40,6 +40,7 @@ from addon.config import ConfigFile
 from addon.fixtures.book import FixtureBook
 from addon.fixtures.player import FixturePlayer
 from addon.fixtures.taker import FixtureTaker
+from addon.health import Health
 from addon.internal_hosts import InternalHosts
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
@@ -131,6 +132,7 @@ def build() -> list[object]:
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
+        Health(shared_state),  # /_corral/health and /_corral/ready (never recorded)
         ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         FixturePlayer(fixtures),  # record/replay fixtures: answers from the set, or marks what to record
         CacheLookup(cache, shared_state, catalog),  # answers hits without upstream (before limits: hits are free)

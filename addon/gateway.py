@@ -23,6 +23,7 @@ from mitmproxy.addons import (
 
 from addon import chain, config, netaddr, paths
 from addon.recorder import Recorder
+from addon.viewer.server import Viewer
 
 CUT_TIMEOUT = 5.0  # seconds the open client connections get to close at shutdown
 
@@ -63,23 +64,106 @@ class GatewayMaster(master.Master):
         )
 
 
-async def _run(listen: tuple[str, int], settings: dict[str, Any], specs: list[str], certs_dir: str) -> int:
+class StartupError(Exception):
+    """A setting `corral start` cannot run with: one line naming where it came from."""
+
+
+def _apply_settings(opts: options.Options, settings: dict[str, Any], sources: dict[str, str]) -> None:
+    """Settings from corral.toml and the flags, each error naming its source (file and key, or flag)."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for name, value in config.coerce_options(opts, settings).items():
+        grouped.setdefault(sources.get(name, "corral.toml").partition(": ")[0], {})[name] = value
+    for source, values in grouped.items():
+        for name, value in values.items():
+            if name not in opts:
+                where = sources.get(name, name)
+                label = {name: where.partition(": ")[2] or where}
+                raise StartupError(f"{where}: unknown setting{config.suggest_setting(name, label, opts.keys())}")
+            if problem := config.type_error(opts, name, value):
+                raise StartupError(f"{sources.get(name, name)}: {problem}")
+        try:
+            opts.update(**values)
+        except exceptions.OptionsError as e:
+            raise StartupError(f"{source}: {e}") from None
+
+
+def _apply_specs(opts: options.Options, specs: list[str]) -> None:
+    """``--set name=value``, parsed by mitmproxy exactly as mitmdump would; errors say which one."""
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        if name not in opts:
+            hint = config.suggest_option(name, opts.keys())
+            if not hint:
+                hint = ("; `corral start` loads only the mitmproxy addons a gateway needs: for others "
+                        "(modify_headers, map_local, ...) run mitmdump -s addon/corral.py (see README)")
+            raise StartupError(f"--set {spec}: unknown option{hint}")
+        try:
+            opts.set(spec)
+        except exceptions.OptionsError as e:
+            if str(e).startswith("Failed to parse option"):
+                spec_type = opts._options[name].typespec
+                raise StartupError(f"--set {spec}: expected {config.expected(spec_type)}, got {value!r}") from None
+            raise StartupError(f"--set {spec}: {e}") from None
+
+
+class Banner:
+    """Prints what `corral start` serves once it really does: the listener is bound, the viewer (if
+    any) is up and no error was logged. Added after Corral's chain, so its ``running`` comes last."""
+
+    def __init__(self, gateway: master.Master, viewer: Viewer | None, lines: list[str]) -> None:
+        self.gateway, self.viewer, self.lines = gateway, viewer, lines
+
+    def running(self) -> None:
+        check = self.gateway.addons.get("errorcheck")
+        if check is not None and check.logger.has_errored:
+            return  # mitmproxy exits right after this hook
+        lines = list(self.lines)
+        if self.viewer is not None and self.viewer.bound is not None:
+            host, port = self.viewer.bound
+            lines.append(f"corral: viewer on http://{netaddr.local_hostport(host, port)}/")
+        for line in lines:
+            print(line, flush=True)
+
+
+def _configure(
+    listen: tuple[str, int], settings: dict[str, Any], specs: list[str], certs_dir: str,
+    sources: dict[str, str] | None = None, banner: list[str] | None = None,
+) -> tuple[GatewayMaster, chain.Chain]:
+    """The master with every setting applied; StartupError names the first one refused."""
     _setup_logging()
     opts = options.Options(
         listen_host=listen[0], listen_port=listen[1], mode=["regular"], confdir=certs_dir,
     )
     gateway = GatewayMaster(opts)
+    # Quiet before any option is applied: a setting refused later rolls the others back, and the
+    # rollback's "recording to ..." would read as if the gateway had started.
+    opts.update(termlog_verbosity="warn")
     corral = chain.addon()
     gateway.addons.add(corral)
+    viewer = next((c for c in corral.children if isinstance(c, Viewer)), None)
+    gateway.addons.add(Banner(gateway, viewer, banner or []))
     # Addon-defined options exist only now; passing them to Options() would raise KeyError.
-    opts.update(connection_strategy="lazy", termlog_verbosity="warn", **config.coerce_options(opts, settings))
-    if specs:  # --set name=value, parsed by mitmproxy exactly as mitmdump would
-        opts.set(*specs)
+    opts.update(connection_strategy="lazy")
+    _apply_settings(opts, settings, sources or {})
+    _apply_specs(opts, specs)
     # mitmproxy tells addons added this way only about options that change, while a `-s` script's
     # addons are configured with every option. Do the same for the ones still at their defaults, so
     # e.g. the default database is opened and allow_hosts is set with no config file at all.
     already = set(settings) | {"connection_strategy", "termlog_verbosity"} | {s.partition("=")[0] for s in specs}
-    gateway.addons.trigger(hooks.ConfigureHook(set(opts.keys()) - already))
+    try:
+        gateway.addons.trigger(hooks.ConfigureHook(set(opts.keys()) - already))
+    except exceptions.OptionsError as e:
+        raise StartupError(str(e)) from None
+    return gateway, corral
+
+
+async def _check(*args: Any) -> None:
+    gateway, _ = _configure(*args)
+    await gateway.done()  # the record writer and other services configure started
+
+
+async def _run(*args: Any) -> int:
+    gateway, corral = _configure(*args)
     loop = asyncio.get_running_loop()
     recorder = next((c for c in corral.children if isinstance(c, Recorder)), None)
     stopping: list[asyncio.Task[None]] = []
@@ -123,17 +207,28 @@ async def _stop(gateway: master.Master, recorder: Recorder | None, grace: float 
         gateway.shutdown()
 
 
-def start(listen: str, settings: dict[str, Any], specs: list[str] | None = None, certs_dir: str | None = None) -> int:
+def check(
+    listen: str, settings: dict[str, Any], specs: list[str], certs_dir: str, sources: dict[str, str],
+) -> int:
+    """Apply every setting as `corral start` would, without serving: the supervisor of ``--workers N``
+    says what is wrong once, instead of each worker saying it."""
+    try:
+        asyncio.run(_check(parse_listen(listen), settings, specs, certs_dir, sources))
+    except (StartupError, ValueError) as e:
+        print(f"corral: {e}")
+        return 2
+    return 0
+
+
+def start(
+    listen: str, settings: dict[str, Any], specs: list[str] | None = None, certs_dir: str | None = None,
+    sources: dict[str, str] | None = None, banner: list[str] | None = None,
+) -> int:
+    """Run the gateway. ``sources`` says where each setting came from (``"/x/corral.toml: [cache] ttl"``,
+    ``"--db"``), for error messages; ``banner`` is printed once the gateway serves."""
     certs = certs_dir or str(paths.default_certs_dir())
     try:
-        return asyncio.run(_run(parse_listen(listen), settings, specs or [], certs))
-    except (exceptions.OptionsError, ValueError) as e:
+        return asyncio.run(_run(parse_listen(listen), settings, specs or [], certs, sources, banner))
+    except (StartupError, ValueError) as e:
         print(f"corral: {e}")
-        if "Unknown option" in str(e):
-            print("corral: `corral start` loads only the mitmproxy addons a gateway needs; for mitmproxy's "
-                  "others (modify_headers, map_local, save_stream_file, ...) run Corral inside mitmdump: "
-                  "mitmdump -s addon/corral.py (see README)")
-        return 2
-    except KeyError as e:
-        print(f"corral: unknown setting {e} (see `corral start --help` and addon/config.py)")
         return 2

@@ -58,7 +58,8 @@ def catalog_from_options(providers: str, intercept_hosts: Sequence[str]) -> tupl
     try:
         catalog = Catalog.load(overrides, parse_intercept_hosts(intercept_hosts))
     except CatalogError as e:
-        raise exceptions.OptionsError(f"[providers] / [gateway] intercept_hosts: {e}") from None
+        message = str(e)  # most name the table already: "[providers.openia]: ..."
+        raise exceptions.OptionsError(message if message.startswith("[") else f"[providers]: {message}") from None
     overridden = frozenset(
         name for name, table in overrides.items() if isinstance(table, Mapping) and "upstream" in table
     )

@@ -176,7 +176,7 @@ class Catalog:
             merged.setdefault(name, {}).update({k: v for k, v in table.items() if k not in ignored})
         for name, regexes in (extra_hosts or {}).items():
             if name not in merged:
-                raise CatalogError(unknown_provider("intercept_hosts", name, merged))
+                raise CatalogError(unknown_provider("[gateway] intercept_hosts", name, merged))
             merged[name]["hosts"] = [*merged[name].get("hosts", []), *_as_str_list(name, "extra_hosts", regexes)]
         return cls((_build_provider(name, entry) for name, entry in merged.items()), usage_paths)
 

@@ -41,6 +41,25 @@ def file_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def sources(args: argparse.Namespace) -> dict[str, str]:
+    """Where each setting of ``resolve(args)`` came from, for error messages: ``"<file>: [cache] ttl"``
+    or the flag (``"--db"``)."""
+    out: dict[str, str] = {}
+    path = config_path(args)
+    if path is not None and path.is_file():
+        try:
+            where = config.locations(config.read_file(path))
+        except exceptions.OptionsError:
+            where = {}
+        out = {name: f"{path}: {loc}" for name, loc in where.items()}
+        out["corral_config"] = str(path)
+    for flag, name in (("listen", "corral_gateway_listen"), ("db", "corral_storage_db"),
+                       ("certs", "corral_gateway_certs")):
+        if getattr(args, flag, None):
+            out[name] = f"--{flag}"
+    return out
+
+
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """File settings overlaid with command-line flags."""
     try:
@@ -51,13 +70,17 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         settings["corral_gateway_listen"] = args.listen
     if getattr(args, "db", None):
         settings["corral_storage_db"] = args.db
+    if settings.get("corral_storage_db"):  # a plain path is a SQLite file
+        settings["corral_storage_db"] = db_url(settings)
     if getattr(args, "certs", None):
         settings["corral_gateway_certs"] = str(Path(args.certs).expanduser().resolve())
     return settings
 
 
 def db_url(settings: dict[str, Any]) -> str:
-    return settings.get("corral_storage_db") or paths.default_db_url()
+    from addon.storage.db import normalise_url
+
+    return normalise_url(settings.get("corral_storage_db") or paths.default_db_url())
 
 
 def listen(settings: dict[str, Any]) -> str:

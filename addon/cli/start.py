@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+from typing import Any
 
 from addon import ca, paths, workers
 from addon.cli import common
@@ -35,24 +37,65 @@ def _worker_args(args: argparse.Namespace, listen: str, db: str, certs: str, vie
 
 
 def _start_workers(args: argparse.Namespace, count: int, listen: str, db: str, certs: str, grace: float) -> int:
-    from addon import gateway
     from addon.storage import db as dbmod
 
-    try:
-        host, port = gateway.parse_listen(listen)
-        workers.check_port_free(host, port)
-    except (ValueError, OSError) as e:
-        print(f"corral: cannot listen on {listen}: {e}")
+    if (problem := _listen_problem(listen)) is not None:
+        print(problem)
         return 2
     try:  # schema migrations once, before any worker writes
         dbmod.connect(db).close()
     except dbmod.DatabaseError as e:
         print(f"corral: {e}")
         return 2
-    print(f"corral: {count} workers (SO_REUSEPORT), supervisor pid {os.getpid()}", flush=True)
+    from addon import gateway
+
+    settings = {**common.resolve(args), "corral_config": _config_option(args)}
+    if gateway.check(listen, settings, args.set, certs, common.sources(args)) != 0:
+        return 2
+    print(f"corral: {count} workers (SO_REUSEPORT), supervisor pid {os.getpid()}; worker 1 says when it serves",
+          flush=True)
     # The viewer reads the shared record: one is enough (worker 1), the others leave its port alone.
     return workers.Supervisor(count, _worker_args(args, listen, db, certs),
                               _worker_args(args, listen, db, certs, viewer=False), grace).run()
+
+
+def _listen_problem(listen: str) -> str | None:
+    """Why the gateway cannot listen on ``listen``, in Corral's words (mitmproxy's own hint is about its
+    --mode syntax, which `corral start` does not take), or None."""
+    from addon import gateway
+
+    try:
+        host, port = gateway.parse_listen(listen)
+    except ValueError as e:
+        return f"corral: {e}"
+    try:
+        workers.check_port_free(host, port)
+    except OSError as e:
+        reason = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        return (f"corral: cannot listen on {listen}: {reason}; choose another address with --listen HOST:PORT "
+                "or [gateway] listen in corral.toml")
+    return None
+
+
+def banner(listen: str, settings: dict, certs: str) -> list[str]:
+    return [
+        f"corral: serving on http://{listen}  (reverse mode: http://{listen}/<provider>/...)",
+        f"corral: recording to {common.db_url(settings)}",
+        f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})",
+    ]
+
+
+def _number(settings: dict, name: str, default: float, kind: type) -> Any:
+    value = settings.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and isinstance(value, float)):
+        raise ValueError(name)
+    return kind(value)
+
+
+def _config_option(args: argparse.Namespace) -> str:
+    """The gateway's own ConfigFile addon reads the same file; "-" tells it there is none."""
+    found = paths.default_config_file()
+    return args.config or (str(found) if found else "-")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,23 +107,27 @@ def run(args: argparse.Namespace) -> int:
     if args.fixtures:
         fixture_sets.append(f"corral_fixtures_path={os.path.abspath(args.fixtures)}")
     args.set = [*fixture_sets, *args.set]
-    # The gateway's own ConfigFile addon reads the same file; "-" tells it there is none.
-    found = paths.default_config_file()
-    settings["corral_config"] = args.config or (str(found) if found else "-")
+    settings["corral_config"] = _config_option(args)
     listen = common.listen(settings)
-    count = args.workers if args.workers is not None else int(settings.get("corral_gateway_workers") or 1)
+    try:
+        count = args.workers if args.workers is not None else _number(settings, "corral_gateway_workers", 1, int)
+        grace = _number(settings, "corral_gateway_worker_startup_grace", workers.STARTUP_GRACE, float)
+    except ValueError as e:
+        print(f"corral: {common.sources(args).get(str(e), str(e))}: expected a number, "
+              f"got {settings.get(str(e))!r}")
+        return 2
     if count < 1:
         print("corral: --workers must be at least 1")
         return 2
     # The CA is made before listening (clients may fetch it at once), and once: not by each worker.
     certs = ca.ensure_ca(common.certs_dir(settings)).confdir
-    if os.environ.get(workers.WORKER_ENV) is None:  # a worker's supervisor has said all this already
-        print(f"corral: starting on http://{listen}  (reverse mode: http://{listen}/<provider>/...)", flush=True)
-        print(f"corral: recording to {common.db_url(settings)}", flush=True)
-        print(f"corral: explicit proxy on http://{listen}  (eval \"$(corral env)\"; CA in {certs})", flush=True)
     if count > 1:
-        grace = float(settings.get("corral_gateway_worker_startup_grace", workers.STARTUP_GRACE))
         return _start_workers(args, count, listen, common.db_url(settings), str(certs), grace)
     if os.environ.get(workers.REUSE_PORT_ENV) == "1":
         workers.enable_reuse_port()
-    return gateway.start(listen, settings, args.set, str(certs))
+    elif (problem := _listen_problem(listen)) is not None:
+        print(problem)
+        return 2
+    # Only the first worker says it serves (the supervisor leaves that to it); a lone gateway always does.
+    lines = banner(listen, settings, str(certs)) if os.environ.get(workers.WORKER_ENV, "1") == "1" else []
+    return gateway.start(listen, settings, args.set, str(certs), common.sources(args), lines)

@@ -34,6 +34,13 @@ def is_postgres_url(url: str) -> bool:
     return scheme in ("postgres", "postgresql", "postgresext", "postgresqlext", "postgres+pool", "postgresql+pool")
 
 
+def normalise_url(value: str) -> str:
+    """A database setting as a URL: a plain file path (``/srv/corral.db``, ``data/x.db``) is SQLite."""
+    if not value or "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
 def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
         return None
@@ -62,6 +69,7 @@ def connect(url: str, create: bool = True) -> peewee.Database:
     """Open the database at ``url``, bind the models to it and bring its schema up to date.
 
     ``create=False`` (readers such as `corral flows`) refuses a SQLite file that does not exist yet."""
+    url = normalise_url(url)
     path = sqlite_path(url)
     try:
         if path is not None:

@@ -99,6 +99,6 @@ class Family(Protocol):
 
     def error_body(self, status: int, message: str, kind: str) -> tuple[bytes, str]:
         """A gateway-made error in this family's own JSON shape -> (body, content-type).
-        ``kind`` is one of: "not_found", "rate_limited", "upstream_unavailable", "bad_request",
-        "timeout"."""
+        ``kind`` is one of: "not_found" (no route for the URL), "rate_limited", "upstream_unavailable",
+        "bad_request", "timeout"."""
         ...

@@ -28,7 +28,8 @@ _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 
 # kind -> (type, code), following what OpenAI itself sends for these statuses.
 _ERROR_TYPES: dict[str, tuple[str, str | None]] = {
-    "not_found": ("invalid_request_error", "model_not_found"),
+    # Corral answers not_found only for a URL it has no route for: SDKs show the code, so it says route.
+    "not_found": ("invalid_request_error", "route_not_found"),
     "rate_limited": ("rate_limit_error", "rate_limit_exceeded"),
     "upstream_unavailable": ("server_error", "service_unavailable"),
     "bad_request": ("invalid_request_error", None),

@@ -134,7 +134,9 @@ def test_non_json_upstream_answer_passes_through(gateway: Gateway, fresh_mock, t
 def test_unknown_prefix_gets_json_404_and_is_never_forwarded(gateway: Gateway, fresh_mock, tag: str, path: str) -> None:
     resp = post(gateway, path, b"{}", tag)
     assert resp.status_code == 404
-    assert "error" in resp.json()
+    # A URL typo is a route problem: SDKs show the code, and "model_not_found" would send users hunting.
+    assert resp.json()["error"]["code"] == "route_not_found"
+    assert resp.json()["error"]["type"] == "invalid_request_error"
     assert "Traceback" not in resp.text
     assert fresh_mock.request_count == 0
     row = gateway.row_for(tag)

@@ -381,7 +381,7 @@ def test_error_body_shapes() -> None:
         return json.loads(get_family(family).error_body(404, "nope", kind)[0])
 
     assert body("openai", "not_found") == {
-        "error": {"message": "nope", "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+        "error": {"message": "nope", "type": "invalid_request_error", "param": None, "code": "route_not_found"}
     }
     anthropic_error = {"type": "rate_limit_error", "message": "nope"}
     assert body("anthropic", "rate_limited") == {"type": "error", "error": anthropic_error}
