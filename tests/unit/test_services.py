@@ -20,7 +20,8 @@ from addon.services import CatalogService, PricingService, SharedState
 
 CUSTOM = json.dumps({
     "openai": {"upstream": "http://127.0.0.1:9"},
-    "mylocal": {"custom": True, "upstream": "http://127.0.0.1:9000", "pricing_id": "", "hosts": ["^llm\\.mylocal:443$"]},
+    "mylocal": {"custom": True, "upstream": "http://127.0.0.1:9000", "pricing_id": "",
+                "hosts": ["^llm\\.mylocal:443$"]},
 })
 
 

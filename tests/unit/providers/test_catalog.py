@@ -211,7 +211,8 @@ def test_custom_provider_defaults() -> None:
 
 def test_custom_provider_with_hosts_is_intercepted() -> None:
     cat = Catalog.load(
-        {"corp": {"custom": True, "upstream": "https://llm.corp.test", "hosts": [r"^llm\.corp\.test:443$"], "prefix": "c"}}
+        {"corp": {"custom": True, "upstream": "https://llm.corp.test", "hosts": [r"^llm\.corp\.test:443$"],
+                  "prefix": "c"}}
     )
     p = cat.by_host("llm.corp.test", 443)
     assert p is not None and p.name == "corp" and cat.by_prefix("c") is p
