@@ -1,6 +1,6 @@
 """Annotator: a one-line summary of each LLM flow in mitmweb, where flow.metadata is not shown.
 
-``flow.comment`` reads ``openai gpt-4o-mini · 25→32 tok · $0.00002 · cache miss``; ``flow.marked`` flags
+``flow.comment`` reads ``openai gpt-4o-mini · 25→32 tok · $0.000024 · cache miss``; ``flow.marked`` flags
 errors (⚠) and cache hits (♻). Runs after the Recorder, which publishes the cost it computed
 (``corral.cost_usd``), so the comment and the database row always agree.
 
@@ -14,21 +14,13 @@ from __future__ import annotations
 
 from mitmproxy import ctx, http
 
-from addon import metadata as md
+from addon import metadata as md, money
 from addon.recorder import _error_text
 
 MARK_ERROR = ":warning:"
 MARK_CACHE_HIT = ":recycle:"
 ERROR_CHARS = 80
 WEB_COLUMNS_OPTION = "web_columns"
-
-
-def money(cost: float) -> str:
-    if cost == 0:
-        return "$0"
-    if cost < 0.000005:
-        return "<$0.00001"
-    return f"${cost:.5f}" if cost < 1 else f"${cost:.2f}"
 
 
 def annotation(flow: http.HTTPFlow) -> tuple[str, str]:
@@ -42,8 +34,8 @@ def annotation(flow: http.HTTPFlow) -> tuple[str, str]:
     if meta.get(md.STREAM):
         parts.append("stream")
     cost = meta.get(md.COST_USD)
-    if cost is not None:
-        parts.append(money(cost))
+    if cost is not None or tokens_in is not None or tokens_out is not None:  # tokens without a price: unpriced
+        parts.append(money.cost(cost, cost is None))
     cache = meta.get(md.CACHE)
     if cache and cache != "off":
         parts.append(f"cache {cache}")

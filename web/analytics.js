@@ -19,10 +19,11 @@
   function breakdown(title, rows, keys) {
     const cols = ["requests", "errors", "input_tokens", "output_tokens", "cost_usd", "ttfb_p50_ms", "duration_p50_ms",
                   "duration_p95_ms", "duration_p99_ms", "cache_hits", "saved_cost_usd"];
-    const show = (k, v) => k.endsWith("_ms") ? fmt.ms(v) : k.endsWith("usd") ? fmt.usd(v) : fmt.n(v);
+    const show = (k, v, r) => k.endsWith("_ms") ? fmt.ms(v) : k === "cost_usd" ? Money.cost(v, r.unpriced)
+      : k.endsWith("usd") ? fmt.usd(v) : fmt.n(v);
     return el("section", {}, el("h3", {}, title), el("table", { class: "breakdown" },
       el("thead", {}, el("tr", {}, [...keys, ...cols].map((c) => el("th", {}, c.replace(/_/g, " "))))),
-      el("tbody", {}, rows.map((r) => el("tr", {}, keys.map((k) => el("td", {}, r[k])), cols.map((c) => el("td", { class: "num" }, show(c, r[c]))))))));
+      el("tbody", {}, rows.map((r) => el("tr", {}, keys.map((k) => el("td", {}, r[k])), cols.map((c) => el("td", { class: "num" }, show(c, r[c], r))))))));
   }
 
   async function render(body) {
@@ -33,7 +34,7 @@
     const tot = a.total;
     body.replaceChildren(
       el("div", { class: "cards" }, card("requests", fmt.n(tot.requests)), card("error rate", fmt.pct(tot.error_rate)),
-        card("tokens in / out", `${fmt.n(tot.input_tokens)} / ${fmt.n(tot.output_tokens)}`), card("cost", fmt.usd(tot.cost_usd)),
+        card("tokens in / out", `${fmt.n(tot.input_tokens)} / ${fmt.n(tot.output_tokens)}`), card("cost", Money.cost(tot.cost_usd, tot.unpriced)),
         card("TTFB p50 / p95 / p99", `${fmt.ms(tot.ttfb_p50_ms)} / ${fmt.ms(tot.ttfb_p95_ms)} / ${fmt.ms(tot.ttfb_p99_ms)}`),
         card("duration p50 / p95 / p99", `${fmt.ms(tot.duration_p50_ms)} / ${fmt.ms(tot.duration_p95_ms)} / ${fmt.ms(tot.duration_p99_ms)}`),
         card("cache hit rate", fmt.pct(tot.cache_hit_rate)), card("saved by cache", fmt.usd(tot.saved_cost_usd)),

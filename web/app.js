@@ -32,13 +32,14 @@ window.Corral = (() => {
     datetime: (iso) => iso ? new Date(iso).toLocaleString([], { hour12: false }) : "-",
     ms: (v) => v === null || v === undefined ? "-" : v >= 1000 ? (v / 1000).toFixed(2) + "s" : Math.round(v) + "ms",
     n: (v) => v === null || v === undefined ? "-" : Number(v).toLocaleString(),
-    usd: (v) => v === null || v === undefined ? "-" : "$" + (v < 0.01 && v > 0 ? v.toFixed(6) : v.toFixed(4)),
+    usd: Money.usd,  // web/money.js: the one money format, also the CLI's
     pct: (v) => v === null || v === undefined ? "-" : (v * 100).toFixed(1) + "%",
   };
   // "unpriced": tokens were reported but no price is known (cost stays NULL, never a made-up 0).
   const counted = (f) => f.input_tokens != null || f.output_tokens != null;
   const cost = (f) => f.cost_usd === null || f.cost_usd === undefined
-    ? (f.unpriced && counted(f) ? el("span", { class: "tag unpriced" }, "unpriced") : "-") : fmt.usd(f.cost_usd);
+    ? (f.unpriced && counted(f) ? el("span", { class: "tag unpriced" }, Money.cost(null, true)) : "-")
+    : fmt.usd(f.cost_usd);
   const statusClass = (s) => s ? "s" + String(s)[0] : "sn";
 
   function status(text) { document.getElementById("status").textContent = text; }

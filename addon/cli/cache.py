@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 
-from addon import state
+from addon import money, state
 from addon.cache.backend import SqlStore
 from addon.cache.redis_backend import RedisCacheBackend
 from addon.cli import common
@@ -84,11 +84,11 @@ def run_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data))
         return 0
-    rows = [[name, str(p["entries"]), _size(p["bytes"]), str(p["hits"]), f"${p['saved_usd']:.6f}", str(p["expired"])]
+    rows = [[name, str(p["entries"]), _size(p["bytes"]), str(p["hits"]), money.usd(p["saved_usd"]), str(p["expired"])]
             for name, p in data["providers"].items()]
     t = data["total"]
     rows.append(
-        ["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), f"${t['saved_usd']:.6f}", str(t["expired"])]
+        ["total", str(t["entries"]), _size(t["bytes"]), str(t["hits"]), money.usd(t["saved_usd"]), str(t["expired"])]
     )
     headers = ["provider", "entries", "size", "hits", "saved", "expired"]
     print(render_table(headers, rows))

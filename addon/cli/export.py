@@ -15,6 +15,7 @@ import stat
 import sys
 from typing import IO, Any
 
+from addon import money
 from addon.cli import common
 from addon.storage import db as dbmod, queries
 from addon.storage.models import Flow
@@ -133,7 +134,10 @@ def write(fmt: str, flows, out: IO[str], progress: Progress) -> int:
         writer = csv.DictWriter(out, fieldnames=names)
         writer.writeheader()
         for flow in flows:
-            writer.writerow({k: csv_cell(v) for k, v in queries.row_dict(flow).items()})
+            row = {k: csv_cell(v) for k, v in queries.row_dict(flow).items()}
+            for key in ("cost_usd", "saved_cost_usd"):  # plain decimals: 0.0000042, never 4.2e-06
+                row[key] = money.plain(queries.row_dict(flow, [key])[key])
+            writer.writerow(row)
             n += 1
             progress.step()
     else:  # HAR: one JSON document, entries streamed out one by one

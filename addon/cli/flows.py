@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from addon import money
 from addon.cli import common
 from addon.cli.table import render_table
 from addon.storage import db as dbmod, queries
@@ -26,9 +27,7 @@ def _fmt_tokens(value: int | None) -> str:
 
 
 def _fmt_cost(row: Flow) -> str:
-    if row.cost_usd is None:
-        return "unpriced" if row.unpriced else "-"
-    return f"${row.cost_usd:.6f}"
+    return money.cost(row.cost_usd, bool(row.unpriced))
 
 
 def table(rows: list[Flow]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from addon import money
 from addon.cli import common
 from addon.cli.table import render_table
 from addon.storage import db as dbmod, queries
@@ -24,18 +25,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _cell(key: str, value) -> str:
+def _cell(key: str, value, row: dict) -> str:
+    if key == "cost_usd":
+        return money.cost(value, row.get("unpriced") or 0)
     if value is None:
         return "-"
     if key.endswith("_ms"):
         return f"{value:.0f}ms"
     if key.endswith("_usd"):
-        return f"${value:.6f}"
+        return money.usd(value)
     return str(value)
 
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    cells = [[_cell(key, r.get(key)) for _, key in columns] for r in rows]
+    cells = [[_cell(key, r.get(key), r) for _, key in columns] for r in rows]
     return render_table([h for h, _ in columns], cells)
 
 
@@ -53,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     total = data["total"]
     print(f"since {data['since']}: {total['requests']} requests, {total['errors']} errors, "
-          f"{total['input_tokens']} tokens in, {total['output_tokens']} out, ${total['cost_usd']:.6f}"
-          + (f" ({total['unpriced']} unpriced)" if total["unpriced"] else ""))
+          f"{total['input_tokens']} tokens in, {total['output_tokens']} out, "
+          f"{money.cost(total['cost_usd'], total['unpriced'])}")
     print()
     print(table(data["by_provider"], [c for c in COLUMNS if c[1] != "model"]))
     print()

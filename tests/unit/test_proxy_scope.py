@@ -151,11 +151,13 @@ def llm_flow(status: int = 200, **meta) -> tflow.HTTPFlow:
 def test_annotation_text() -> None:
     flow = llm_flow(**{md.USAGE: {"input_tokens": 25, "output_tokens": 32}, md.COST_USD: 0.00002295,
                        md.CACHE: "miss"})
-    assert annotation(flow) == ("openai gpt-4o-mini · 25→32 tok · $0.00002 · cache miss", "")
+    assert annotation(flow) == ("openai gpt-4o-mini · 25→32 tok · $0.000023 · cache miss", "")
     hit = llm_flow(**{md.USAGE: {"input_tokens": 25, "output_tokens": None}, md.COST_USD: 0.0, md.CACHE: "hit",
                       md.STREAM: True})
-    assert annotation(hit) == ("openai gpt-4o-mini · 25→? tok · stream · $0 · cache hit", MARK_CACHE_HIT)
+    assert annotation(hit) == ("openai gpt-4o-mini · 25→? tok · stream · $0.00 · cache hit", MARK_CACHE_HIT)
     err = llm_flow(429, **{md.RESPONSE_ERROR: "Rate limit reached for gpt-4o-mini " + "x" * 100})
+    unpriced = llm_flow(**{md.USAGE: {"input_tokens": 25, "output_tokens": 32}, md.COST_USD: None})
+    assert annotation(unpriced)[0] == "openai gpt-4o-mini · 25→32 tok · unpriced"
     comment, mark = annotation(err)
     assert comment.startswith("openai gpt-4o-mini · HTTP 429 · error: Rate limit reached")
     assert len(comment) < 140 and mark == MARK_ERROR
@@ -172,7 +174,7 @@ def test_annotator_uses_the_recorders_cost(tmp_path) -> None:
         recorder.response(flow)
         annotator.response(flow)
         assert flow.metadata[md.COST_USD] == pytest.approx(25 * 0.15e-6 + 32 * 0.60e-6)
-        assert flow.comment == "openai gpt-4o-mini · 25→32 tok · $0.00002"
+        assert flow.comment == "openai gpt-4o-mini · 25→32 tok · $0.000023"
         other = tflow.tflow(resp=True)  # not an LLM flow: left alone
         annotator.response(other)
         assert other.comment == ""
