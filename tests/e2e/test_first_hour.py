@@ -1,12 +1,18 @@
 """The first hour of a new user: `corral start` refuses a bad setting in one line before it claims to
 serve, says how to pick another port, takes a plain database path, prints its viewer's URL once it
-serves; /_corral/health and /_corral/ready answer probes without recording them."""
+serves; /_corral/health and /_corral/ready answer probes without recording them; `corral flows --follow`
+works in a terminal."""
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import signal
 import socket
 import sqlite3
 import subprocess
+import uuid
 from pathlib import Path
 
 import httpx
@@ -112,3 +118,44 @@ def test_health_and_ready_answer_json_and_are_never_recorded(gateway: Gateway) -
     httpx.post(gateway.url + "/_corral-after-probes/x", content=b"{}", timeout=20)
     until(lambda: gateway.query("SELECT id FROM flows WHERE path = ?", ("/_corral-after-probes/x",)))
     assert gateway.query("SELECT id FROM flows WHERE path LIKE ?", ("/_corral/%",)) == []
+
+
+def test_flows_follow_in_a_terminal_prints_new_flows_as_they_are_recorded(gateway: Gateway) -> None:
+    """`corral flows --follow` on a pty, as a user runs it: the header at once, a flow made afterwards
+    appears without a restart, Ctrl-C (SIGINT) ends it quietly."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([*CORRAL, "flows", "--follow", "--status", "404", "--limit", "0", "--db", gateway.db,
+                             "--config", str(gateway.config_path)], cwd=REPO_ROOT, stdin=secondary,
+                            stdout=secondary, stderr=secondary, close_fds=True)
+    os.close(secondary)
+    seen = b""
+
+    def read_until(text: bytes) -> bytes:
+        nonlocal seen
+
+        def arrived() -> bool:
+            nonlocal seen
+            while select.select([primary], [], [], 0)[0]:
+                try:
+                    seen += os.read(primary, 4096)
+                except OSError:  # the process ended and the pty closed
+                    break
+            return text in seen
+        until(arrived, timeout=30, message=f"{text!r} never appeared; got {seen!r}")
+        return seen
+
+    try:
+        read_until(b"retries  error")
+        mark = "f" + uuid.uuid4().hex[:8]
+        httpx.post(f"{gateway.url}/{mark}/v1/chat/completions", content=b"{}", timeout=20)
+        out = read_until(mark.encode()).decode()
+        line = next(line for line in out.splitlines() if mark in line)
+        assert " 404 " in line and line.endswith("…") and line == line.rstrip()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+        assert b"Traceback" not in seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(primary)
