@@ -68,12 +68,15 @@ class StartupError(Exception):
     """A setting `corral start` cannot run with: one line naming where it came from."""
 
 
-def _apply_settings(opts: options.Options, settings: dict[str, Any], sources: dict[str, str]) -> None:
-    """Settings from corral.toml and the flags, each error naming its source (file and key, or flag)."""
+def _apply_settings(opts: options.Options, settings: dict[str, Any], sources: dict[str, str],
+                    base: dict[str, Any]) -> None:
+    """Settings from corral.toml and the flags, each error naming its source (file and key, or flag).
+    ``base`` (Corral's own defaults for mitmproxy options) goes with the first group: an addon may refuse
+    a state that a later setting of the same file would have allowed, so nothing is applied alone."""
     grouped: dict[str, dict[str, Any]] = {}
     for name, value in config.coerce_options(opts, settings).items():
-        grouped.setdefault(sources.get(name, "corral.toml").partition(": ")[0], {})[name] = value
-    for source, values in grouped.items():
+        grouped.setdefault(sources.get(name, "").partition(": ")[0], {})[name] = value
+    for values in grouped.values():
         for name, value in values.items():
             if name not in opts:
                 where = sources.get(name, name)
@@ -81,10 +84,13 @@ def _apply_settings(opts: options.Options, settings: dict[str, Any], sources: di
                 raise StartupError(f"{where}: unknown setting{config.suggest_setting(name, label, opts.keys())}")
             if problem := config.type_error(opts, name, value):
                 raise StartupError(f"{sources.get(name, name)}: {problem}")
+    first = next(iter(grouped), "")
+    grouped.setdefault(first, {})
+    for source, values in grouped.items():
         try:
-            opts.update(**values)
+            opts.update(**(base | values if source == first else values))
         except exceptions.OptionsError as e:
-            raise StartupError(f"{source}: {e}") from None
+            raise StartupError(f"{source}: {e}" if source else str(e)) from None
 
 
 def _apply_specs(opts: options.Options, specs: list[str]) -> None:
@@ -143,8 +149,7 @@ def _configure(
     viewer = next((c for c in corral.children if isinstance(c, Viewer)), None)
     gateway.addons.add(Banner(gateway, viewer, banner or []))
     # Addon-defined options exist only now; passing them to Options() would raise KeyError.
-    opts.update(connection_strategy="lazy")
-    _apply_settings(opts, settings, sources or {})
+    _apply_settings(opts, settings, sources or {}, {"connection_strategy": "lazy"})
     _apply_specs(opts, specs)
     # mitmproxy tells addons added this way only about options that change, while a `-s` script's
     # addons are configured with every option. Do the same for the ones still at their defaults, so
