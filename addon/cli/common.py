@@ -26,7 +26,11 @@ def add_certs_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def config_path(args: argparse.Namespace) -> Path | None:
-    return Path(args.config).expanduser() if getattr(args, "config", None) else paths.default_config_file()
+    """--config FILE, else the default file; ``--config -`` means none (as the corral_config option)."""
+    value = getattr(args, "config", None)
+    if value == "-":
+        return None
+    return Path(value).expanduser() if value else paths.default_config_file()
 
 
 def file_settings(args: argparse.Namespace) -> dict[str, Any]:
