@@ -73,6 +73,25 @@ def test_list_shows_the_flows_and_a_live_update_arrives_without_reload(vg: Viewe
     shot(page, "viewer-list")
 
 
+def test_list_shows_costs_in_the_one_money_format(vg: ViewerGateway, page) -> None:
+    """web/money.js in the page: each cost cell as the CLI shows it (addon/money.py), unpriced as such."""
+    from addon import money
+
+    page.goto(vg.url)
+    page.wait_for_selector("#flows tr")
+    cells = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#flows tr')].map(
+        (r) => [r.dataset.id, r.children[10].textContent]))""")
+    rows = {r["id"]: r for r in vg.gw.rows()}
+    priced = [i for i in cells if rows[i]["cost_usd"] is not None]
+    assert priced
+    for flow_id, text in cells.items():
+        row = rows[flow_id]
+        if row["cost_usd"] is not None:
+            assert text == money.usd(row["cost_usd"]), (row["cost_usd"], text)
+        elif row["unpriced"] and (row["input_tokens"] is not None or row["output_tokens"] is not None):
+            assert text == "unpriced"
+
+
 def test_filter_narrows_the_list(vg: ViewerGateway, page) -> None:
     page.goto(vg.url)
     page.wait_for_selector("#flows tr")
