@@ -98,3 +98,9 @@ def test_follow_prints_the_latest_oldest_first_then_new_rows(record: str) -> Non
     assert len(models) == 4 and "old-model" not in models[:2]  # the newest two of the record first
     assert models[2:] == ["late-2", "late-1"]  # then each new row once, in order of start
     assert all(line == line.rstrip() for line in out)
+
+
+def test_csv_export_writes_small_costs_as_plain_decimals(record: str) -> None:
+    done = corral("export", "--format", "csv", "--db", record, "--config", "/dev/null")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ",0.0000042," in done.stdout and "e-06" not in done.stdout
