@@ -83,7 +83,8 @@ class ProxyScope:
             logger.warning("corral: upstream TLS trusts %s instead of the system roots (testing only)", path)
             ctx.options.ssl_verify_upstream_trusted_ca = path
         if "corral_gateway_websocket_messages" in updated and ctx.options.corral_gateway_websocket_messages < 1:
-            raise exceptions.OptionsError("[gateway] websocket_messages must be at least 1")
+            raise exceptions.OptionsError("[gateway] websocket_messages: expected at least 1, "
+                                          f"got {ctx.options.corral_gateway_websocket_messages}")
         if "corral_gateway_certs" in updated and ctx.options.corral_gateway_certs:
             certs = os.path.abspath(os.path.expanduser(ctx.options.corral_gateway_certs))
             if certs != os.path.abspath(os.path.expanduser(ctx.options.confdir)):

@@ -110,7 +110,8 @@ class Recorder:
 
     def configure(self, updated: set[str]) -> None:
         if "corral_storage_bodies" in updated and ctx.options.corral_storage_bodies not in BODY_MODES:
-            raise exceptions.OptionsError(f"corral_storage_bodies must be one of {', '.join(BODY_MODES)}")
+            raise exceptions.OptionsError(f"[storage] bodies: expected one of {', '.join(BODY_MODES)}, "
+                                          f"got {ctx.options.corral_storage_bodies!r}")
         if "corral_storage_db" in updated:
             url = ctx.options.corral_storage_db or paths.default_db_url()
             writer = RecordWriter(url)

@@ -144,7 +144,8 @@ class SharedState:
 
     def configure(self, updated: set[str]) -> None:
         if ctx.options.corral_state_on_failure not in ON_FAILURE:
-            raise exceptions.OptionsError("[state] on_failure must be \"open\" or \"closed\"")
+            raise exceptions.OptionsError("[state] on_failure: expected \"open\" or \"closed\", "
+                                          f"got {ctx.options.corral_state_on_failure!r}")
         self.url = ctx.options.corral_state_url
         self.on_failure = ctx.options.corral_state_on_failure
 

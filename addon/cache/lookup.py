@@ -80,11 +80,14 @@ class CacheLookup:
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if "corral_cache_replay_pace" in updated and opts.corral_cache_replay_pace not in PACES:
-            raise exceptions.OptionsError(f"corral_cache_replay_pace must be one of {', '.join(PACES)}")
-        for name in ("corral_cache_ttl", "corral_cache_max_ttl", "corral_cache_max_entries", "corral_cache_max_bytes",
+            raise exceptions.OptionsError(f"[cache] replay_pace: expected one of {', '.join(PACES)}, "
+                                          f"got {opts.corral_cache_replay_pace!r}")
+        for name in ("corral_cache_ttl", "corral_cache_max_ttl", "corral_cache_max_entries",
+                      "corral_cache_max_bytes",
                      "corral_cache_max_entry_bytes", "corral_cache_memory_bytes"):
             if name in updated and getattr(opts, name) < 0:
-                raise exceptions.OptionsError(f"{name} must be >= 0")
+                key = name.removeprefix("corral_cache_")
+                raise exceptions.OptionsError(f"[cache] {key}: expected a number >= 0, got {getattr(opts, name)}")
         if self.catalog is not None:
             known = self.catalog.current.names()
             for key in ("providers", "shared_providers"):

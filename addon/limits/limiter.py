@@ -138,7 +138,8 @@ class RateLimiter:
         book.tenant_header = ctx.options.corral_limits_settings_tenant_header
         book.adaptive = ctx.options.corral_limits_settings_adaptive
         if ctx.options.corral_limits_settings_adaptive_max_wait < 0:
-            raise exceptions.OptionsError("[limits_settings] adaptive_max_wait must be >= 0 seconds")
+            raise exceptions.OptionsError("[limits_settings] adaptive_max_wait: expected seconds >= 0, "
+                                          f"got {ctx.options.corral_limits_settings_adaptive_max_wait}")
         book.adaptive_max_wait = ctx.options.corral_limits_settings_adaptive_max_wait
 
     # --- /_corral/limits ------------------------------------------------------------------------

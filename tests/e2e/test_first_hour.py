@@ -52,6 +52,7 @@ def refused_in_one_line(out: subprocess.CompletedProcess[str]) -> str:
     ('[cache]\nproviders = ["opnai"]\n', (),
      "{file}: [cache] providers: unknown provider 'opnai' (did you mean 'openai'?); see `corral providers`"),
     ('[gateway]\nworkers = "two"\n', (), "{file}: [gateway] workers: expected a number, got 'two'"),
+    ('[state]\non_failure = "maybe"\n', (), """{file}: [state] on_failure: expected "open" or "closed", got 'maybe'"""),
     (None, ("--set", "corral_cache_tl=5"), "--set corral_cache_tl=5: unknown option (did you mean corral_cache_ttl?)"),
     (None, ("--set", "corral_cache_ttl=soon"), "--set corral_cache_ttl=soon: expected an integer, got 'soon'"),
 ])
