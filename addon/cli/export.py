@@ -134,9 +134,10 @@ def write(fmt: str, flows, out: IO[str], progress: Progress) -> int:
         writer = csv.DictWriter(out, fieldnames=names)
         writer.writeheader()
         for flow in flows:
-            row = {k: csv_cell(v) for k, v in queries.row_dict(flow).items()}
+            raw = queries.row_dict(flow)
+            row = {k: csv_cell(v) for k, v in raw.items()}
             for key in ("cost_usd", "saved_cost_usd"):  # plain decimals: 0.0000042, never 4.2e-06
-                row[key] = money.plain(queries.row_dict(flow, [key])[key])
+                row[key] = money.plain(raw[key])
             writer.writerow(row)
             n += 1
             progress.step()

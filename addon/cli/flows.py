@@ -16,6 +16,7 @@ from mitmproxy import exceptions
 from addon import money
 from addon.cli import common
 from addon.cli.table import render_table
+from addon.cli.text import printable
 from addon.services import catalog_from_options
 from addon.storage import db as dbmod, queries
 from addon.storage.models import FLOW_SUMMARY_FIELDS, Flow
@@ -48,11 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def shown(text: str) -> str:
-    """Client- and provider-chosen text made safe for one terminal line (control characters out)."""
-    return "".join(ch if ch.isprintable() else " " for ch in text)
-
-
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -62,15 +58,17 @@ def _fmt_tokens(value: int | None) -> str:
 
 
 def cells(r: Flow) -> list[str]:
+    """One row's cells; client-chosen text escaped for the terminal (also for --follow, which prints
+    lines itself rather than through render_table)."""
     return [
         r.started_at.strftime("%H:%M:%S") if r.started_at else "-",
-        r.mode, shown(r.provider or "-"), clip(shown(r.model or "-"), MODEL_CHARS), str(r.status or "-"),
+        r.mode, printable(r.provider or "-"), clip(printable(r.model or "-"), MODEL_CHARS), str(r.status or "-"),
         "yes" if r.stream else "no",
         f"{r.ttfb_ms:.0f}ms" if r.ttfb_ms is not None else "-",
         f"{r.duration_ms:.0f}ms" if r.duration_ms is not None else "-",
         _fmt_tokens(r.input_tokens), _fmt_tokens(r.output_tokens), money.cost(r.cost_usd, bool(r.unpriced)),
         r.cache, str(r.retries or 0),
-        clip(" ".join(shown(r.error or r.parse_error or "").split()), ERROR_CHARS),
+        clip(printable(" ".join((r.error or r.parse_error or "").split())), ERROR_CHARS),  # one line
     ]
 
 

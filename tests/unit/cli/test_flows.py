@@ -104,3 +104,11 @@ def test_csv_export_writes_small_costs_as_plain_decimals(record: str) -> None:
     done = corral("export", "--format", "csv", "--db", record, "--config", "/dev/null")
     assert done.returncode == 0, done.stdout + done.stderr
     assert ",0.0000042," in done.stdout and "e-06" not in done.stdout
+
+
+def test_follow_escapes_client_chosen_text_too(record: str) -> None:
+    add(model="evil\x1b]0;owned\x07", error="line one\nline two")
+    args = argparse.Namespace(provider=None, model=None, status=None, errors=False, since=None, cache=None)
+    out: list[str] = []
+    flows.follow(flows.build_query(args), 1, out.append, as_json=False, full=False, sleep=lambda _: None, polls=0)
+    assert "\x1b" not in out[1] and "evil\\x1b]0;owned\\x07" in out[1] and out[1].endswith("line one line two")
