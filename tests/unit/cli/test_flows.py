@@ -107,7 +107,7 @@ def test_csv_export_writes_small_costs_as_plain_decimals(record: str) -> None:
 
 
 def test_follow_escapes_client_chosen_text_too(record: str) -> None:
-    add(model="evil\x1b]0;owned\x07", error="line one\nline two")
+    add(model="evil\x1b]0;owned\x07", error="line one\nline two", started_at=NOW + datetime.timedelta(seconds=1))
     args = argparse.Namespace(provider=None, model=None, status=None, errors=False, since=None, cache=None)
     out: list[str] = []
     flows.follow(flows.build_query(args), 1, out.append, as_json=False, full=False, sleep=lambda _: None, polls=0)
