@@ -62,9 +62,11 @@ def test_vendor_paths_and_overrides() -> None:
     assert gemini is not None
     assert CATALOG.takes_include_usage(gemini, "/v1beta/openai/chat/completions")
     assert not CATALOG.takes_include_usage(gemini, "/v1beta/models/g:streamGenerateContent")
-    custom = Catalog.load({"custom": {"upstream": "http://127.0.0.1:1", "include_usage_paths": ["/generate"]}})
+    custom = Catalog.load(
+        {"custom": {"custom": True, "upstream": "http://127.0.0.1:1", "include_usage_paths": ["/generate"]}}
+    )
     c = custom.get("custom")
     assert c is not None
     assert custom.takes_include_usage(c, "/v1/generate") and not custom.takes_include_usage(c, "/v1/chat/completions")
     with pytest.raises(CatalogError, match="include_usage_paths"):
-        Catalog.load({"custom": {"upstream": "http://127.0.0.1:1", "include_usage_paths": "chat"}})
+        Catalog.load({"custom": {"custom": True, "upstream": "http://127.0.0.1:1", "include_usage_paths": "chat"}})
