@@ -82,8 +82,7 @@ class CacheLookup:
         if "corral_cache_replay_pace" in updated and opts.corral_cache_replay_pace not in PACES:
             raise exceptions.OptionsError(f"[cache] replay_pace: expected one of {', '.join(PACES)}, "
                                           f"got {opts.corral_cache_replay_pace!r}")
-        for name in ("corral_cache_ttl", "corral_cache_max_ttl", "corral_cache_max_entries",
-                      "corral_cache_max_bytes",
+        for name in ("corral_cache_ttl", "corral_cache_max_ttl", "corral_cache_max_entries", "corral_cache_max_bytes",
                      "corral_cache_max_entry_bytes", "corral_cache_memory_bytes"):
             if name in updated and getattr(opts, name) < 0:
                 key = name.removeprefix("corral_cache_")
