@@ -185,7 +185,7 @@ class Forwarder:
 def test_a_loop_through_a_port_forward_stops_after_one_trip(mock, tmp_path) -> None:
     gw = Gateway(mock.url, workdir=tmp_path)
     fwd = Forwarder(gw.port)
-    gw.config_path.write_text(gw.config_path.read_text() + f'\n[providers.loopy]\nupstream = '
+    gw.config_path.write_text(gw.config_path.read_text() + f'\n[providers.loopy]\ncustom = true\nupstream = '
                               f'"http://127.0.0.1:{fwd.port}/loopy"\n')
     with gw:
         resp = httpx.post(gw.base("loopy") + "/v1/chat/completions", content=CHAT_BODY, timeout=30)
@@ -198,7 +198,7 @@ def test_a_loop_through_a_port_forward_stops_after_one_trip(mock, tmp_path) -> N
 def test_an_upstream_at_the_gateways_own_address_fails_at_start(mock, tmp_path) -> None:
     gw = Gateway(mock.url, workdir=tmp_path)
     gw.config_path.write_text(gw.config_path.read_text()
-                              + f'\n[providers.loopy]\nupstream = "http://localhost.:{gw.port}"\n')
+                              + f'\n[providers.loopy]\ncustom = true\nupstream = "http://localhost.:{gw.port}"\n')
     with pytest.raises(RuntimeError, match=r"\[providers.loopy\] upstream .* own listen address"):
         gw.start()
 
