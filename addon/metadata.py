@@ -12,6 +12,8 @@ addons themselves, keyed by ``flow.id``.
 | corral.format | str | router | wire-format family handling this flow (providers/formats) |
 | corral.upstream | str | router (retrier on fallback) | base URL the request was sent to |
 | corral.credential | str / None | router | fingerprint of the client's credential, never the credential |
+| corral.client_headers | list[[str, str]] | router | request headers as the client sent them (before any rewrite), credentials fingerprinted |
+| corral.gateway_path | str | router | path and query that reach the same provider and upstream path through Corral's reverse mode (`/<prefix><rest>`, secrets in the query fingerprinted); absent when reverse mode cannot (SigV4, explicit per-host upstreams) |
 | corral.route_error | str | router | why the request could not be routed; router answers it itself |
 | corral.model | str / None | router (request), meter (response) | model: response's echo, else request's, else URL's |
 | corral.stream_requested | bool | router | the request asked for a stream |
@@ -55,6 +57,8 @@ PROVIDER = "corral.provider"
 FORMAT = "corral.format"
 UPSTREAM = "corral.upstream"
 CREDENTIAL = "corral.credential"
+CLIENT_HEADERS = "corral.client_headers"
+GATEWAY_PATH = "corral.gateway_path"
 ROUTE_ERROR = "corral.route_error"
 MODEL = "corral.model"
 STREAM = "corral.stream"

@@ -186,6 +186,7 @@ class Recorder:
             "method": req.method,
             "host": req.host,
             "path": redact_url_path(req.path),
+            "gateway_path": meta.get(md.GATEWAY_PATH),
             "model": meta.get(md.MODEL),
             "status": _status(flow),
             "stream": bool(meta.get(md.STREAM)),
@@ -211,7 +212,9 @@ class Recorder:
             "parse_error": meta.get(md.PARSE_ERROR) or meta.get(md.REQUEST_PARSE_ERROR),
             "credential": meta.get(md.CREDENTIAL),
             "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
-            "request_headers": _headers_json(req.headers),
+            # What the client sent: later addons rewrite Host and strip Corral's own x-corral-* headers.
+            "request_headers": (json.dumps(meta[md.CLIENT_HEADERS]) if md.CLIENT_HEADERS in meta
+                                else _headers_json(req.headers)),
             "response_headers": _headers_json(resp.headers if resp is not None else None),
             "request_body": _body_text(client_request_body(flow), limit) if full else None,
             "response_body": (_body_text(resp.get_content(strict=False) if resp is not None else None, limit)

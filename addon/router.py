@@ -25,7 +25,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
 from addon import metadata as md, netaddr, request_form
-from addon.credentials import AmbiguousCredential, credential_fingerprint
+from addon.credentials import AmbiguousCredential, credential_fingerprint, redact_headers, redact_url_path
 from addon.request_info import read_request
 from addon.responses import make_error
 from addon.services import CatalogService
@@ -99,6 +99,7 @@ class Router:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or md.PROVIDER in flow.metadata:
             return  # answered or routed already (e.g. a replayed flow)
+        sent = flow.request.headers.fields  # an immutable tuple: the client's headers, whatever is rewritten below
         if not request_form.is_origin_form(flow.request) and not flow.client_conn.tls and self._refuse_viewer(flow):
             return
         if self._origin_form_to_gateway(flow) or await self._absolute_form_to_gateway(flow):
@@ -115,6 +116,10 @@ class Router:
                     flow.request.scheme, flow.request.port = "https", 443
             if provider is not None and not self._refuse_dot_segments(flow):
                 self._route_explicit(flow, provider)
+        if md.is_llm_flow(flow):
+            flow.metadata[md.CLIENT_HEADERS] = [
+                [k, v] for k, v in redact_headers((_text(k), _text(v)) for k, v in sent)
+            ]
 
     def request(self, flow: http.HTTPFlow) -> None:
         if md.INTERNAL in flow.metadata and flow.response is None:
@@ -219,6 +224,7 @@ class Router:
             )
             return
         self._set_provider(flow, provider, rest)
+        flow.metadata[md.GATEWAY_PATH] = redact_url_path(flow.request.path)
         if not provider.reverse:
             flow.metadata[md.ROUTE_ERROR] = (
                 f"corral: {provider.name} requests are signed for the provider's own host "
@@ -231,7 +237,11 @@ class Router:
     def _route_explicit(self, flow: http.HTTPFlow, provider: Provider) -> None:
         flow.metadata[md.MODE] = "explicit"
         self._set_provider(flow, provider, flow.request.path)
-        if provider.name in self.catalog.overridden_upstreams:
+        overridden = provider.name in self.catalog.overridden_upstreams
+        if provider.reverse and (overridden or not provider.per_host):
+            # The same provider and upstream path through Corral's reverse mode (copy as curl).
+            flow.metadata[md.GATEWAY_PATH] = f"/{provider.prefix}{redact_url_path(flow.request.path)}"
+        if overridden:
             self._rewrite(flow, provider, flow.request.path)
         else:
             flow.metadata[md.UPSTREAM] = f"{flow.request.scheme}://{flow.request.host}:{flow.request.port}"
@@ -262,3 +272,7 @@ class Router:
         req.authority = ""
         req.host_header = host_header
         flow.metadata[md.UPSTREAM] = f"{scheme}://{host_header}"
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")  # as mitmproxy's Headers decode their fields

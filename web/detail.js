@@ -1,5 +1,6 @@
-// Flow detail: summary, headers (credentials arrive fingerprinted), bodies pretty-printed, a stream
-// both raw and reassembled, attempts/retries, cache and rate-limit wait, and "copy as curl".
+// Flow detail: summary, headers as the client sent them (credentials arrive fingerprinted), bodies
+// pretty-printed, a stream both raw and reassembled, attempts/retries, cache and rate-limit wait, and
+// "copy as curl" (the same request through the gateway again; the API builds the command).
 "use strict";
 (() => {
   const { api, el, fmt, cost, statusClass, status } = Corral;
@@ -11,7 +12,7 @@
 
   function headers(list) {
     if (!list || !list.length) return el("p", { class: "muted" }, "(none)");
-    return el("table", {}, el("tbody", {}, list.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v)))));
+    return el("table", { class: "headers" }, el("tbody", {}, list.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v)))));
   }
 
   function responseBody(f) {

@@ -6,6 +6,8 @@
   const POLL_MS = 1500;
   const state = { filters: { provider: "", model: "", status: "", cache: "", q: "" }, pages: [null], timer: null };
 
+  const clip = (text, n) => text.length > n ? text.slice(0, n - 1) + "…" : text;
+
   function row(f, fresh) {
     return el("tr", { class: fresh ? "new" : "", "data-id": f.id, onclick: () => { location.hash = "#/flow/" + f.id; } },
       el("td", {}, fmt.time(f.started_at)), el("td", {}, f.mode), el("td", {}, f.provider || "-"),
@@ -15,7 +17,7 @@
       el("td", { class: "num" }, fmt.n(f.input_tokens)), el("td", { class: "num" }, fmt.n(f.output_tokens)),
       el("td", { class: "num" }, cost(f)),
       el("td", {}, el("span", { class: "tag " + f.cache }, f.cache)), el("td", { class: "num" }, f.retries || 0),
-      el("td", { class: "error", title: f.error || "" }, (f.error || "").slice(0, 40)));
+      el("td", { class: "error", title: f.error || "" }, clip(f.error || "", 60)));
   }
 
   const HEAD = ["time", "mode", "provider", "model", "status", "stream", "TTFB", "duration", "tokens in",

@@ -162,12 +162,18 @@ def _flows_fidelity(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) ->
     )
 
 
+def _flows_gateway_path(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) -> None:
+    add_missing_columns(migrator, db, "flows", gateway_path=peewee.TextField(null=True))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the flows table of Corral 0.1", _baseline),
     Migration(2, "PostgreSQL: float columns are DOUBLE PRECISION", _pg_double_precision),
     Migration(3, "flows.worker: which gateway process (corral start --workers) recorded the row", _flows_worker),
     Migration(4, "flows.corral_changes, response_type, response_bytes: what Corral changed; the body's type and size",
               _flows_fidelity),
+    Migration(5, "flows.gateway_path: the request's path through Corral's reverse mode (viewer: copy as curl)",
+              _flows_gateway_path),
 ]
 
 

@@ -58,6 +58,7 @@ class Flow(BaseModel):
     corral_changes = peewee.TextField(null=True)  # JSON list: what Corral changed in what it forwarded; NULL: nothing
     response_type = peewee.CharField(max_length=255, null=True)  # media type of the response body
     response_bytes = peewee.IntegerField(null=True)  # body bytes the client received (still content-encoded)
+    gateway_path = peewee.TextField(null=True)  # the same request through Corral's reverse mode (copy as curl)
 
     class Meta:
         table_name = "flows"

@@ -4,7 +4,7 @@
 |---|---|
 | GET /api/flows | one page, newest first: ?provider ?model ?status=2xx|4xx|5xx|none ?cache ?q ?since ?limit ?before=<cursor> ?after=<cursor> |
 | GET /api/flows/<id> | one flow with headers (credentials fingerprinted), bodies (the request as the client sent it), reassembled text, attempts, corral_changes (list: what Corral changed in what it forwarded) |
-| GET /api/flows/<id>/curl | the request as a curl command line, credentials left out |
+| GET /api/flows/<id>/curl | the request as a curl command line through the gateway, credentials as $VARIABLES |
 | GET /api/facets | distinct providers, models, cache outcomes (filter drop-downs) |
 | GET /api/analytics | totals, time series, by provider, by model: ?since=24h ?until ?provider ?model |
 | GET /metrics | Prometheus text format |
@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import tornado.web
 
-from addon.credentials import SECRET_HEADERS
 from addon.storage import queries
 from addon.storage.models import database_proxy
 from addon.viewer import metrics
 from addon.viewer.auth import token_ok
+from addon.viewer.curl import curl_command, gateway_address
 from addon.viewer.security import Guarded
-
-# Framing headers curl recomputes itself.
-_CURL_SKIP = SECRET_HEADERS | {"content-length", "host", "connection", "transfer-encoding", "accept-encoding"}
 
 
 def _in_thread(fn, *args: Any) -> Any:
@@ -41,21 +36,6 @@ def _in_thread(fn, *args: Any) -> Any:
 
 async def run_query(fn, *args: Any) -> Any:
     return await asyncio.to_thread(_in_thread, fn, *args)
-
-
-def curl_command(flow: dict[str, Any]) -> str:
-    """The recorded request as curl, to the upstream that answered; credential headers left out."""
-    upstream = urllib.parse.urlsplit(flow.get("upstream") or "")
-    scheme = upstream.scheme or "https"
-    host = upstream.netloc or flow.get("host") or "localhost"
-    parts = ["curl", "-X", flow.get("method") or "GET", f"{scheme}://{host}{flow.get('path') or '/'}"]
-    for name, value in flow.get("request_headers") or []:
-        if name.lower() not in _CURL_SKIP:
-            parts += ["-H", f"{name}: {value}"]
-    body = flow.get("request_body")
-    if body and not body.startswith("base64:"):
-        parts += ["--data-raw", body]
-    return " ".join(shlex.quote(p) for p in parts)
 
 
 class Base(Guarded, tornado.web.RequestHandler):
@@ -120,9 +100,9 @@ class FlowHandler(Base):
             self.send({"error": "no such flow"}, 404)
         elif what == "curl":
             self.set_header("Content-Type", "text/plain; charset=utf-8")
-            self.finish(curl_command(flow) + "\n")
+            self.finish(curl_command(flow, gateway_address(self.request.host_name)) + "\n")
         else:
-            flow["curl"] = curl_command(flow)
+            flow["curl"] = curl_command(flow, gateway_address(self.request.host_name))
             self.send(flow)
 
 

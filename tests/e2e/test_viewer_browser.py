@@ -3,11 +3,17 @@ downloads). Screenshots land in tests/artifacts/ (gitignored)."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from addon import credentials
 from tests.support.gateway import REPO_ROOT
+from tests.support.reliability import reliability
 from tests.support.viewer import ViewerGateway
 
 CHROMIUM = "/usr/bin/chromium"
@@ -138,3 +144,116 @@ def test_analytics_renders_charts_with_data(vg: ViewerGateway, page) -> None:
         let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")
     assert painted > 1000
     shot(page, "viewer-analytics")
+
+
+@pytest.fixture
+def page1400(browser):
+    """A 1400x900 window: everything must fit it without a horizontal scroll bar."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, errors
+
+
+def no_horizontal_overflow(page) -> None:
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"page is {widths[0]} px wide in a {widths[1]} px window"
+
+
+CHARTS = ("requests", "tokens", "cost", "latency", "error-rate")
+
+
+def test_analytics_charts_fill_their_cards_with_unique_24h_ticks_and_percent_errors(
+    vg: ViewerGateway, page1400
+) -> None:
+    page = page1400
+    page.goto(vg.url + "#/analytics")
+    page.wait_for_function("Corral.views.analytics.plots().length === 5")
+    sizes = page.evaluate("""() => [...document.querySelectorAll('.chart')].map(box => {
+        const c = box.querySelector('canvas').getBoundingClientRect(), b = box.getBoundingClientRect();
+        return {id: box.id, canvas: c.width, card: b.width, height: c.height}; })""")
+    assert [s["id"] for s in sizes] == [f"chart-{c}" for c in CHARTS]
+    for s in sizes:
+        # The plot spans its card (8 px padding and a border each side), not a fixed 500 px in a wider card.
+        assert s["card"] - 20 <= s["canvas"] <= s["card"], s
+        assert s["height"] > 150, s
+    ticks = page.evaluate("""() => Object.fromEntries(Corral.views.analytics.plots().map(u =>
+        [u.root.parentNode.id, u.axes.map(a => (a._values || []).filter(v => v !== ''))]))""")
+    for chart, (x, y) in ticks.items():
+        assert len(x) >= 3 and len(y) >= 2, (chart, x, y)
+        assert len(set(x)) == len(x), (chart, x)  # no tick label twice on an axis
+        assert len(set(y)) == len(y), (chart, y)
+        for label in x:  # 24-hour time, HH:MM (a date line where the day changes)
+            assert re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d(\n.+)?", label), (chart, label)
+            assert not re.search(r"[ap]m", label, re.I), (chart, label)
+    assert all(v.endswith("%") for v in ticks["chart-error-rate"][1]), ticks["chart-error-rate"]
+    # the error-rate chart says what its card says: 1 error in 6 requests is 16.7%, not 0.167
+    card = page.locator(".card", has_text="error rate").locator(".v").inner_text()
+    assert card.endswith("%")
+    top = page.evaluate("""() => {
+        const u = Corral.views.analytics.plots().find(u => u.root.parentNode.id === 'chart-error-rate');
+        return Math.max(...u.data[1].filter(v => v !== null)); }""")
+    assert top >= float(card.rstrip("%")) - 0.1  # the worst bucket, in percent too (16.7, not 0.167)
+    no_horizontal_overflow(page)
+    shot(page, "viewer-analytics-1400")
+
+
+def test_every_page_fits_a_1400_px_window(vg: ViewerGateway, page1400) -> None:
+    page = page1400
+    page.goto(vg.url)
+    page.wait_for_selector("#flows tr")
+    no_horizontal_overflow(page)
+    shot(page, "viewer-list-1400")
+    page.goto(vg.url + "#/analytics")
+    page.wait_for_selector("table.breakdown tbody tr")
+    no_horizontal_overflow(page)
+    for table in page.query_selector_all("table"):
+        assert table.evaluate("t => t.scrollWidth <= t.parentNode.clientWidth")
+    flow = next(r for r in vg.gw.rows() if r["provider"] == "openai" and r["stream"])
+    page.goto(vg.url + f"#/flow/{flow['id']}")
+    page.wait_for_selector("#request-body")
+    no_horizontal_overflow(page)
+    shot(page, "viewer-detail-1400")
+
+
+def test_the_viewer_has_a_favicon(vg: ViewerGateway, page1400) -> None:
+    page = page1400
+    page.goto(vg.url)
+    href = page.get_attribute("link[rel=icon]", "href")
+    assert href and href.endswith(".svg")
+    answer = page.request.get(vg.url + href)
+    assert answer.status == 200 and answer.headers["content-type"].startswith("image/svg+xml")
+    assert answer.text().lstrip().startswith("<svg")
+
+
+@reliability("secrets", "viewer copy-as-curl replayed", "the same request through Corral, key from $VARIABLE",
+             "a new row, credential fingerprinted")
+def test_copy_as_curl_goes_through_corral_and_is_recorded(vg: ViewerGateway, page1400) -> None:
+    """The command the detail page offers, run as it is by a shell: a new flow through the gateway,
+    never the upstream directly; the request headers shown are the ones the client sent."""
+    page = page1400
+    flow = next(r for r in vg.gw.rows() if r["provider"] == "openai" and r["stream"] and r["status"] == 200)
+    page.goto(vg.url + f"#/flow/{flow['id']}")
+    page.wait_for_selector("#request-body")
+    command = page.evaluate("() => document.getElementById('curl').textContent")
+    assert command.startswith(f"curl -X POST {vg.gw.base('openai')}/v1/chat/completions")
+    assert vg.mock.url not in command  # the upstream is Corral's business
+    assert "sk-viewer-test-secret" not in command and "fp_" not in command
+    headers = dict((k.lower(), v) for k, v in (page.eval_on_selector_all(
+        "table.headers", "ts => [...ts[0].querySelectorAll('tr')].map(r => [...r.cells].map(c => c.textContent))")))
+    assert headers["host"] == f"127.0.0.1:{vg.gw.port}"  # what the client sent, not the upstream's name
+    assert headers["authorization"].startswith("fp_")
+    before = {r["id"] for r in vg.gw.rows()}
+    env = {**os.environ, "OPENAI_API_KEY": "sk-replayed-by-curl"}
+    out = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "data:" in out.stdout
+    again = vg.gw.wait_rows(lambda r: r["id"] not in before)[0]
+    assert (again["mode"], again["provider"], again["status"]) == ("reverse", "openai", 200)
+    assert again["path"] == flow["path"] and again["gateway_path"] == "/openai/v1/chat/completions"
+    assert again["request_body"] == flow["request_body"]
+    assert again["credential"] == credentials.fingerprint("sk-replayed-by-curl")
+    assert "sk-replayed-by-curl" not in json.dumps(again)
