@@ -104,6 +104,7 @@ def test_detail_has_headers_bodies_reassembled_stream_and_no_secret(vg: ViewerGa
     d = vg.api(f"api/flows/{stream['id']}").json()
     assert d["response_text"] and "data:" in d["response_body"]
     assert "viewer test" in d["request_body"]
+    assert "stream_options" not in d["request_body"]  # the body the client sent, not the one with usage injected
     names = {k.lower(): v for k, v in d["request_headers"]}
     assert names["authorization"].startswith("fp_")
     assert "sk-viewer-test-secret" not in str(d)
