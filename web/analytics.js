@@ -76,7 +76,7 @@
                    duration_p99_ms: "duration p99", cache_hits: "cache hits", saved_cost_usd: "saved by cache" };
     const show = (k, v, r) => k.endsWith("_ms") ? fmt.ms(v) : k === "cost_usd" ? Money.cost(v, r.unpriced)
       : k.endsWith("usd") ? fmt.usd(v) : fmt.n(v);
-    return el("section", {}, el("h3", {}, title), el("table", { class: "breakdown" },
+    return el("section", { class: "scroll-x" }, el("h3", {}, title), el("table", { class: "breakdown" },
       el("thead", {}, el("tr", {}, keys.map((k) => el("th", {}, k)), Object.values(cols).map((c) => el("th", { class: "num" }, c)))),
       el("tbody", {}, rows.map((r) => el("tr", {}, keys.map((k) => el("td", { class: "key", title: r[k] ?? "" }, r[k] ?? "-")),
         Object.keys(cols).map((c) => el("td", { class: "num" }, show(c, r[c], r))))))));
