@@ -73,7 +73,9 @@ def curl_command(flow: dict[str, Any], gateway: tuple[str, int]) -> str:
         parts.append("-N")  # print the stream as it arrives
     for name, value in flow.get("request_headers") or []:
         lower = name.lower()
-        if lower in CREDENTIAL_HEADERS and _SAFE_NAME.match(name):
+        if lower == "accept-encoding":
+            parts.append("--compressed")  # curl asks for what it can decode, and decodes it
+        elif lower in CREDENTIAL_HEADERS and _SAFE_NAME.match(name):
             # Double quotes: the shell expands the variable, the recorded fingerprint is not sent.
             scheme = "Bearer " if lower == "authorization" else ""
             parts += ["-H", f'"{name}: {scheme}${key_variable(flow.get("provider"))}"']

@@ -20,7 +20,7 @@ FLOW = {
     "upstream": "https://api.openai.com", "host": "api.openai.com", "path": "/v1/chat/completions",
     "request_headers": [["Host", "127.0.0.1:8080"], ["authorization", "fp_0123456789ab"],
                         ["content-type", "application/json"], ["cookie", "fp_ba9876543210"],
-                        ["x-corral-cache", "use"], ["content-length", "42"]],
+                        ["x-corral-cache", "use"], ["content-length", "42"], ["accept-encoding", "gzip, br"]],
     "request_body": json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "it's $HOME `id`"}]}),
 }
 
@@ -47,6 +47,7 @@ def test_reverse_path_through_the_gateway_with_the_key_from_the_shell(tmp_path: 
     assert headers == ["authorization: Bearer sk-from-the-shell", "content-type: application/json",
                        "x-corral-cache: use"]  # Host, cookie and framing are curl's and the gateway's business
     assert argv[argv.index("--data-raw") + 1] == FLOW["request_body"]  # $HOME and `id` not expanded
+    assert "--compressed" in argv  # the client accepted compressed answers: curl decodes them
 
 
 @pytest.mark.parametrize(("listen_host", "viewer_host", "expected"), [
