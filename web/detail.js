@@ -32,7 +32,9 @@
   function summary(f) {
     const pairs = [
       ["id", f.id], ["time", fmt.datetime(f.started_at)], ["mode", f.mode], ["provider", f.provider],
-      ["model", f.model], ["request", `${f.method} ${f.path}`], ["upstream", f.upstream],
+      ["model", f.model], // the path as the client asked for it, then where it went
+      ["request", `${f.method} ${f.mode === "reverse" && f.gateway_path ? f.gateway_path : f.path}`],
+      ["upstream", f.upstream ? f.upstream + f.path : "-"],
       ["status", el("span", { class: statusClass(f.status) }, f.status ?? "none")], ["stream", f.stream ? "yes" : "no"],
       ["complete", f.complete ? "yes" : "no"], ["TTFB", fmt.ms(f.ttfb_ms)], ["duration", fmt.ms(f.duration_ms)],
       ["tokens in / out", `${fmt.n(f.input_tokens)} / ${fmt.n(f.output_tokens)}`],

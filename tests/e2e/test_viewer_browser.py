@@ -197,6 +197,12 @@ def test_analytics_charts_fill_their_cards_with_unique_24h_ticks_and_percent_err
     assert top >= float(card.rstrip("%")) - 0.1  # the worst bucket, in percent too (16.7, not 0.167)
     no_horizontal_overflow(page)
     shot(page, "viewer-analytics-1400")
+    page.set_viewport_size({"width": 1000, "height": 900})  # one chart per row: each follows its card
+    page.wait_for_function("""() => [...document.querySelectorAll('.chart')].every(box =>
+        Math.abs(box.querySelector('canvas').getBoundingClientRect().width - (box.clientWidth - 16)) < 2)""")
+    assert page.evaluate("document.querySelector('#chart-cost canvas').getBoundingClientRect().width") > 900
+    no_horizontal_overflow(page)
+    page.set_viewport_size({"width": 1400, "height": 900})
     for since in ("24h", "7d"):  # longer ranges: still one label per tick, days where hours would repeat
         bucket = vg.api("api/analytics", since=since).json()["bucket_seconds"]
         page.select_option("select[name=range]", since)
@@ -259,6 +265,8 @@ def test_copy_as_curl_goes_through_corral_and_is_recorded(vg: ViewerGateway, pag
         "table.headers", "ts => [...ts[0].querySelectorAll('tr')].map(r => [...r.cells].map(c => c.textContent))")))
     assert headers["host"] == f"127.0.0.1:{vg.gw.port}"  # what the client sent, not the upstream's name
     assert headers["authorization"].startswith("fp_")
+    summary = page.inner_text(".kv")
+    assert "POST /openai/v1/chat/completions" in summary and f"{vg.mock.url}/v1/chat/completions" in summary
     before = {r["id"] for r in vg.gw.rows()}
     env = {**os.environ, "OPENAI_API_KEY": "sk-replayed-by-curl"}
     out = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
