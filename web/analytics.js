@@ -32,9 +32,9 @@
     splits.map((v) => v === null ? "" : before + number(v, decimals(incr)) + after);
 
   // Per chart kind: y ticks and their steps (counts never step by half a request), legend values.
+  const WHOLE_STEPS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].flatMap((e) => [1, 2, 5].map((m) => m * 10 ** e));
   const KINDS = {
-    count: { values: ticks("", ""), incrs: [1, 2, 5].flatMap((m) => [0, 1, 2, 3, 4, 5, 6, 7, 8].map((e) => m * 10 ** e)).sort((a, b) => a - b),
-             legend: (v) => fmt.n(v) },
+    count: { values: ticks("", ""), incrs: WHOLE_STEPS, legend: (v) => fmt.n(v) },
     usd: { values: ticks("$", ""), legend: (v) => fmt.usd(v) },
     ms: { values: ticks("", " ms"), legend: (v) => fmt.ms(v) },
     pct: { values: ticks("", "%"), legend: (v) => v.toFixed(1) + "%" },
