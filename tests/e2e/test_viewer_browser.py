@@ -15,6 +15,7 @@ from addon import credentials
 from tests.support.gateway import REPO_ROOT
 from tests.support.reliability import reliability
 from tests.support.viewer import ViewerGateway
+from tests.support.waiting import until
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -53,6 +54,12 @@ def page(browser):
     yield pg
     ctx.close()
     assert not errors, errors  # no JavaScript exceptions on any page
+
+
+def wait_js(page, expression: str) -> None:
+    """Poll a JavaScript expression until it is true. (Playwright's wait_for_function polls with eval()
+    inside the page, which the viewer's CSP forbids: evaluate() goes through the DevTools protocol.)"""
+    until(lambda: page.evaluate(expression), message=f"never true: {expression}")
 
 
 def shot(page, name: str) -> Path:
@@ -103,7 +110,7 @@ def test_filter_narrows_the_list(vg: ViewerGateway, page) -> None:
     page.wait_for_selector("#flows tr")
     page.wait_for_selector('select[name=provider] option[value="gemini"]', state="attached")
     page.select_option("select[name=provider]", "gemini")
-    page.wait_for_function("document.querySelectorAll('#flows tr').length === 1")
+    wait_js(page, "document.querySelectorAll('#flows tr').length === 1")
     assert "gemini" in page.inner_text("#flows tr")
 
 
@@ -171,7 +178,7 @@ def test_analytics_charts_fill_their_cards_with_unique_24h_ticks_and_percent_err
 ) -> None:
     page = page1400
     page.goto(vg.url + "#/analytics")
-    page.wait_for_function("Corral.views.analytics.plots().length === 5")
+    wait_js(page, "Corral.views.analytics.plots().length === 5")
     sizes = page.evaluate("""() => [...document.querySelectorAll('.chart')].map(box => {
         const c = box.querySelector('canvas').getBoundingClientRect(), b = box.getBoundingClientRect();
         return {id: box.id, canvas: c.width, card: b.width, height: c.height}; })""")
@@ -198,7 +205,7 @@ def test_analytics_charts_fill_their_cards_with_unique_24h_ticks_and_percent_err
     no_horizontal_overflow(page)
     shot(page, "viewer-analytics-1400")
     page.set_viewport_size({"width": 1000, "height": 900})  # one chart per row: each follows its card
-    page.wait_for_function("""() => [...document.querySelectorAll('.chart')].every(box =>
+    wait_js(page, """[...document.querySelectorAll('.chart')].every(box =>
         Math.abs(box.querySelector('canvas').getBoundingClientRect().width - (box.clientWidth - 16)) < 2)""")
     assert page.evaluate("document.querySelector('#chart-cost canvas').getBoundingClientRect().width") > 900
     no_horizontal_overflow(page)
@@ -206,7 +213,7 @@ def test_analytics_charts_fill_their_cards_with_unique_24h_ticks_and_percent_err
     for since in ("24h", "7d"):  # longer ranges: still one label per tick, days where hours would repeat
         bucket = vg.api("api/analytics", since=since).json()["bucket_seconds"]
         page.select_option("select[name=range]", since)
-        page.wait_for_function(f"document.getElementById('status').textContent.startsWith('{bucket}s buckets')")
+        wait_js(page, f"document.getElementById('status').textContent.startsWith('{bucket}s buckets')")
         for chart, (x, y) in chart_ticks(page).items():
             assert len(set(x)) == len(x) >= 3 and len(set(y)) == len(y), (since, chart, x, y)
             for label in x:
