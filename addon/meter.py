@@ -16,39 +16,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 
 from addon import delivery, metadata as md
+from addon.decoding import TOO_LARGE, BoundedDecoder, decode_bounded
 from providers.formats import get_family
 from providers.formats.base import Family, ParseResult, StreamParser
-from providers.formats.common import http_error_fallback
+from providers.formats.common import clip_text, http_error_fallback
 from providers.formats.include_usage import UsageChunkStripper, inject_include_usage
 
 logger = logging.getLogger(__name__)
 
 # Bodies above this are parsed on a worker thread, not on the event loop.
 INLINE_PARSE_LIMIT = 1 << 20
-# A streamed JSON answer (unknown or large length) is kept up to this for parsing; the client gets all.
-JSON_PARSE_CEILING = 64 << 20
+# A compressed stream chunk is decoded and parsed this many bytes at a time (1 KB of gzip can be 1 MB).
+DECODE_STEP = 1 << 20
 
 
-def _decoder(content_encoding: str):
-    """Incremental decoder for a compressed stream; None for identity or an unknown coding."""
-    coding = content_encoding.strip().lower()
-    if coding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(wbits=31)
-    if coding == "deflate":
-        return zlib.decompressobj()
-    return None
+def too_large(limit: int) -> str:
+    return f"{TOO_LARGE} (more than {limit} bytes; [gateway] parse_limit)"
 
 
 class StreamTee:
     """The callable mitmproxy calls with each response chunk (then b"" at the end)."""
 
     def __init__(
-        self, flow: http.HTTPFlow, parser: StreamParser | None, keep_limit: int, stripper: UsageChunkStripper | None
+        self, flow: http.HTTPFlow, parser: StreamParser | None, keep_limit: int, stripper: UsageChunkStripper | None,
+        parse_limit: int = 64 << 20,
     ) -> None:
         self.flow = flow
         self.parser = parser  # None: a whole body, read by Meter.response from what was kept
@@ -58,7 +53,10 @@ class StreamTee:
         self.truncated = False
         self.stripper = stripper
         self.encoding = flow.response.headers.get("content-encoding", "") if flow.response else ""
-        self.decoder = _decoder(self.encoding)
+        # Only a compressed stream is bounded in total: it can inflate a thousandfold, while plain
+        # bytes cost the sender as much as the parse costs here (and the parser's memory is bounded).
+        self.decoder = None if self.encoding.strip().lower() in ("", "identity") else BoundedDecoder(
+            self.encoding, parse_limit)
         self.decode_error: str | None = None
         self.finished = False
 
@@ -90,18 +88,17 @@ class StreamTee:
             self.kept += chunk[:room]
         if len(chunk) > room:
             self.truncated = True
-        if self.parser is None:
+        if self.parser is None or self.decode_error is not None:
             return
-        data = chunk
-        if self.decoder is not None and self.decode_error is None:
-            try:
-                data = self.decoder.decompress(chunk)
-            except zlib.error as e:
-                self.decode_error = f"stream is not valid {self.encoding}: {e}"
-                return
-        elif self.decode_error is not None:
+        if self.decoder is None:
+            self.parser.feed(chunk)
             return
-        self.parser.feed(data)
+        for piece in self.decoder.pieces(chunk, DECODE_STEP):
+            self.parser.feed(piece)
+        if self.decoder.error:
+            self.decode_error = f"stream not decoded: {self.decoder.error}"
+        elif self.decoder.too_large:
+            self.decode_error = too_large(self.decoder.limit)
 
     def finish(self, complete_body: bool) -> None:
         """Close the parser and publish what it found. Runs at the end of the stream, or from the
@@ -126,6 +123,8 @@ class StreamTee:
 
 def publish(flow: http.HTTPFlow, result: ParseResult) -> None:
     meta = flow.metadata
+    limit = ctx.options.corral_storage_body_limit  # a provider's error message can be a whole body too
+    result.text, result.error = clip_text(result.text, limit), clip_text(result.error, limit)
     meta[md.MODEL] = result.model or meta.get(md.MODEL)
     meta[md.USAGE] = result.usage.as_dict()
     meta[md.COMPLETE] = bool(result.complete)
@@ -150,8 +149,19 @@ class Meter:
         )
         loader.add_option(
             "corral_storage_body_limit", int, 4 * 1024 * 1024,
-            "Bytes of each request/response body kept for the record (the client always gets all).",
+            "Bytes of each request/response body kept for the record (the client always gets all); also "
+            "the most characters of reassembled text and bytes of any stream buffer kept per flow.",
         )
+        loader.add_option(
+            "corral_gateway_parse_limit", int, 64 * 1024 * 1024,
+            "Most bytes of a response body Corral keeps whole, decodes (gzip, br, ...) and parses for usage. "
+            "Past it the client still gets every byte; the record says the response was too large.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        for name in ("corral_storage_body_limit", "corral_gateway_parse_limit"):
+            if name in updated and getattr(ctx.options, name) <= 0:
+                raise exceptions.OptionsError(f"{name} must be a positive number of bytes")
 
     @staticmethod
     def _family(flow: http.HTTPFlow) -> Family | None:
@@ -190,7 +200,7 @@ class Meter:
         kind = None
         if 200 <= response.status_code < 300 and delivery.has_body(flow):
             kind = family.stream_kind(flow.request.path, response.headers.get("content-type", ""))
-        limit = ctx.options.corral_storage_body_limit
+        limit, parse_limit = ctx.options.corral_storage_body_limit, ctx.options.corral_gateway_parse_limit
         if kind is not None:
             flow.metadata[md.STREAM] = True
             stripper = None
@@ -200,10 +210,12 @@ class Meter:
                     flow.metadata.setdefault(md.CHANGES, []).append(
                         "response framing: upstream Content-Length dropped (the body is shortened), sent chunked"
                     )
-            tee = StreamTee(flow, family.stream_parser(flow.request.path, kind), limit, stripper)
+            parser = family.stream_parser(flow.request.path, kind)
+            parser.bound(limit)
+            tee = StreamTee(flow, parser, limit, stripper, parse_limit)
         elif delivery.should_stream(flow):
             whole_json = delivery.is_json(flow.metadata[md.RESPONSE_TYPE] or "")
-            tee = StreamTee(flow, None, max(limit, JSON_PARSE_CEILING) if whole_json else limit, None)
+            tee = StreamTee(flow, None, max(limit, parse_limit) if whole_json else limit, None)
         else:
             return
         self.tees[flow.id] = tee
@@ -224,13 +236,18 @@ class Meter:
         if unparsed is not None:
             publish(flow, unparsed)
             return
-        decode_error = None
-        try:
-            body = flow.response.get_content(strict=True) or b""
-        except ValueError as e:  # e.g. content-encoding: gzip on bytes that are not gzip
-            decode_error = f"response body is not valid {flow.response.headers.get('content-encoding')}: {e}"
-            body = flow.response.raw_content or b""
         flow.metadata.setdefault(md.STREAM, False)
+        limit = ctx.options.corral_gateway_parse_limit
+        decoded = decode_bounded(flow.response.raw_content, flow.response.headers.get("content-encoding", ""), limit)
+        decode_error = None
+        body = decoded.data
+        if decoded.error:  # e.g. content-encoding: gzip on bytes that are not gzip: parse them as they are
+            decode_error = f"response body not decoded: {decoded.error}"
+            decoded = decode_bounded(flow.response.raw_content, "", limit)
+            body = decoded.data
+        if decoded.too_large:
+            publish(flow, ParseResult(parse_error=too_large(limit)))
+            return
         if len(body) > INLINE_PARSE_LIMIT:
             result = await asyncio.to_thread(family.parse_response, flow.request.path, flow.response.status_code, body)
         else:

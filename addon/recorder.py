@@ -19,9 +19,11 @@ from mitmproxy import ctx, exceptions, http
 
 from addon import metadata as md, paths
 from addon.credentials import redact_headers, redact_url_path
+from addon.decoding import decode_bounded
 from addon.services import PricingService
 from addon.storage.db import DatabaseError
 from addon.storage.writer import RecordWriter
+from providers.formats.common import clip_text
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,17 @@ def client_request_body(flow: http.HTTPFlow) -> bytes | None:
         return raw
     at, removed, added = edit["at"], edit["removed"].encode(), edit["added"].encode()
     return raw[:at] + removed + raw[at + len(added):]
+
+
+def _response_body(resp: http.Response | None, limit: int) -> str | None:
+    """The stored copy of the response body: decoded (gzip, br, ...) up to ``limit`` bytes only, so a
+    compression bomb never inflates here; bytes that do not decode are kept as they are."""
+    if resp is None or not resp.raw_content:
+        return None
+    decoded = decode_bounded(resp.raw_content, resp.headers.get("content-encoding", ""), limit + 1)
+    if decoded.error:
+        return _body_text(resp.raw_content, limit)
+    return _body_text(decoded.data, limit)
 
 
 def _headers_json(headers: http.Headers | None) -> str | None:
@@ -217,9 +230,8 @@ class Recorder:
                                 else _headers_json(req.headers)),
             "response_headers": _headers_json(resp.headers if resp is not None else None),
             "request_body": _body_text(client_request_body(flow), limit) if full else None,
-            "response_body": (_body_text(resp.get_content(strict=False) if resp is not None else None, limit)
-                              if full else None),
-            "response_text": meta.get(md.TEXT) if full else None,
+            "response_body": _response_body(resp, limit) if full else None,
+            "response_text": clip_text(meta.get(md.TEXT), limit) if full else None,
             "attempts": json.dumps(meta[md.ATTEMPTS]) if meta.get(md.ATTEMPTS) else None,
             "worker": self.worker,
             "corral_changes": json.dumps(meta[md.CHANGES]) if meta.get(md.CHANGES) else None,

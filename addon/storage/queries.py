@@ -19,6 +19,7 @@ from typing import Any
 import peewee
 
 from addon.storage.models import FLOW_SUMMARY_FIELDS, Flow
+from providers.formats.common import clip_marker
 
 LIST_FIELDS = [*FLOW_SUMMARY_FIELDS, "saved_cost_usd"]
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
@@ -139,11 +140,23 @@ def list_flows(
     return {"flows": rows, "next": encode_cursor(rows[-1]) if more and rows else None}
 
 
-def get_flow(flow_id: str) -> dict[str, Any] | None:
-    flow = Flow.get_or_none(Flow.id == flow_id)
+def get_flow(flow_id: str, field_limit: int | None = None) -> dict[str, Any] | None:
+    """One flow; with ``field_limit``, no text field longer than that (cut in SQL, then marked), so a
+    huge stored body never reaches memory or the answer whole."""
+    query = Flow.select()
+    long_fields = [f for f in Flow._meta.sorted_fields if isinstance(f, peewee.TextField)]
+    if field_limit is not None:
+        short = [f for f in Flow._meta.sorted_fields if f not in long_fields]
+        query = Flow.select(*short, *(peewee.fn.SUBSTR(f, 1, field_limit + 1).alias(f.name) for f in long_fields))
+    flow = query.where(Flow.id == flow_id).first()
     if flow is None:
         return None
     data = row_dict(flow)
+    if field_limit is not None:
+        for f in long_fields:
+            value = data.get(f.name)
+            if isinstance(value, str) and len(value) > field_limit:
+                data[f.name] = value[:field_limit] + clip_marker(field_limit)
     for key in ("request_headers", "response_headers", "attempts", "corral_changes"):
         if data.get(key):
             try:

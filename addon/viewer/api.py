@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
+from mitmproxy import ctx
 
 from addon.storage import queries
 from addon.storage.models import database_proxy
@@ -95,7 +96,9 @@ class FlowsHandler(Base):
 
 class FlowHandler(Base):
     async def get(self, flow_id: str, what: str | None = None) -> None:
-        flow = await run_query(queries.get_flow, flow_id)
+        # No field longer than what the recorder keeps of a body (a row written before that limit, or
+        # with a larger one, may hold more).
+        flow = await run_query(queries.get_flow, flow_id, getattr(ctx.options, "corral_storage_body_limit", None))
         if flow is None:
             self.send({"error": "no such flow"}, 404)
         elif what == "curl":

@@ -73,6 +73,10 @@ class StreamParser(Protocol):
 
     def finish(self) -> ParseResult: ...
 
+    def bound(self, limit: int) -> None:
+        """Keep at most ``limit`` characters of reassembled text and ``limit`` bytes in any buffer."""
+        ...
+
 
 class Family(Protocol):
     """One wire-format family."""

@@ -15,6 +15,9 @@ from providers.formats.ndjson import NDJSONDecoder
 from providers.formats.sse import SSEDecoder, SSEEvent
 
 JSON_CT = "application/json"
+# What one flow's parser keeps at most (reassembled text characters, bytes of a pending line, event or
+# frame) unless the gateway bounds it otherwise (``FramedStreamParser.bound``, [storage] body_limit).
+DEFAULT_LIMIT = 4 * 1024 * 1024
 ERROR_KINDS = ("not_found", "rate_limited", "upstream_unavailable", "bad_request", "timeout")
 
 
@@ -181,8 +184,46 @@ def object_result(status: int, body: bytes) -> tuple[dict[str, Any] | None, Pars
     return None, result
 
 
+def clip_marker(limit: int) -> str:
+    return f"\n[corral: clipped at {limit} characters]"
+
+
+def clip_text(text: str | None, limit: int) -> str | None:
+    """``text`` cut to ``limit`` characters, with a marker saying so; unchanged when it fits."""
+    if text is None or len(text) <= limit or text.endswith(clip_marker(limit)):
+        return text
+    return text[:limit] + clip_marker(limit)
+
+
+class TextParts(list[str]):
+    """The reassembled text's pieces, at most ``limit`` characters in all: an endless stream must not
+    grow memory. The rest is dropped and ``text()`` ends with a marker."""
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        super().__init__()
+        self.limit = limit
+        self.size = 0
+        self.clipped = False
+
+    def append(self, text: str) -> None:
+        if self.clipped:
+            return
+        room = self.limit - self.size
+        if len(text) > room:
+            text, self.clipped = text[:room], True
+        if text:
+            super().append(text)
+            self.size += len(text)
+
+    def text(self) -> str | None:
+        if not self and not self.clipped:
+            return None
+        return "".join(self) + (clip_marker(self.limit) if self.clipped else "")
+
+
 class Decoder(Protocol):
     error: str | None
+    max_buffer: int
 
     def feed(self, chunk: bytes) -> list[Any]: ...
 
@@ -216,8 +257,14 @@ class FramedStreamParser:
         else:
             self._init_error = None
         self.result = ParseResult()
-        self.parts: list[str] = []
+        self.parts = TextParts()
         self._final: ParseResult | None = None
+
+    def bound(self, limit: int) -> None:
+        """Keep at most ``limit`` characters of text and ``limit`` bytes in any framing buffer."""
+        self.parts.limit = limit
+        if self.decoder is not None:
+            self.decoder.max_buffer = limit
 
     def feed(self, chunk: bytes) -> None:
         if self.decoder is None or self._final is not None:
@@ -243,8 +290,8 @@ class FramedStreamParser:
         elif self._init_error:
             self._parse_error(self._init_error)
         r = self.result
-        if self.parts:
-            r.text = "".join(self.parts)
+        if self.parts or self.parts.clipped:
+            r.text = self.parts.text()
         self._final = r
         return r
 

@@ -38,6 +38,7 @@ class EventStreamDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
         self.error: str | None = None
+        self.max_buffer = MAX_FRAME  # the gateway may bound a frame (and so this buffer) lower
 
     def feed(self, chunk: bytes) -> list[Message]:
         if self.error is not None:
@@ -65,7 +66,7 @@ class EventStreamDecoder:
         if zlib.crc32(self._buf[:8]) != crc:
             self.error = "event-stream prelude checksum mismatch"
             return None
-        if not MIN_FRAME <= total <= MAX_FRAME or headers_len > total - MIN_FRAME:
+        if not MIN_FRAME <= total <= min(MAX_FRAME, self.max_buffer) or headers_len > total - MIN_FRAME:
             self.error = f"event-stream frame with impossible lengths ({total}, {headers_len})"
             return None
         return total

@@ -14,6 +14,9 @@ from typing import Any
 from providers.formats.json_edit import Edit, set_nested_true
 
 CR, LF = 0x0D, 0x0A
+# A usage-only event is a few hundred bytes: an event already longer than this is forwarded as it
+# comes instead of being held back whole (an endless event must neither grow memory nor stall).
+MAX_HELD_EVENT = 64 * 1024
 
 
 def inject_include_usage(body: bytes) -> Edit | None:
@@ -65,6 +68,7 @@ class UsageChunkStripper:
         # An event ended on a CR at the end of a chunk: a following LF still belongs to it.
         self._pending_lf: bool | None = None  # None: no; True: drop it; False: forward it
         self.stripped = 0
+        self._passing = False  # the current event outgrew MAX_HELD_EVENT: not usage-only, forwarded
 
     def feed(self, chunk: bytes) -> bytes:
         if self._pending_lf is not None and chunk:
@@ -79,13 +83,19 @@ class UsageChunkStripper:
             del self._buf[:end]
             self._pos = 0
             self._line_empty, self._after_cr = True, False
-            drop = is_usage_only_event(event)
+            drop = not self._passing and is_usage_only_event(event)
+            self._passing = False
             if drop:
                 self.stripped += 1
             else:
                 out += event
             if event.endswith(b"\r") and not self._buf:
                 self._pending_lf = drop
+        if len(self._buf) > MAX_HELD_EVENT:
+            out += self._buf[: self._pos]  # everything scanned so far; the scan state stays valid
+            del self._buf[: self._pos]
+            self._pos = 0
+            self._passing = True
         return bytes(out)
 
     def finish(self) -> bytes:
@@ -93,7 +103,7 @@ class UsageChunkStripper:
         self._buf.clear()
         self._pos = 0
         self._pending_lf = None
-        if rest and is_usage_only_event(rest):
+        if rest and not self._passing and is_usage_only_event(rest):
             # The stream ended without the blank line after the usage chunk: still not asked for.
             self.stripped += 1
             return b""

@@ -22,6 +22,8 @@ class JSONArrayDecoder:
         self.started = False
         self.closed = False
         self.error: str | None = None
+        # Most bytes of one element held: past it decoding stops (an element cannot be skipped safely).
+        self.max_buffer = 4 * 1024 * 1024
         self._elem = bytearray()
         self._collecting = False
         self._scalar = False
@@ -41,6 +43,9 @@ class JSONArrayDecoder:
                 if i >= n:
                     break
             i = self._step(chunk, i, out)
+        if len(self._elem) > self.max_buffer and self.error is None:
+            self.error = f"JSON array element longer than {self.max_buffer} bytes"
+            self._elem.clear()
         return out
 
     def finish(self) -> list[str]:

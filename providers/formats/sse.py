@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CR, LF = 0x0D, 0x0A
+DEFAULT_MAX_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass
@@ -28,12 +29,20 @@ class SSEDecoder:
         self._data: list[str] = []
         self.comments: int = 0
         self.error: str | None = None
+        # Most bytes of one line, or of one event's data, held at a time: an endless line or event
+        # must not grow memory. An overlong one is skipped (and reported); the stream goes on.
+        self.max_buffer = DEFAULT_MAX_BUFFER
+        self._data_size = 0
+        self._skip_line = False  # inside an overlong line: drop bytes up to its terminator
+        self._drop_event = False  # the current event lost a line or outgrew max_buffer
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if self._after_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]
         if chunk:
             self._after_cr = False
+        if self._skip_line:
+            chunk = self._skip(chunk)
         self._buf += chunk
         events: list[SSEEvent] = []
         start = 0
@@ -53,7 +62,30 @@ class SSEDecoder:
             else:
                 start = end + 1
         del self._buf[:start]
+        if len(self._buf) > self.max_buffer:
+            self._overflow(f"SSE line longer than {self.max_buffer} bytes (event skipped)")
+            self._buf.clear()
+            self._skip_line = True
         return events
+
+    def _skip(self, chunk: bytes) -> bytes:
+        """Drop the rest of an overlong line; what follows its terminator is decoded again."""
+        end = _next_terminator(bytearray(chunk), 0)
+        if end < 0:
+            return b""
+        self._skip_line = False
+        if chunk[end] == CR:
+            if end + 1 == len(chunk):
+                self._after_cr = True
+                return b""
+            return chunk[end + 2:] if chunk[end + 1] == LF else chunk[end + 1:]
+        return chunk[end + 1:]
+
+    def _overflow(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+        self._drop_event = True
+        self._data, self._data_size = [], 0
 
     def finish(self) -> list[SSEEvent]:
         """End of stream: a last event without its trailing blank line is still delivered, because
@@ -81,16 +113,22 @@ class SSEDecoder:
         if sep and value.startswith(" "):
             value = value[1:]
         if name == "data":
+            if self._drop_event:
+                return
+            self._data_size += len(raw)
+            if self._data_size > self.max_buffer:
+                self._overflow(f"SSE event longer than {self.max_buffer} bytes (skipped)")
+                return
             self._data.append(value)
         elif name == "event":
             self._event = value
         # id:, retry: and unknown fields carry nothing the gateway needs.
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
-        if self._data:
+        if self._data and not self._drop_event:
             events.append(SSEEvent(self._event, "\n".join(self._data)))
         self._event = None
-        self._data = []
+        self._data, self._data_size, self._drop_event = [], 0, False
 
 
 def _next_terminator(buf: bytearray, start: int) -> int:

@@ -20,6 +20,8 @@ FIRST_PARTY = {"addon", "providers"}
 USED_WITHOUT_IMPORT = {"psycopg2-binary"}  # peewee's playhouse imports psycopg2 for postgresql:// URLs
 # Files only their host program loads: the pytest plugin runs inside pytest (the pytest11 entry point).
 HOSTED = {"addon/pytest_plugin.py": {"pytest"}}
+# Standard library from a later Python than this one (imported under a version check).
+LATER_STDLIB = {"compression"}  # Python 3.14: compression.zstd
 
 
 def normalise(name: str) -> str:
@@ -55,7 +57,7 @@ def third_party_imports() -> dict[str, set[str]]:
                 for name in names:
                     top = name.partition(".")[0]
                     hosted = top in HOSTED.get(str(path.relative_to(ROOT)), set())
-                    if top not in sys.stdlib_module_names and top not in FIRST_PARTY and not hosted:
+                    if top not in sys.stdlib_module_names | LATER_STDLIB and top not in FIRST_PARTY and not hosted:
                         found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     return found
 
