@@ -9,6 +9,15 @@ on SQLite a batch takes the write lock up front (BEGIN IMMEDIATE) and waits for 
 busy_timeout; on PostgreSQL rows simply interleave. A lost connection (server restart, idle
 timeout, pg_terminate_backend) is reopened and the batch retried; a batch that was in fact
 committed before the connection broke is not doubled (primary key; see ``_write_one_by_one``).
+
+A database that cannot take the batch (disk full, server down) keeps it: the writer retries it with
+backoff (up to ``RETRY_MAX`` seconds apart) until it is written, logging the database's own error.
+Meanwhile rows wait in memory, at most ``max_backlog_rows`` rows and ``max_backlog_bytes`` of
+bodies; rows past that are dropped on arrival and counted (``dropped``). At shutdown a batch that
+still fails after a few attempts is given up, and said so.
+
+SIGKILL (or power loss) loses what is not yet committed: the rows of the last ``interval`` (50 ms)
+plus the batch being written. ``interval`` is kept at or under ``MAX_INTERVAL``.
 """
 
 from __future__ import annotations
@@ -26,28 +35,55 @@ from addon.storage.models import Flow
 
 logger = logging.getLogger(__name__)
 
+MAX_INTERVAL = 0.1  # the most rows a SIGKILL can lose: those of one interval (and the batch in flight)
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between attempts at a batch the database refused
+SHUTDOWN_ATTEMPTS = 5  # attempts at a refused batch once stopping, before it is given up
+_SIZED_FIELDS = ("request_body", "response_body", "response_text", "request_headers", "response_headers")
+
+
+def _row_size(row: dict[str, Any]) -> int:
+    return 512 + sum(len(row.get(name) or "") for name in _SIZED_FIELDS)
+
+
+def _cause(e: BaseException) -> BaseException:
+    """The database's own error. SQLite rolls a transaction back itself on SQLITE_FULL/IOERR; peewee's
+    rollback then fails with "cannot rollback - no transaction is active", which hides the cause."""
+    while "no transaction is active" in str(e) and e.__context__ is not None:
+        e = e.__context__
+    return e
+
 
 def _default(field: peewee.Field) -> Any:
     return field.default() if callable(field.default) else field.default
 
 
 class RecordWriter:
-    def __init__(self, url: str, batch_size: int = 500, interval: float = 0.05) -> None:
+    def __init__(self, url: str, batch_size: int = 500, interval: float = 0.05,
+                 max_backlog_rows: int = 20_000, max_backlog_bytes: int = 256 * 1024 * 1024) -> None:
+        if not 0 < interval <= MAX_INTERVAL:
+            raise ValueError(f"interval must be in (0, {MAX_INTERVAL}] seconds")
         self.url = url
         self.batch_size = batch_size
         self.interval = interval
+        self.max_backlog_rows = max_backlog_rows
+        self.max_backlog_bytes = max_backlog_bytes
+        self.sleep = time.sleep  # tests replace it
         # A deque, not a queue.Queue: append/popleft are atomic and wake nobody, and the writer thread
         # is woken once per batch. Waking it per row costs two GIL hand-offs per request, which stall
         # the event loop under load (docs/decisions.md).
-        self._rows: collections.deque[dict[str, Any]] = collections.deque()
+        self._rows: collections.deque[tuple[dict[str, Any], int]] = collections.deque()  # (row, size)
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._db: peewee.Database | None = None
         self.written = 0
         self.failed_batches = 0
+        self.dropped = 0  # rows refused because the backlog was full (the database refused writes)
         self._submitted = 0  # only the submitting (event loop) thread changes it
+        self._submitted_bytes = 0  # ... and this
         self._finished = 0  # rows written or given up on; only the writer thread changes it
+        self._finished_bytes = 0  # ... and this
+        self._shutdown_failures = 0
         self._idle = threading.Condition()
         self._sqlite_insert: str | None = None
 
@@ -59,8 +95,17 @@ class RecordWriter:
 
     def submit(self, row: dict[str, Any]) -> None:
         """Queue a row; never blocks. Call from one thread (the event loop)."""
+        size = _row_size(row)
+        if (self._submitted - self._finished >= self.max_backlog_rows
+                or self._submitted_bytes - self._finished_bytes + size > self.max_backlog_bytes):
+            if self.dropped % 1000 == 0:
+                logger.error("corral: record backlog full (the database is refusing writes): dropped %d rows",
+                             self.dropped + 1)
+            self.dropped += 1
+            return
         self._submitted += 1
-        self._rows.append(row)
+        self._submitted_bytes += size
+        self._rows.append((row, size))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -97,14 +142,18 @@ class RecordWriter:
             stopping = self._stopping
             if not stopping:
                 # Gather what arrives within the interval: one transaction for many rows.
-                time.sleep(self.interval)
+                self.sleep(self.interval)
             while self._rows:
                 batch: list[dict[str, Any]] = []
+                size = 0
                 while self._rows and len(batch) < self.batch_size:
-                    batch.append(self._rows.popleft())
+                    row, row_size = self._rows.popleft()
+                    batch.append(row)
+                    size += row_size
                 self._write(batch)
                 with self._idle:
                     self._finished += len(batch)
+                    self._finished_bytes += size
                     self._idle.notify_all()
             if stopping:
                 break
@@ -117,23 +166,39 @@ class RecordWriter:
         return self._db.atomic()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
+        """Write ``batch``; while the database refuses it, retry with backoff (give up only at shutdown)."""
         assert self._db is not None
-        for attempt in range(5):
+        attempt, delay, failing_since = 0, RETRY_FIRST, 0.0
+        while True:
             try:
                 with self._transaction():
                     self._insert(batch)
                 self.written += len(batch)
+                if attempt:
+                    logger.warning("corral: database writes resumed after %.1f s (%d rows dropped meanwhile)",
+                                   time.monotonic() - failing_since, self.dropped)
                 return
             except peewee.IntegrityError:
                 # A duplicate id in the batch: write row by row so one bad row loses nothing else.
                 self._write_one_by_one(batch)
                 return
             except Exception as e:  # a dead connection may raise the driver's own errors
-                logger.warning("corral: database write failed (attempt %d): %s", attempt + 1, e)
-                time.sleep(0.2 * (attempt + 1))
-                self._reconnect()
-        self.failed_batches += 1
-        logger.error("corral: dropped %d records after repeated database errors", len(batch))
+                cause = _cause(e)
+                attempt += 1
+                if attempt == 1:
+                    failing_since = time.monotonic()
+                if attempt == 1 or (delay >= RETRY_MAX and attempt % 12 == 0):  # then about once a minute
+                    logger.warning("corral: database write failed (%d rows waiting, attempt %d): %s",
+                                   len(batch) + len(self._rows), attempt, cause)
+            if self._stopping and attempt >= (1 if self._shutdown_failures else SHUTDOWN_ATTEMPTS):
+                self._shutdown_failures += 1
+                self.failed_batches += 1
+                logger.error("corral: dropped %d records at shutdown: the database kept refusing them (%s)",
+                             len(batch), cause)
+                return
+            self.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+            self._reconnect()
 
     def _insert(self, batch: list[dict[str, Any]]) -> None:
         """Insert ``batch`` (inside the caller's transaction).
