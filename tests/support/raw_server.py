@@ -11,8 +11,12 @@ import threading
 
 
 class RawServer:
-    def __init__(self, greeting: bytes = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n") -> None:
+    def __init__(self, greeting: bytes = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+                 read_request: bool = False) -> None:
         self.greeting = greeting
+        # Read the request (head and content-length body) before answering: closing a socket with
+        # unread bytes sends a reset, which the peer may see before the answer.
+        self.read_request = read_request
         self.connections = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
@@ -39,6 +43,25 @@ class RawServer:
             self.connections += 1
             with conn:
                 try:
+                    if self.read_request:
+                        _read_request(conn)
                     conn.sendall(self.greeting)
                 except OSError:
                     pass
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
