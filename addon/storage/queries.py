@@ -146,7 +146,8 @@ def get_flow(flow_id: str, field_limit: int | None = None) -> dict[str, Any] | N
     query = Flow.select()
     long_fields = [f for f in Flow._meta.sorted_fields if isinstance(f, peewee.TextField)]
     if field_limit is not None:
-        short = [f for f in Flow._meta.sorted_fields if f not in long_fields]
+        long_names = {f.name for f in long_fields}  # by name: a peewee field's == builds an expression
+        short = [f for f in Flow._meta.sorted_fields if f.name not in long_names]
         query = Flow.select(*short, *(peewee.fn.SUBSTR(f, 1, field_limit + 1).alias(f.name) for f in long_fields))
     flow = query.where(Flow.id == flow_id).first()
     if flow is None:

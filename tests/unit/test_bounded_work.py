@@ -220,4 +220,5 @@ def test_viewer_detail_never_returns_more_than_the_limit_per_field(tmp_path) -> 
     assert flow is not None
     assert flow["response_text"] == "t" * 1000 + "\n[corral: clipped at 1000 characters]"
     assert flow["request_body"] == "b" * 50
+    assert flow["method"] == "POST" and flow["id"] == "big" and flow["path"] == "/x"  # the other fields, whole
     assert queries.get_flow("big")["response_text"] == "t" * 100_000  # type: ignore[index]
