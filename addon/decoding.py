@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,7 +29,13 @@ TOO_LARGE = "response too large to decode"
 
 
 class _Stage(Protocol):
-    def decompress(self, data: bytes, max_length: int) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        """Up to ``max_length`` bytes; with ``data`` empty, more of what earlier input holds."""
+        ...
+
+    def more(self, produced: int, max_length: int) -> bool:
+        """Whether earlier input may still hold output (the last call stopped at ``max_length``)."""
+        ...
 
 
 class _Zlib:
@@ -38,6 +45,7 @@ class _Zlib:
         self.started = False
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
+        data = data or self.d.unconsumed_tail
         try:
             out = self.d.decompress(data, max_length)
         except zlib.error:
@@ -48,6 +56,9 @@ class _Zlib:
         self.started = True
         return out
 
+    def more(self, produced: int, max_length: int) -> bool:
+        return bool(self.d.unconsumed_tail) or produced >= max_length
+
 
 class _Brotli:
     def __init__(self) -> None:
@@ -56,6 +67,11 @@ class _Brotli:
     def decompress(self, data: bytes, max_length: int) -> bytes:
         # brotli may stop at its buffer limit with input left: the caller stops there too (too large).
         return self.d.process(data, output_buffer_limit=max_length)
+
+    def more(self, produced: int, max_length: int) -> bool:
+        # can_accept_more_data() turns true while output may still be pending (brotli 1.2.1): drain
+        # until a call yields nothing, or a body is cut short.
+        return produced > 0 or not self.d.can_accept_more_data()
 
 
 class _Zstd:
@@ -66,6 +82,9 @@ class _Zstd:
         if self.d.eof:
             return b""  # trailing bytes after the frame: ignored, as by zstd.decompress
         return self.d.decompress(data, max_length)
+
+    def more(self, produced: int, max_length: int) -> bool:
+        return not self.d.eof and not self.d.needs_input
 
 
 def _stage(coding: str) -> _Stage | None:
@@ -109,29 +128,41 @@ class BoundedDecoder:
         return self.too_large or self.error is not None
 
     def feed(self, data: bytes) -> bytes:
+        """All that ``data`` decodes to (within the limit), in one piece."""
+        return b"".join(self.pieces(data, self.limit + 1))
+
+    def pieces(self, data: bytes, step: int) -> Iterator[bytes]:
+        """What ``data`` decodes to (within the limit), in pieces of about ``step`` bytes (at most,
+        except br, whose output limit is a soft one): a small chunk of a stream may inflate to a great
+        deal, which is then never in memory at once."""
         if self.stopped or not data:
-            return b""
-        room = self.limit - self.produced
+            return
         if self.identity:
-            out = data[:room]
-            if len(data) > room:
-                self.too_large = True
-        else:
-            assert self._stage is not None
+            room = self.limit - self.produced
+            self.too_large = len(data) > room
+            self.produced += min(len(data), room)
+            yield data[:room]
+            return
+        assert self._stage is not None
+        while True:
+            room = self.limit - self.produced
+            # One byte more than there is room for: getting it means the body does not fit.
+            want = min(step, room + 1)
             try:
-                # One byte more than there is room for: getting it means the body does not fit.
-                out = self._stage.decompress(data, room + 1)
+                out = self._stage.decompress(data, want)
             except (zlib.error, brotli.error, zstd.ZstdError, EOFError) as e:
                 self.error = f"not valid {self.coding}: {e}"
                 self._stage = None
-                return b""
+                return
+            data = b""
             if len(out) > room:
-                out = out[:room]
-                self.too_large = True
-        self.produced += len(out)
-        if self.too_large:
-            self._stage = None  # the decompressor's window and buffers go now, not with the flow
-        return out
+                out, self.too_large = out[:room], True
+                self._stage = None  # the decompressor's window and buffers go now, not with the flow
+            self.produced += len(out)
+            if out:
+                yield out
+            if self._stage is None or not self._stage.more(len(out), want):
+                return
 
 
 @dataclass

@@ -222,3 +222,23 @@ def test_viewer_detail_never_returns_more_than_the_limit_per_field(tmp_path) -> 
     assert flow["request_body"] == "b" * 50
     assert flow["method"] == "POST" and flow["id"] == "big" and flow["path"] == "/x"  # the other fields, whole
     assert queries.get_flow("big")["response_text"] == "t" * 100_000  # type: ignore[index]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_a_small_compressed_chunk_is_decoded_in_bounded_pieces(coding: str) -> None:
+    from addon.decoding import BoundedDecoder
+
+    decoder = BoundedDecoder(coding, 32 * MiB)
+    raw = bomb(coding)
+    sizes: list[int] = []
+    tracemalloc.start()
+    for i in range(0, len(raw), 1 << 16):
+        sizes += [len(p) for p in decoder.pieces(raw[i:i + (1 << 16)], MiB)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # brotli's output limit is a soft one (the buffer stops growing once past it): about a step
+    assert sum(sizes) == 32 * MiB and decoder.too_large and max(sizes) <= (MiB if coding != "br" else 2.5 * MiB)
+    assert peak < 6 * MiB, f"{coding}: peak {peak / MiB:.1f} MiB"
+    whole = BoundedDecoder(coding, INFLATED)  # and all of it, within the limit, piece by piece
+    assert sum(len(p) for i in range(0, len(raw), 8192) for p in whole.pieces(raw[i:i + 8192], 300_000)) == INFLATED
+    assert not whole.too_large and whole.error is None
