@@ -30,8 +30,8 @@ addons themselves, keyed by ``flow.id``.
 | corral.usage | dict | meter (cache on hit) | Usage.as_dict(): None for every counter not reported |
 | corral.complete | bool | meter | the body/stream reached its own end marker |
 | corral.response_error | str | meter | provider error (error status body, or error inside a 200 stream) |
-| corral.parse_error | str | meter | response body could not be parsed (passed on unchanged) |
-| corral.text | str | meter | reassembled output text, for the viewer |
+| corral.parse_error | str | meter | response body could not be parsed, or decoded past `[gateway] parse_limit` ("response too large to decode"); passed on unchanged |
+| corral.text | str | meter | reassembled output text, for the viewer: at most `[storage] body_limit` characters, then a clip marker |
 | corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself; the meter, limits and retries leave the flow alone (with replay_pace=original it goes to the in-process replay server on 127.0.0.1, not upstream) |
 | corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
 | corral.cache_key | str | cache | SHA-256 cache key of the request (addon/cache/key.py); set when the cache applies |

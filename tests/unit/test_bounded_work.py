@@ -242,3 +242,12 @@ def test_a_small_compressed_chunk_is_decoded_in_bounded_pieces(coding: str) -> N
     whole = BoundedDecoder(coding, INFLATED)  # and all of it, within the limit, piece by piece
     assert sum(len(p) for i in range(0, len(raw), 8192) for p in whole.pieces(raw[i:i + 8192], 300_000)) == INFLATED
     assert not whole.too_large and whole.error is None
+
+
+@pytest.mark.parametrize("option", ["corral_gateway_parse_limit", "corral_storage_body_limit"])
+def test_limits_must_be_positive(option: str) -> None:
+    from mitmproxy import exceptions
+
+    meter = Meter()
+    with taddons.context(meter) as tctx, pytest.raises(exceptions.OptionsError, match=option):
+        tctx.configure(meter, **{option: 0})
