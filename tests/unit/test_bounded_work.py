@@ -251,3 +251,15 @@ def test_limits_must_be_positive(option: str) -> None:
     meter = Meter()
     with taddons.context(meter) as tctx, pytest.raises(exceptions.OptionsError, match=option):
         tctx.configure(meter, **{option: 0})
+
+
+async def test_a_huge_provider_error_message_is_clipped_too() -> None:
+    meter = Meter()
+    with taddons.context(meter) as tctx:
+        tctx.configure(meter, corral_storage_body_limit=1000)
+        flow = llm_flow(json.dumps({"error": {"type": "server_error", "message": "m" * 100_000}}).encode(), "")
+        flow.response.status_code = 500
+        await meter.response(flow)
+    error = flow.metadata[md.RESPONSE_ERROR]
+    assert error.startswith("server_error: mmm") and error.endswith("\n[corral: clipped at 1000 characters]")
+    assert len(error) < 1100
