@@ -168,7 +168,7 @@ class RecordWriter:
     def _write(self, batch: list[dict[str, Any]]) -> None:
         """Write ``batch``; while the database refuses it, retry with backoff (give up only at shutdown)."""
         assert self._db is not None
-        attempt, delay, failing_since = 0, RETRY_FIRST, 0.0
+        attempt, delay, failing_since, dropped_before = 0, RETRY_FIRST, 0.0, 0
         while True:
             try:
                 with self._transaction():
@@ -176,7 +176,7 @@ class RecordWriter:
                 self.written += len(batch)
                 if attempt:
                     logger.warning("corral: database writes resumed after %.1f s (%d rows dropped meanwhile)",
-                                   time.monotonic() - failing_since, self.dropped)
+                                   time.monotonic() - failing_since, self.dropped - dropped_before)
                 return
             except peewee.IntegrityError:
                 # A duplicate id in the batch: write row by row so one bad row loses nothing else.
@@ -186,7 +186,7 @@ class RecordWriter:
                 cause = _cause(e)
                 attempt += 1
                 if attempt == 1:
-                    failing_since = time.monotonic()
+                    failing_since, dropped_before = time.monotonic(), self.dropped
                 if attempt == 1 or (delay >= RETRY_MAX and attempt % 12 == 0):  # then about once a minute
                     logger.warning("corral: database write failed (%d rows waiting, attempt %d): %s",
                                    len(batch) + len(self._rows), attempt, cause)
