@@ -175,8 +175,9 @@ class RecordWriter:
                     self._insert(batch)
                 self.written += len(batch)
                 if attempt:
-                    logger.warning("corral: database writes resumed after %.1f s (%d rows dropped meanwhile)",
-                                   time.monotonic() - failing_since, self.dropped - dropped_before)
+                    lost = self.dropped - dropped_before
+                    logger.warning("corral: database writes resumed after %.1f s%s", time.monotonic() - failing_since,
+                                   f" ({lost} rows dropped meanwhile: the backlog was full)" if lost else "")
                 return
             except peewee.IntegrityError:
                 # A duplicate id in the batch: write row by row so one bad row loses nothing else.
