@@ -41,9 +41,11 @@ from addon.fixtures.book import FixtureBook
 from addon.fixtures.player import FixturePlayer
 from addon.fixtures.taker import FixtureTaker
 from addon.health import Health
+from addon.flow_count import FlowCounter
 from addon.internal_hosts import InternalHosts
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
+from addon.local_capture import LocalCapture
 from addon.meter import Meter
 from addon.proxy_scope import ProxyScope
 from addon.recorder import Recorder
@@ -133,6 +135,8 @@ def build() -> list[object]:
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
         Health(shared_state),  # /_corral/health and /_corral/ready (never recorded)
+        FlowCounter(),  # provider requests seen, for `corral run`'s "nothing went through" check: /_corral/flows
+        LocalCapture(),  # `corral run --capture`: mitmproxy's local mode for single processes: /_corral/capture
         ProxyScope(catalog),  # explicit proxy: intercept catalog hosts only, no open proxy, upstream CA
         FixturePlayer(fixtures),  # record/replay fixtures: answers from the set, or marks what to record
         CacheLookup(cache, shared_state, catalog),  # answers hits without upstream (before limits: hits are free)

@@ -11,21 +11,21 @@ Takes the same --listen/--config/--certs as `corral start`, so both always agree
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
-from addon import ca, netaddr
+from addon import ca, client_env, netaddr
 from addon.cli import common
-
-NO_PROXY = "localhost,127.0.0.1,::1"  # reverse-mode calls to the gateway itself go direct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("env", help="print HTTPS_PROXY/CA variables for explicit-proxy mode (eval \"$(corral env)\")")
     common.add_config_args(p, listen=True, db=False)
     common.add_certs_arg(p)
-    p.add_argument("--shell", choices=("sh", "fish", "powershell"), default="sh",
+    p.add_argument("--shell", choices=("sh", "bash", "zsh", "fish", "powershell"), default="sh",
                    help="syntax of the output (default sh: bash, zsh, dash)")
     p.set_defaults(func=run)
 
@@ -40,17 +40,9 @@ def proxy_url(listen: str, proxyauth: str = "") -> str:
     return f"http://{userinfo}{address}"
 
 
-def variables(settings: dict[str, Any], proxy: str) -> dict[str, str]:
+def variables(settings: dict[str, Any], proxy: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     files = ca.ensure_ca(common.certs_dir(settings))
-    bundle = str(ca.write_bundle(files))
-    return {
-        "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
-        "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY,
-        # One bundle for the clients whose variable *replaces* the trust store (Python, curl) ...
-        "SSL_CERT_FILE": bundle, "REQUESTS_CA_BUNDLE": bundle, "CURL_CA_BUNDLE": bundle,
-        # ... and the CA alone where the variable *adds* to it (Node.js).
-        "NODE_EXTRA_CA_CERTS": str(files.cert),
-    }
+    return client_env.variables(files, proxy, os.environ if base is None else base)
 
 
 def render(env: dict[str, str], shell: str) -> str:

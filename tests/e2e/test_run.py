@@ -1,0 +1,186 @@
+"""`corral run -- CMD`: unmodified programs in other runtimes captured in explicit mode.
+
+The Node.js `openai` and `@anthropic-ai/sdk` packages call the providers' default hosts with Node's
+built-in fetch, which ignores HTTPS_PROXY before Node 24: only Corral's preload (NODE_OPTIONS) sends
+them through the gateway, which intercepts those hosts and replays the mock. The packages come from
+npm once per machine into a cache directory (tests are skipped, saying why, without node or npm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import corpus
+from tests.support.gateway import CORRAL, REPO_ROOT, Gateway, new_tag
+from tests.support.mock_upstream import MockUpstream
+
+NODE_SDKS = ("openai@6", "@anthropic-ai/sdk@1")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "corral-tests" / "node-sdks"
+
+# Both scripts: argv[2] is JSON [{"body", "headers"}, ...]; one JSON line per call. Nothing in them
+# names Corral, a proxy or a CA: the SDK is built exactly as its README shows.
+OPENAI_JS = """
+import OpenAI from "openai";
+const client = new OpenAI({ maxRetries: 0, timeout: 20000 });
+for (const { body, headers } of JSON.parse(process.argv[2])) {
+  if (body.stream) {
+    const stream = await client.chat.completions.create(body, { headers });
+    let chunks = 0, text = "";
+    for await (const c of stream) { chunks++; text += c.choices[0]?.delta?.content ?? ""; }
+    console.log(JSON.stringify({ chunks, text }));
+  } else {
+    const r = await client.chat.completions.create(body, { headers });
+    console.log(JSON.stringify({ usage: r.usage, text: r.choices[0].message.content }));
+  }
+}
+"""
+
+ANTHROPIC_JS = """
+import Anthropic from "@anthropic-ai/sdk";
+const client = new Anthropic({ maxRetries: 0, timeout: 20000 });
+for (const { body, headers } of JSON.parse(process.argv[2])) {
+  if (body.stream) {
+    const stream = await client.messages.create(body, { headers });
+    let events = 0, usage = null;
+    for await (const e of stream) { events++; if (e.type === "message_delta") usage = e.usage; }
+    console.log(JSON.stringify({ events, usage }));
+  } else {
+    const r = await client.messages.create(body, { headers });
+    console.log(JSON.stringify({ usage: r.usage }));
+  }
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def node_sdks() -> Path:
+    """A directory with the npm packages installed (once per machine); its scripts import them."""
+    if not shutil.which("node"):
+        pytest.skip("node is not installed: the Node.js SDK tests need it")
+    if not (CACHE / "node_modules" / "openai").is_dir() or not (CACHE / "node_modules" / "@anthropic-ai").is_dir():
+        if not shutil.which("npm"):
+            pytest.skip("npm is not installed: cannot fetch the openai and @anthropic-ai/sdk packages")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_SDKS],
+                              cwd=CACHE, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            pytest.skip(f"npm install {' '.join(NODE_SDKS)} failed (offline?): {proc.stderr.strip()[-300:]}")
+    (CACHE / "openai-test.mjs").write_text(OPENAI_JS)
+    (CACHE / "anthropic-test.mjs").write_text(ANTHROPIC_JS)
+    return CACHE
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Nothing of the test's own environment but PATH and HOME: what the program gets is corral run's."""
+    return {**{k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}, **extra}
+
+
+def corral_run(gateway: Gateway, command: list[str], env: dict[str, str],
+               *options: str) -> subprocess.CompletedProcess[str]:
+    argv = [*CORRAL, "run", "--listen", f"127.0.0.1:{gateway.port}", "--config", str(gateway.config_path),
+            "--certs", str(gateway.workdir / "certs"), *options, "--", *command]
+    env = {**env, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def node_calls(gateway: Gateway, sdks: Path, script: str, names: list[str], key: dict[str, str], trim=None):
+    """Run ``script`` under `corral run` for the corpus exchanges ``names``: {name: (tag, result)}."""
+    tags = {name: new_tag() for name in names}
+    calls = [{"body": (trim or dict)(corpus.load(n)["request"]["body"]),
+              "headers": {"x-test-id": tags[n], "x-mock-exchange": n}} for n in names]
+    proc = corral_run(gateway, ["node", str(sdks / script), json.dumps(calls)], clean_env(**key))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "saw no LLM request" not in proc.stderr
+    results = [json.loads(line) for line in proc.stdout.strip().splitlines()[-len(names):]]
+    return {name: (tags[name], result) for name, result in zip(names, results, strict=True)}
+
+
+def test_node_openai_sdk_captured_by_corral_run(gateway: Gateway, mock: MockUpstream, node_sdks: Path) -> None:
+    names = ["openai-chat-json-1", "openai-chat-stream-1"]
+    results = node_calls(gateway, node_sdks, "openai-test.mjs", names, {"OPENAI_API_KEY": "sk-test-node"})
+    for name, (tag, result) in results.items():
+        expect = corpus.load(name)["expect"]
+        row = gateway.row_for(tag)
+        assert (row["mode"], row["provider"], row["upstream"]) == ("explicit", "openai", mock.url)
+        assert (row["input_tokens"], row["output_tokens"]) == (expect["input_tokens"], expect["output_tokens"])
+        assert row["error"] is None and row["complete"]
+        assert bool(row["stream"]) == (expect["stream_format"] != "json")
+        if expect["stream_format"] == "json":
+            assert result["usage"]["prompt_tokens"] == expect["input_tokens"]
+        else:
+            assert result["chunks"] >= 2 and result["text"]
+
+
+def test_node_anthropic_sdk_captured_by_corral_run(gateway: Gateway, node_sdks: Path) -> None:
+    names = ["anthropic-messages-json-1", "anthropic-messages-stream-1"]
+    keep = ("model", "max_tokens", "messages", "stream")
+    results = node_calls(gateway, node_sdks, "anthropic-test.mjs", names, {"ANTHROPIC_API_KEY": "sk-ant-node"},
+                         lambda body: {k: v for k, v in body.items() if k in keep})
+    for name, (tag, result) in results.items():
+        expect = corpus.load(name)["expect"]
+        row = gateway.row_for(tag)
+        assert (row["mode"], row["provider"]) == ("explicit", "anthropic")
+        assert (row["input_tokens"], row["output_tokens"]) == (expect["input_tokens"], expect["output_tokens"])
+        assert result["usage"]["output_tokens"] == expect["output_tokens"]
+        assert row["error"] is None and row["complete"]
+
+
+def test_without_the_preload_node_fetch_goes_around_and_corral_run_says_so(
+    gateway: Gateway, fresh_mock: MockUpstream, node_sdks: Path
+) -> None:
+    """Control and item 2 at once: the same script with NODE_OPTIONS taken away inside the command never
+    reaches the gateway (Node's fetch ignores HTTPS_PROXY; here it fails to resolve the real host), and
+    `corral run` names the variable the client ignored."""
+    calls = [{"body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+              "headers": {"x-test-id": new_tag()}}]
+    command = ["env", "-u", "NODE_OPTIONS", "node", str(node_sdks / "openai-test.mjs"), json.dumps(calls)]
+    proc = corral_run(gateway, command, clean_env(OPENAI_API_KEY="sk-test-node"))
+    assert proc.returncode != 0  # the program's own exit status
+    assert "saw no LLM request" in proc.stderr and "NODE_OPTIONS" in proc.stderr, proc.stderr
+    assert fresh_mock.request_count == 0
+
+
+def test_corral_run_passes_exit_status_and_needs_a_gateway(gateway: Gateway, tmp_path: Path) -> None:
+    proc = corral_run(gateway, ["sh", "-c", "exit 7"], clean_env(), "--no-check")
+    assert proc.returncode == 7 and proc.stderr == ""
+    argv = [*CORRAL, "run", "--listen", "127.0.0.1:9", "--certs", str(tmp_path / "certs"), "--", "true"]
+    proc = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no gateway is listening on 127.0.0.1:9" in proc.stderr
+
+
+JAVA_CLIENT = """
+import java.net.URI;
+import java.net.http.*;
+
+public class CorralJava {
+    public static void main(String[] args) throws Exception {
+        var client = HttpClient.newHttpClient();  // default proxy selector and SSL context
+        var request = HttpRequest.newBuilder(URI.create("https://api.openai.com/v1/chat/completions"))
+            .header("content-type", "application/json").header("authorization", "Bearer sk-test-java")
+            .header("x-test-id", args[0]).header("x-mock-exchange", "openai-chat-json-1")
+            .POST(HttpRequest.BodyPublishers.ofString(args[1])).build();
+        var response = client.send(request, HttpResponse.BodyHandlers.ofString());
+        System.out.println(response.statusCode());
+    }
+}
+"""
+
+
+def test_java_http_client_captured_by_corral_run(gateway: Gateway, tmp_path: Path, tag: str) -> None:
+    if not shutil.which("java"):
+        pytest.skip("java is not installed")
+    source = tmp_path / "CorralJava.java"
+    source.write_text(JAVA_CLIENT)
+    body = json.dumps(corpus.load("openai-chat-json-1")["request"]["body"])
+    proc = corral_run(gateway, ["java", str(source), tag, body], clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "200"
+    row = gateway.row_for(tag)
+    assert (row["mode"], row["provider"], row["status"]) == ("explicit", "openai", 200)
+    assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
