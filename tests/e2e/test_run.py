@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support import corpus
-from tests.support.gateway import CORRAL, REPO_ROOT, Gateway, new_tag
+from tests.support.gateway import CORRAL, REPO_ROOT, Gateway, free_port, new_tag
 from tests.support.mock_upstream import MockUpstream
 
 NODE_SDKS = ("openai@6", "@anthropic-ai/sdk@1")
@@ -184,3 +185,48 @@ def test_java_http_client_captured_by_corral_run(gateway: Gateway, tmp_path: Pat
     row = gateway.row_for(tag)
     assert (row["mode"], row["provider"], row["status"]) == ("explicit", "openai", 200)
     assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
+
+
+CAPTURED_SCRIPT = """
+import json, sys
+from openai import OpenAI
+client = OpenAI(max_retries=0)  # base URL from OPENAI_BASE_URL; no proxy anywhere in the environment
+r = client.chat.completions.create(**json.loads(sys.argv[1]), extra_headers={"x-test-id": sys.argv[2]})
+print(json.dumps({"usage": r.usage.model_dump()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def capture_gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory):
+    """A gateway that treats https://127.0.0.1:<port> as openai (nothing listens there): only a captured
+    connection can reach it."""
+    from addon.local_capture import unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"local capture is not available on this machine: {reason}")
+    port = free_port()
+    config = {"gateway": {"intercept_hosts": [f"openai=^127\\.0\\.0\\.1:{port}$"]}}
+    gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("capture"))
+    gw.captured_port = port
+    with gw:
+        yield gw
+
+
+def test_corral_run_capture_without_any_proxy_setting(capture_gateway: Gateway, mock: MockUpstream, tag: str) -> None:
+    gw = capture_gateway
+    body = corpus.load("openai-chat-json-1")["request"]["body"]
+    mock.enqueue("openai-chat-json-1")
+    env = clean_env(OPENAI_API_KEY="sk-test-capture", OPENAI_BASE_URL=f"https://127.0.0.1:{gw.captured_port}/v1",
+                    HTTPS_PROXY="http://127.0.0.1:9")  # a stray proxy setting is removed, not used
+    proc = corral_run(gw, [sys.executable, "-c", CAPTURED_SCRIPT, json.dumps(body), tag], env, "--capture")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    row = gw.row_for(tag)
+    assert (row["provider"], row["status"], row["upstream"]) == ("openai", 200, mock.url)
+    assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
+
+    # Control: without --capture the program connects directly (corral run's NO_PROXY exempts 127.0.0.1),
+    # and nothing listens there.
+    proc = corral_run(gw, [sys.executable, "-c", CAPTURED_SCRIPT, json.dumps(body), tag + "-direct"],
+                      env, "--no-check")
+    assert proc.returncode != 0 and "Connection error" in proc.stderr, proc.stderr[-2000:]
