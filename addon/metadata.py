@@ -7,7 +7,7 @@ addons themselves, keyed by ``flow.id``.
 
 | key | type | written by | meaning |
 |---|---|---|---|
-| corral.mode | "reverse" / "explicit" | router | how the client reached Corral |
+| corral.mode | "reverse" / "explicit" / "capture" | router | how the client reached Corral (capture: redirected by `corral run --capture`, mitmproxy's local mode) |
 | corral.provider | str | router | catalog name of the target provider |
 | corral.format | str | router | wire-format family handling this flow (providers/formats) |
 | corral.upstream | str | router (retrier on fallback) | base URL the request was sent to |

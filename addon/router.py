@@ -235,7 +235,9 @@ class Router:
         self._rewrite(flow, provider, rest)
 
     def _route_explicit(self, flow: http.HTTPFlow, provider: Provider) -> None:
-        flow.metadata[md.MODE] = "explicit"
+        # A connection redirected by `corral run --capture` (mitmproxy's local mode) asked no proxy at all.
+        local = isinstance(flow.client_conn.proxy_mode, mode_specs.LocalMode)
+        flow.metadata[md.MODE] = "capture" if local else "explicit"
         self._set_provider(flow, provider, flow.request.path)
         overridden = provider.name in self.catalog.overridden_upstreams
         if provider.reverse and (overridden or not provider.per_host):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,7 +222,7 @@ def test_corral_run_capture_without_any_proxy_setting(capture_gateway: Gateway, 
     proc = corral_run(gw, [sys.executable, "-c", CAPTURED_SCRIPT, json.dumps(body), tag], env, "--capture")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     row = gw.row_for(tag)
-    assert (row["provider"], row["status"], row["upstream"]) == ("openai", 200, mock.url)
+    assert (row["mode"], row["provider"], row["status"], row["upstream"]) == ("capture", "openai", 200, mock.url)
     assert row["input_tokens"] == corpus.load("openai-chat-json-1")["expect"]["input_tokens"]
 
     # Control: without --capture the program connects directly (corral run's NO_PROXY exempts 127.0.0.1),
