@@ -111,7 +111,8 @@ def test_the_wheel_ships_the_viewer_and_the_catalog(wheel: Path) -> None:
     web = {str(p.relative_to(REPO_ROOT / "web")) for p in (REPO_ROOT / "web").rglob("*") if p.is_file()}
     assert "index.html" in web
     assert {n.removeprefix("addon/web/") for n in names if n.startswith("addon/web/")} == web
-    assert {"providers/catalog.toml", "addon/corral.py", "addon/storage/migrations.py"} <= names
+    assert {"providers/catalog.toml", "addon/corral.py", "addon/storage/migrations.py",
+            "addon/node/corral-preload.cjs"} <= names  # the preload `corral run` hands to Node.js
     assert not any(n.startswith(("web/", "tests/", "bench/")) for n in names)
 
 
