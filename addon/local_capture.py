@@ -83,6 +83,40 @@ def install_sudo_shim() -> None:
     os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+def socket_uid(local_port: int, remote_port: int) -> int | None:
+    """Linux: the user owning the TCP socket ``local_port`` -> ``remote_port`` on this machine (the client
+    side of a loopback connection to the gateway), from /proc/net/tcp{,6}; None when not found."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        ends = (f":{local_port:04X}", f":{remote_port:04X}")
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 7 and fields[1].endswith(ends[0]) and fields[2].endswith(ends[1]):
+                return int(fields[7])
+    return None
+
+
+def may_capture(flow: http.HTTPFlow, pid: int) -> str | None:
+    """Why the client of ``flow`` may not capture process ``pid``, or None: on Linux only the process's
+    own user (or root) may have its connections redirected and decrypted."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        owner = Path(f"/proc/{pid}").stat().st_uid
+    except OSError:
+        return f"no process {pid}"
+    peer, sock = flow.client_conn.peername, flow.client_conn.sockname
+    uid = socket_uid(peer[1], sock[1]) if peer and sock else None
+    if uid is None:
+        return "cannot tell which user is asking"
+    if uid not in (0, owner):
+        return f"process {pid} belongs to another user"
+    return None
+
+
 class LocalCapture:
     def __init__(self) -> None:
         self.pids: set[int] = set()
@@ -104,6 +138,9 @@ class LocalCapture:
         reason = unavailable()
         if reason:
             return self._answer(flow, 503, f"local capture is not available: {reason}")
+        refused = may_capture(flow, int(pid))
+        if refused:
+            return self._answer(flow, 403, refused)
         if not self.shimmed:
             install_sudo_shim()
             self.shimmed = True

@@ -120,3 +120,27 @@ const server = http.createServer((req, res) => res.end("direct")).listen(0, "127
     proc = subprocess.run(["node", "--require", str(client_env.NODE_PRELOAD), str(script)], env=env,
                           capture_output=True, text=True, timeout=30)
     assert json.loads(proc.stdout) == ["direct", "failed"], proc.stderr
+
+
+def test_only_the_process_owner_may_capture_it() -> None:
+    """The uid of the asking socket comes from /proc/net/tcp: a real loopback connection here."""
+    import os
+    import socket
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux: /proc/net/tcp")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.create_connection(server.getsockname()) as client:
+            flow = tflow.tflow()
+            flow.client_conn.peername = client.getsockname()
+            flow.client_conn.sockname = server.getsockname()
+            assert local_capture.socket_uid(client.getsockname()[1], server.getsockname()[1]) == os.geteuid()
+            assert local_capture.may_capture(flow, os.getpid()) is None
+            assert local_capture.may_capture(flow, 2**22 + 7) == f"no process {2**22 + 7}"
+            if os.geteuid() != 0:
+                assert local_capture.may_capture(flow, 1) == "process 1 belongs to another user"
+            flow.client_conn.peername = ("127.0.0.1", 1)  # no such socket: refused, not assumed
+            assert local_capture.may_capture(flow, os.getpid()) == "cannot tell which user is asking"
