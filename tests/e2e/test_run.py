@@ -230,3 +230,18 @@ def test_corral_run_capture_without_any_proxy_setting(capture_gateway: Gateway, 
     proc = corral_run(gw, [sys.executable, "-c", CAPTURED_SCRIPT, json.dumps(body), tag + "-direct"],
                       env, "--no-check")
     assert proc.returncode != 0 and "Connection error" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_node_through_a_gateway_with_proxy_authentication(
+    mock: MockUpstream, node_sdks: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """[gateway] proxyauth: the preload sends the credentials from HTTPS_PROXY on CONNECT, and corral run's
+    own /_corral/flows check authenticates too (no false warning)."""
+    config = {"gateway": {"proxyauth": "corral:s3cr@t"}}
+    with Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("proxyauth")) as gw:
+        results = node_calls(gw, node_sdks, "openai-test.mjs", ["openai-chat-json-1"], {"OPENAI_API_KEY": "sk-t"})
+        tag, result = results["openai-chat-json-1"]
+        row = gw.row_for(tag)
+        assert (row["mode"], row["provider"], row["status"]) == ("explicit", "openai", 200)
+        assert result["usage"]["prompt_tokens"] == row["input_tokens"]
+        assert "s3cr" not in json.dumps(row)
