@@ -95,7 +95,7 @@ def ignored_variable(command: list[str]) -> str:
     words = [Path(w).name.lower() for w in command[:6]]
     if any(w in NODE_WORDS or w.endswith((".js", ".mjs", ".cjs", ".ts")) for w in words):
         return ("NODE_OPTIONS (Corral's preload makes Node's fetch use HTTPS_PROXY; a program that resets "
-                "NODE_OPTIONS, bundles its own undici, or uses axios/got/node-fetch with its own agent "
+                "NODE_OPTIONS, bundles its own undici, or gives its HTTP client an agent of its own "
                 "ignores it)")
     if any(w in JAVA_WORDS or w.endswith(".jar") for w in words):
         return ("JAVA_TOOL_OPTIONS (-Dhttps.proxyHost: a java.net.http.HttpClient built with "

@@ -66,7 +66,10 @@ function direct(opts, port, callback) {
   socket.once("error", (err) => callback(err, null));
 }
 
-function tunnel(proxy, opts, port, callback) {
+const TLS_OPTIONS = ["ca", "cert", "key", "pfx", "passphrase", "rejectUnauthorized", "checkServerIdentity",
+  "minVersion", "maxVersion", "ciphers", "servername"];
+
+function tunnel(proxy, opts, port, callback, tlsOptions = {}) {
   const host = opts.hostname.replace(/^\[|\]$/g, "");
   const target = `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
   const headers = { host: target };
@@ -88,12 +91,31 @@ function tunnel(proxy, opts, port, callback) {
       callback(null, socket);
       return;
     }
-    const secure = tls.connect({ socket, servername: opts.servername || (net.isIP(host) ? undefined : host),
-      ALPNProtocols: ["http/1.1"] });
+    const secure = tls.connect({ servername: opts.servername || (net.isIP(host) ? undefined : host),
+      ALPNProtocols: ["http/1.1"], ...tlsOptions, socket });
     secure.once("secureConnect", () => { if (!settled) { settled = true; callback(null, secure); } });
     secure.once("error", fail);
   });
   req.end();
+}
+
+// Node's https module (https.request/get with the default agent, and clients built on it that keep the
+// default, such as node-fetch 2) ignores the proxy variables too: its global agent tunnels the same way.
+function patchHttpsAgent(proxy, noProxy) {
+  const https = require("node:https");
+  class CorralTunnelAgent extends https.Agent {
+    createConnection(options, callback) {
+      const host = options.host || options.hostname || "localhost";
+      const port = Number(options.port) || 443;
+      if (bypassed(host, port, noProxy)) return super.createConnection(options, callback);
+      const tlsOptions = {};
+      for (const key of TLS_OPTIONS) if (options[key] !== undefined) tlsOptions[key] = options[key];
+      tunnel(proxy, { hostname: host, protocol: "https:", servername: options.servername }, port, callback,
+        tlsOptions);
+      return undefined;
+    }
+  }
+  https.globalAgent = new CorralTunnelAgent({ keepAlive: true });
 }
 
 function install() {
@@ -115,6 +137,7 @@ function install() {
     return tunnel(proxy, opts, port, callback);
   };
   globalThis[DISPATCHER] = new Agent({ connect });
+  if (httpsProxy) patchHttpsAgent(httpsProxy, noProxy);
 }
 
 install();

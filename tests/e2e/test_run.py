@@ -155,6 +155,36 @@ def test_corral_run_passes_exit_status_and_needs_a_gateway(gateway: Gateway, tmp
     assert proc.returncode == 2 and "no gateway is listening on 127.0.0.1:9" in proc.stderr
 
 
+HTTPS_MODULE_JS = """
+import https from "node:https";
+const [tag, body] = process.argv.slice(2);
+const req = https.request("https://api.openai.com/v1/chat/completions", { method: "POST", headers: {
+  "content-type": "application/json", authorization: "Bearer sk-test-https", "x-test-id": tag,
+  "x-mock-exchange": "openai-chat-json-1" } }, (res) => {
+  res.resume();  // the body as recorded may be compressed: the row says what it held
+  res.on("end", () => console.log(res.statusCode));
+});
+req.on("error", (e) => { console.error(e); process.exit(1); });
+req.end(body);
+"""
+
+
+def test_node_https_module_captured_by_corral_run(gateway: Gateway, tmp_path: Path, tag: str) -> None:
+    """Node's https module with its default agent (node-fetch 2 and older SDKs use it) ignores HTTPS_PROXY
+    as fetch does: the preload's global agent tunnels it."""
+    if not shutil.which("node"):
+        pytest.skip("node is not installed")
+    script = tmp_path / "https-module.mjs"
+    script.write_text(HTTPS_MODULE_JS)
+    ex = corpus.load("openai-chat-json-1")
+    proc = corral_run(gateway, ["node", str(script), tag, json.dumps(ex["request"]["body"])], clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.split() == ["200"]
+    row = gateway.row_for(tag)
+    assert (row["mode"], row["provider"], row["status"]) == ("explicit", "openai", 200)
+    assert row["input_tokens"] == ex["expect"]["input_tokens"]
+
+
 JAVA_CLIENT = """
 import java.net.URI;
 import java.net.http.*;
