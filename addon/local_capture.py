@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -34,8 +35,9 @@ SHIM = """#!/bin/sh
 while [ $# -gt 0 ]; do case "$1" in -*) shift;; *) break;; esac; done
 %s
 """
-SHIM_DIRECT = 'exec "$@"'
-SHIM_CGROUP = """exec unshare -m sh -c 'mount --bind "$0" /sys/fs/cgroup && exec "$@"' %s "$@\""""
+SHIM_DIRECT = 'exec %s"$@"'
+SHIM_CGROUP = """exec %sunshare -m sh -c 'mount --bind "$0" /sys/fs/cgroup && exec "$@"' %s "$@\""""
+PDEATHSIG = "setpriv --pdeathsig TERM "  # the redirector gets SIGTERM when the gateway dies, even by SIGKILL
 
 
 def cgroup2_mount() -> str | None:
@@ -46,6 +48,20 @@ def cgroup2_mount() -> str | None:
         return None
     found = [fields[1] for fields in (line.split() for line in lines) if len(fields) > 2 and fields[2] == "cgroup2"]
     return "/sys/fs/cgroup" if "/sys/fs/cgroup" in found else (found[0] if found else None)
+
+
+def redirector_children() -> list[int]:
+    """PIDs of this process's children running mitmproxy's redirector (directly or through sudo). Linux."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"redirector" in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def unavailable() -> str | None:
@@ -75,7 +91,8 @@ def install_sudo_shim() -> None:
     mount = cgroup2_mount()
     if mount is None or (mount == "/sys/fs/cgroup" and shutil.which("sudo")):
         return  # nothing to work around
-    body = SHIM_DIRECT if mount == "/sys/fs/cgroup" else SHIM_CGROUP % shlex.quote(mount)
+    pdeath = PDEATHSIG if shutil.which("setpriv") else ""
+    body = SHIM_DIRECT % pdeath if mount == "/sys/fs/cgroup" else SHIM_CGROUP % (pdeath, shlex.quote(mount))
     folder = Path(tempfile.mkdtemp(prefix="corral-capture-"))
     shim = folder / "sudo"
     shim.write_text(SHIM % body)
@@ -171,11 +188,19 @@ class LocalCapture:
         return not self.pids or LocalRedirectorInstance._instance is not None
 
     def done(self) -> None:
-        # mitmproxy keeps the redirector process for later captures; it must not outlive the gateway.
+        # mitmproxy keeps the redirector process for later captures and leaves it running when it exits
+        # (measured: still there after the gateway had gone). It is this process's child (sudo, or the
+        # shim exec'ing into it): stop it.
         from mitmproxy.proxy.mode_servers import LocalRedirectorInstance
 
-        if LocalRedirectorInstance._server is not None:
-            LocalRedirectorInstance._server.close()
+        if LocalRedirectorInstance._server is None:
+            return
+        LocalRedirectorInstance._server.close()
+        for pid in redirector_children():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
 
     @staticmethod
     def _answer(flow: http.HTTPFlow, status: int, text: str) -> None:
