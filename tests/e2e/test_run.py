@@ -275,3 +275,44 @@ def test_node_through_a_gateway_with_proxy_authentication(
         assert (row["mode"], row["provider"], row["status"]) == ("explicit", "openai", 200)
         assert result["usage"]["prompt_tokens"] == row["input_tokens"]
         assert "s3cr" not in json.dumps(row)
+
+
+def test_capture_redirector_does_not_outlive_the_gateway(
+    mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    from addon.local_capture import unavailable
+
+    if unavailable():
+        pytest.skip(f"local capture is not available on this machine: {unavailable()}")
+    with subprocess.Popen(["sleep", "60"]) as sleeper:
+        gw = Gateway(mock.url, workdir=tmp_path_factory.mktemp("capture-kill")).start()
+        try:
+            reply = httpx.post(f"{gw.url}/_corral/capture?pid={sleeper.pid}", trust_env=False, timeout=30)
+            assert reply.status_code == 200, reply.text
+            children = [p for p in Path("/proc").glob("[0-9]*") if _ppid(p) == gw.proc.pid
+                        and b"redirector" in _read(p / "cmdline")]
+            assert len(children) == 1
+        finally:
+            gw.stop(signal.SIGTERM)
+            sleeper.kill()
+        deadline = time.monotonic() + 10
+        while children[0].exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not children[0].exists()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _ppid(proc: Path) -> int | None:
+    stat = _read(proc / "stat")
+    return int(stat.rsplit(b")", 1)[1].split()[1]) if stat else None
