@@ -40,8 +40,8 @@ from addon.config import ConfigFile
 from addon.fixtures.book import FixtureBook
 from addon.fixtures.player import FixturePlayer
 from addon.fixtures.taker import FixtureTaker
-from addon.health import Health
 from addon.flow_count import FlowCounter
+from addon.health import Health
 from addon.internal_hosts import InternalHosts
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
