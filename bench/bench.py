@@ -1,4 +1,4 @@
-"""Corral vs direct, plain mitmproxy and LiteLLM, side by side in one run. Use `make bench`
+"""Corral vs direct, plain mitmproxy, Portkey's gateway and LiteLLM, side by side in one run. Use `make bench`
 (or `bench/run [--quick]`), which installs wrk and LiteLLM first; this module is the orchestrator.
 
 Every system runs at once on its own loopback port in front of one mock upstream (bench/mock.py);
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -42,9 +43,28 @@ def machine() -> dict:
         "mitmproxy": version([str(sysmod.VENV / "python"), "-c", "import mitmproxy.version as v; print(v.VERSION)"]),
         "litellm": version([str(sysmod.LITELLM_VENV / "python"), "-c",
                             "import importlib.metadata as m; print(m.version('litellm'))"]),
+        "portkey": portkey_version(),
+        "node": version(["node", "--version"]),
         "wrk": version(["wrk", "--version"]),
         "corral_commit": version(["git", "-C", str(sysmod.ROOT), "rev-parse", "--short", "HEAD"]),
     }
+
+
+def portkey_version() -> str | None:
+    try:
+        pkg = sysmod.PORTKEY_SCRIPT.parent.parent / "package.json"
+        return json.loads(pkg.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def append_history(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def profile_start(system: sysmod.System, out: Path, seconds: float) -> subprocess.Popen | None:
@@ -63,7 +83,7 @@ def settle(system: sysmod.System, budget: float = 30.0) -> None:
     deadline = time.monotonic() + budget
     while time.monotonic() < deadline:
         started = time.monotonic()
-        ok, _ = sysmod.probe(system.port, system.path)
+        ok, _ = sysmod.probe(system.port, system.path, system.headers)
         if ok and time.monotonic() - started < 0.5:
             return
         time.sleep(0.5)
@@ -71,19 +91,19 @@ def settle(system: sysmod.System, budget: float = 30.0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one short round (< 2 minutes)")
-    p.add_argument("--rounds", type=int, help="rounds of every scenario (default 3; quick 1)")
-    p.add_argument("--duration", type=float, help="seconds per timed run (default 3; quick 1.5)")
-    p.add_argument(
-        "--systems", help="comma-separated subset (direct,mitm,mitm-tee,corral,corral-cache,corral-limits,litellm)"
-    )
+    p.add_argument("--quick", action="store_true", help="short rounds, fewer scenarios (< 2 minutes)")
+    p.add_argument("--rounds", type=int, help="rounds of every scenario (default 3; quick 3)")
+    p.add_argument("--duration", type=float, help="seconds per timed run (default 3; quick 1)")
+    p.add_argument("--systems", help="comma-separated subset (direct,mitm,mitm-lazy,mitm-tee,portkey,corral,"
+                                     "corral-w2,corral-cache,corral-limits,litellm)")
+    p.add_argument("--no-history", action="store_true", help="do not append to bench/history.jsonl")
     p.add_argument("--scenarios", help="comma-separated subset of scenario names")
     p.add_argument("--profile", metavar="SCENARIO", action="append", default=[],
                    help="py-spy record Corral during this scenario (SVG next to the results)")
     p.add_argument("--out", help="result file (default bench/results/<timestamp>.json)")
     a = p.parse_args(argv)
-    rounds = a.rounds or (1 if a.quick else 3)
-    duration = a.duration or (1.5 if a.quick else 3.0)
+    rounds = a.rounds or 3
+    duration = a.duration or (1.0 if a.quick else 3.0)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     results_dir = sysmod.BENCH / "results"
     workdir = results_dir / f"tmp-{stamp}"
@@ -103,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             if sysmod.probe(mock_port, "/v1/chat/completions")[0]:
                 break
             time.sleep(0.1)
-        print(f"bench: mock upstream on 127.0.0.1:{mock_port}; work files in {workdir}")
+        load_before = loadavg()
+        print(f"bench: mock upstream on 127.0.0.1:{mock_port}; work files in {workdir}; "
+              f"load average {load_before}")
         # Started side by side: LiteLLM alone takes ~15 s to come up.
         with concurrent.futures.ThreadPoolExecutor(len(systems)) as pool:
             list(pool.map(lambda s: s.start(workdir), [s for s in systems if s.status == "pending"]))
@@ -136,19 +158,34 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1.5 if sc.kind == "open" else 0.1)
         summary = {sc: {name: scen.median_figures(v) for name, v in per.items()} for sc, per in samples.items()}
         targets = report.targets(summary, systems)
+        budgets = report.budgets(summary, systems)
         lines = report.table(plan, systems, summary)
+        lines += report.headline(systems, summary)
         lines += ["", "## Targets (same run)"]
         lines += [f"{t['status']:<5} {t['target']}: {t['detail']}" for t in targets]
-        skipped = [s for s in systems if s.status != "ok"]
+        lines += report.budget_lines(budgets)
+        skipped = [s for s in systems if s.status != "ok" and not s.note.startswith(sysmod.NOT_BUILT)]
         if skipped:
             lines += ["", "## Skipped"] + [f"{s.label}: {s.note}" for s in skipped]
         elapsed = time.monotonic() - t_start
+        load_after = loadavg()
         lines += ["", f"bench: {'quick' if a.quick else 'default'} run, {rounds} round(s) x {duration:g} s, "
-                      f"{elapsed:.0f} s in all; results in {out_path}"]
+                      f"{elapsed:.0f} s in all; load average {load_before} before, {load_after} after; "
+                      f"results in {out_path}"]
         print("\n".join(lines))
+        info = machine()
+        if not a.no_history and not a.scenarios and not a.systems:
+            append_history(sysmod.BENCH / "history.jsonl", {
+                "started_at": stamp, "kind": "quick" if a.quick else "default", "commit": info["corral_commit"],
+                "loadavg": load_before, "ratios": report.history_ratios(summary),
+                "cpu_ms_per_req_c64": {n: report.fig(summary, "json_c64", n, "cpu_ms_per_req")
+                                       for n in report.HEADLINE_ORDER},
+                "targets": {t["target"]: t["status"] for t in targets},
+            })
         scen.write_json(out_path, {
             "started_at": stamp, "kind": "quick" if a.quick else "default", "rounds": rounds,
-            "duration_s": duration, "elapsed_s": round(elapsed, 1), "machine": machine(),
+            "duration_s": duration, "elapsed_s": round(elapsed, 1), "machine": info,
+            "loadavg_before": load_before, "loadavg_after": load_after, "budgets": budgets,
             "systems": {s.name: {"label": s.label, "status": s.status, "note": s.note} for s in systems},
             "scenarios": {sc.name: sc.title for sc in plan},
             "summary": summary, "targets": targets, "samples": samples, "report": lines,

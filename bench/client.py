@@ -20,6 +20,7 @@ class Result:
     total: float | None = None  # seconds to the end of the body
     complete: bool = False  # JSON parsed / stream reached data: [DONE]
     error: str | None = None
+    started: float = 0.0  # perf_counter() when the request was written (after any connect)
 
 
 def request_bytes(host: str, port: int, path: str, body: bytes, extra: dict[str, str] | None = None) -> bytes:
@@ -58,7 +59,7 @@ class Conn:
         try:
             await self.ensure()
             assert self.reader is not None and self.writer is not None
-            t0 = time.perf_counter()
+            t0 = res.started = time.perf_counter()
             self.writer.write(raw)
             head = await self.reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
@@ -120,9 +121,10 @@ class RunStats:
     peak_open: int = 0
 
 
-async def timed_run(host: str, port: int, path: str, body: bytes, concurrency: int, duration: float) -> RunStats:
+async def timed_run(host: str, port: int, path: str, body: bytes, concurrency: int, duration: float,
+                    extra: dict[str, str] | None = None) -> RunStats:
     """``concurrency`` workers, each sending request after request for ``duration`` seconds."""
-    raw = request_bytes(host, port, path, body)
+    raw = request_bytes(host, port, path, body, extra)
     stats = RunStats()
     deadline = time.perf_counter() + duration
 
@@ -139,7 +141,8 @@ async def timed_run(host: str, port: int, path: str, body: bytes, concurrency: i
     return stats
 
 
-async def counted_run(host: str, port: int, path: str, bodies: list[bytes], concurrency: int) -> RunStats:
+async def counted_run(host: str, port: int, path: str, bodies: list[bytes], concurrency: int,
+                      extra: dict[str, str] | None = None) -> RunStats:
     """Exactly ``len(bodies)`` requests over ``concurrency`` keep-alive connections."""
     stats = RunStats()
     queue = list(reversed(bodies))
@@ -149,7 +152,7 @@ async def counted_run(host: str, port: int, path: str, bodies: list[bytes], conc
         while queue:
             body = queue.pop()
             stats.sent += 1
-            stats.results.append(await conn.exchange(request_bytes(host, port, path, body)))
+            stats.results.append(await conn.exchange(request_bytes(host, port, path, body, extra)))
         conn.close()
 
     t0 = time.perf_counter()
@@ -159,10 +162,10 @@ async def counted_run(host: str, port: int, path: str, bodies: list[bytes], conc
 
 
 async def open_streams(host: str, port: int, path: str, body: bytes, count: int, ramp: float,
-                       sample=None, stream_timeout: float = 60.0) -> RunStats:
+                       sample=None, stream_timeout: float = 60.0, extra: dict[str, str] | None = None) -> RunStats:
     """``count`` streams opened over ``ramp`` seconds, all held open at once; ``sample()`` is called
     every 50 ms while they run (the bench reads the gateway's RSS there)."""
-    raw = request_bytes(host, port, path, body)
+    raw = request_bytes(host, port, path, body, extra)
     stats = RunStats()
     open_now = 0
 
@@ -199,4 +202,52 @@ async def open_streams(host: str, port: int, path: str, body: bytes, count: int,
     await asyncio.gather(*(one(i) for i in range(count)))
     task.cancel()
     stats.elapsed = time.perf_counter() - t0
+    return stats
+
+
+@dataclass
+class ConnStats:
+    """Seconds per request, by kind: ``json_new`` / ``json_keep`` (whole answer) and ``ttfb_new`` /
+    ``ttfb_keep`` (first stream event); a "new" figure starts before connect()."""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    sent: int = 0
+    completed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def connection_cost(host: str, port: int, path: str, json_body: bytes, stream_body: bytes,
+                          duration: float, min_pairs: int = 20, extra: dict[str, str] | None = None) -> ConnStats:
+    """One request at a time, alternating: JSON on a new connection, JSON on a kept-alive one, a stream
+    on a new connection, a stream on the kept-alive one. The difference new - kept-alive is what a
+    client pays per connection (accept, the gateway's per-connection setup, its upstream connect)."""
+    raws = {"json": request_bytes(host, port, path, json_body, extra),
+            "ttfb": request_bytes(host, port, path, stream_body, extra)}
+    stats = ConnStats()
+    keep = Conn(host, port)
+    deadline = time.perf_counter() + duration
+    pairs = 0
+    while pairs < min_pairs or time.perf_counter() < deadline:
+        pairs += 1
+        for kind, raw in raws.items():
+            for how in ("new", "keep"):
+                conn = Conn(host, port) if how == "new" else keep
+                t0 = time.perf_counter()
+                if how == "keep":
+                    await conn.ensure()  # (re)connect outside the timing: a kept-alive request
+                    t0 = time.perf_counter()
+                stats.sent += 1
+                res = await conn.exchange(raw)
+                if how == "new":
+                    conn.close()
+                if res.error is not None:
+                    stats.errors.append(res.error)
+                    continue
+                stats.completed += 1
+                end = res.total if kind == "json" else res.ttfb
+                if end is not None:
+                    # exchange() times from its own write; add the connect a "new" request paid first
+                    stats.samples.setdefault(f"{kind}_{how}", []).append(end + (res.started - t0))
+        if pairs > 2000:
+            break
+    keep.close()
     return stats

@@ -1,5 +1,5 @@
 -- wrk script: POST one chat completion (body from $BENCH_BODY, path from $BENCH_PATH) and print a
--- JSON summary line with latency percentiles (microseconds), requests sent and completed, errors.
+-- JSON summary line (extra request headers from $BENCH_HEADERS) with latency percentiles (microseconds), requests sent and completed, errors.
 local body = os.getenv("BENCH_BODY") or '{"model":"bench","messages":[{"role":"user","content":"Say hello."}]}'
 local path = os.getenv("BENCH_PATH") or "/v1/chat/completions"
 local req = nil
@@ -11,10 +11,16 @@ end
 
 function init(args)
   sent = 0
-  req = wrk.format("POST", path, {
+  local headers = {
     ["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer sk-bench-not-a-real-key",
-  }, body)
+  }
+  -- extra headers, one "name: value" per line (Portkey's provider and custom host)
+  for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    if name then headers[name] = value end
+  end
+  req = wrk.format("POST", path, headers, body)
 end
 
 function request()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from systems import BUDGET_SYSTEMS, NOT_BUILT
+
 COLUMNS = {
     "wrk": [("rps", "req/s"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("errors", "errors"),
             ("cpu_ms_per_req", "CPU ms/req")],
@@ -12,6 +14,9 @@ COLUMNS = {
              ("rss_before_mb", "RSS idle MB"), ("rss_mb", "RSS peak MB"), ("total_p50_ms", "total p50")],
     "count": [("sent", "sent"), ("completed", "completed"), ("rows", "rows"), ("rows_lost", "rows lost"),
               ("errors", "errors")],
+    "conn": [("json_new_p50_ms", "JSON new"), ("json_keep_p50_ms", "JSON kept"), ("setup_ms", "setup ms"),
+             ("ttfb_new_p50_ms", "TTFB new"), ("ttfb_keep_p50_ms", "TTFB kept"), ("errors", "errors"),
+             ("cpu_ms_per_req", "CPU ms/req")],
 }
 EXTRA = [("rows", "rows"), ("cache_hits", "cache hits")]
 
@@ -51,6 +56,39 @@ def table(scenarios, systems, summary) -> list[str]:
     return out
 
 
+def spread(d: dict, key: str) -> str:
+    """``median [min-max]`` over the rounds."""
+    v, lo, hi = d.get(key), d.get(f"{key}_min"), d.get(f"{key}_max")
+    if v is None:
+        return "-"
+    return fmt(v) if lo is None else f"{fmt(v)} [{fmt(lo)}-{fmt(hi)}]"
+
+
+HEADLINE_ORDER = ("direct", "mitm", "mitm-lazy", "portkey", "corral", "corral-w2", "litellm")
+
+
+def headline(systems, summary) -> list[str]:
+    """Gateway CPU ms per request first (honest on a busy box), then throughput and latency, with the
+    spread over rounds."""
+    labels = {s.name: s.label for s in systems}
+    cols = ["CPU ms/req c=64", "CPU ms/req c=1", "req/s c=1", "req/s c=64", "p50 c=1", "p99 c=1", "setup ms",
+            "TTFB kept"]
+    head = f"{'system':<26}" + "".join(f"{h:>22}" for h in cols)
+    out = ["", "## Headline: gateway CPU per request, then req/s and latency (median [min-max] over rounds)",
+           head, "-" * len(head)]
+    for name in HEADLINE_ORDER:
+        c1, c64 = summary.get("json_c1", {}).get(name), summary.get("json_c64", {}).get(name)
+        conn = summary.get("conn", {}).get(name) or {}
+        if c1 is None and c64 is None:
+            continue
+        c1, c64 = c1 or {}, c64 or {}
+        cells = [spread(c64, "cpu_ms_per_req"), spread(c1, "cpu_ms_per_req"), spread(c1, "rps"),
+                 spread(c64, "rps"), fmt(c1.get("p50_ms")), fmt(c1.get("p99_ms")), spread(conn, "setup_ms"),
+                 spread(conn, "ttfb_keep_p50_ms")]
+        out.append(f"{labels.get(name, name):<26}" + "".join(f"{c:>22}" for c in cells))
+    return out
+
+
 def ratio(a, b) -> float | None:
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b == 0:
         return None
@@ -66,7 +104,7 @@ def ratios(sc, data) -> list[str]:
     lines = []
     for key in keys:
         parts = []
-        others = [("mitm", "plain mitmproxy"), ("direct", "direct"), ("litellm", "LiteLLM")]
+        others = [("mitm", "plain mitmproxy"), ("portkey", "Portkey"), ("direct", "direct"), ("litellm", "LiteLLM")]
         if sc.kind == "stream":
             others.insert(1, ("mitm-tee", "mitmproxy+tee"))
         for other, label in others:
@@ -99,6 +137,30 @@ def targets(summary, systems) -> list[dict]:
                 return f"{n} skipped: {s.note if s else 'unknown'}"
         return None
 
+    # Issue 23: a single Corral process against the fastest peer, Portkey's gateway.
+    for sc in ("json_c1", "json_c64"):
+        c, k = fig(summary, sc, "corral", "rps"), fig(summary, sc, "portkey", "rps")
+        r = ratio(c, k)
+        add(f"{sc}: Corral req/s >= 1.0 x Portkey", None if r is None else r >= 1.0,
+            missing("corral", "portkey") or f"{fmt(c)} vs {fmt(k)} req/s = {r}")
+    for sc in ("json_c1", "json_c64"):
+        c, k = fig(summary, sc, "corral", "cpu_ms_per_req"), fig(summary, sc, "portkey", "cpu_ms_per_req")
+        r = ratio(c, k)
+        add(f"{sc}: Corral CPU ms/request <= 1.0 x Portkey", None if r is None else r <= 1.0,
+            missing("corral", "portkey") or f"{fmt(c)} vs {fmt(k)} ms = {r}")
+    c, k = fig(summary, "json_c64", "corral-w2", "rps"), fig(summary, "json_c64", "portkey", "rps")
+    r = ratio(c, k)
+    add("json_c64: Corral --workers 2 req/s >= 1.3 x Portkey", None if r is None else r >= 1.3,
+        missing("corral-w2", "portkey") or f"{fmt(c)} vs {fmt(k)} req/s = {r}")
+    c, d = fig(summary, "conn", "corral", "ttfb_keep_p50_ms"), fig(summary, "conn", "direct", "ttfb_keep_p50_ms")
+    add("stream TTFB on a kept-alive connection <= direct + 1 ms", None if None in (c, d) else c <= d + 1,
+        missing("corral") or f"Corral {fmt(c)} ms, direct {fmt(d)} ms (+{(c or 0) - (d or 0):.3f} ms)")
+    c, d = fig(summary, "conn", "corral", "setup_ms"), fig(summary, "conn", "direct", "setup_ms")
+    m = fig(summary, "conn", "mitm", "setup_ms")
+    add("connection setup cost <= direct + 1.5 ms", None if None in (c, d) else c <= d + 1.5,
+        missing("corral") or f"Corral {fmt(c)} ms, direct {fmt(d)} ms, plain mitmdump {fmt(m)} ms "
+        f"(new-connection minus kept-alive JSON request, p50)")
+    # Earlier targets, now against mitmdump with its default options.
     for sc in ("json_c1", "json_c64"):
         c, m = fig(summary, sc, "corral", "rps"), fig(summary, sc, "mitm", "rps")
         r = ratio(c, m)
@@ -144,3 +206,54 @@ def targets(summary, systems) -> list[dict]:
     add("zero recorded rows lost (every Corral run)", None if not oks else all(oks),
         f"exact-count runs lost {lost}; every wrk/stream run has completed <= rows <= sent: {all(oks) if oks else '-'}")
     return out
+
+
+def budgets(summary, systems) -> list[dict]:
+    """Each feature landing this round, its CPU per request over Corral's default chain in this run."""
+    rows = [
+        ("corral-unified", "unified endpoint (translation to Anthropic and back, streaming)", 0.3),
+        ("corral-keys", "gateway key check with a budget", 0.1),
+        ("corral-otel", "OpenTelemetry export on", 0.15),
+        ("corral-hardening", "hardening limits (header caps, body limits)", 0.05),  # "~ 0": within noise
+    ]
+    status = {s.name: s for s in systems}
+    out = []
+    for name, what, limit in rows:
+        assert name in BUDGET_SYSTEMS
+        s = status.get(name)
+        base = fig(summary, "json_c64", "corral", "cpu_ms_per_req")
+        cost = fig(summary, "json_c64", name, "cpu_ms_per_req")
+        if s is None or s.status != "ok" or cost is None or base is None:
+            note = s.note if s is not None and s.status != "ok" else "no data"
+            built = not note.startswith(NOT_BUILT)
+            out.append({"budget": what, "system": name, "limit_ms": limit, "status": "SKIP" if built else "n/a",
+                        "detail": note if built else NOT_BUILT, "delta_ms": None})
+            continue
+        delta = round(cost - base, 3)
+        out.append({"budget": what, "system": name, "limit_ms": limit, "delta_ms": delta,
+                    "status": "PASS" if delta <= limit else "MISS",
+                    "detail": f"{fmt(cost)} vs default chain {fmt(base)} CPU ms/req at c=64 (+{delta:.3f} ms)"})
+    return out
+
+
+def budget_lines(rows) -> list[str]:
+    out = ["", "## Budgets: CPU ms per request over Corral's default chain (JSON c=64, same run)"]
+    for b in rows:
+        out.append(f"{b['status']:<5} {b['budget']} <= {b['limit_ms']} ms: {b['detail']}")
+    return out
+
+
+HISTORY_RATIOS = {
+    # name: (scenario, figure, numerator system, denominator system)
+    "corral/portkey req/s c=1": ("json_c1", "rps", "corral", "portkey"),
+    "corral/portkey req/s c=64": ("json_c64", "rps", "corral", "portkey"),
+    "corral-w2/portkey req/s c=64": ("json_c64", "rps", "corral-w2", "portkey"),
+    "corral/portkey CPU per req c=64": ("json_c64", "cpu_ms_per_req", "corral", "portkey"),
+    "corral/mitmdump CPU per req c=64": ("json_c64", "cpu_ms_per_req", "corral", "mitm"),
+    "corral/mitmdump req/s c=64": ("json_c64", "rps", "corral", "mitm"),
+}
+
+
+def history_ratios(summary) -> dict:
+    return {name: ratio(fig(summary, sc, a, key), fig(summary, sc, b, key))
+            for name, (sc, key, a, b) in HISTORY_RATIOS.items()}

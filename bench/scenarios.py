@@ -14,17 +14,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from client import chat_body, counted_run, open_streams, timed_run
-from systems import BENCH, System, cpu_seconds, rss_mb
-
-CORRALS = ("corral", "corral-cache", "corral-limits")
+from client import chat_body, connection_cost, counted_run, open_streams, timed_run
+from systems import BENCH, BUDGET_SYSTEMS, System, cpu_seconds, rss_mb
 
 
 @dataclass
 class Scenario:
     name: str
     title: str
-    kind: str  # wrk | stream | open | count
+    kind: str  # wrk | stream | open | count | conn
     systems: tuple[str, ...]
     model: str = "bench"
     concurrency: int = 1
@@ -35,12 +33,18 @@ class Scenario:
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    main = ("direct", "mitm", "corral", "litellm")
-    streams = ("direct", "mitm", "mitm-tee", "corral", "litellm")
-    return [
+    """Quick mode keeps the scenarios the targets need and leaves out c=8, 256 slow requests and LiteLLM's
+    open streams; its rounds are shorter but more (CPU per request must agree run to run)."""
+    main = ("direct", "mitm", "mitm-lazy", "portkey", "corral", "corral-w2", "litellm")
+    streams = ("direct", "mitm", "mitm-tee", "portkey", "corral", "litellm")
+    budgets = tuple(BUDGET_SYSTEMS)
+    every = (*main, "mitm-tee", "corral-limits", *budgets)
+    out = [
         Scenario("json_c1", "JSON POST, concurrency 1", "wrk", (*main, "corral-limits"), concurrency=1),
         Scenario("json_c8", "JSON POST, concurrency 8", "wrk", main, concurrency=8),
-        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", (*main, "corral-limits"), concurrency=64),
+        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", (*main, "corral-limits", *budgets), concurrency=64),
+        Scenario("conn", "One request at a time: a new connection each vs one kept-alive connection", "conn",
+                 every, model="bench-d0-n4", primary="setup_ms", higher_is_better=False),
         Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
                  concurrency=1, primary="p50_ms", higher_is_better=False),
         Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream", streams,
@@ -58,6 +62,9 @@ def scenarios(quick: bool) -> list[Scenario]:
                  "count", ("corral",), model="bench-d0-n4", concurrency=16, primary="rows_lost",
                  higher_is_better=False),
     ]
+    if quick:
+        out = [s for s in out if s.name not in ("json_c8", "slow_c256", "stream_c32")]
+    return out
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -82,12 +89,15 @@ def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
         out = run_stream(sc, system, duration)
     elif sc.kind == "open":
         out = run_open(sc, system)
+    elif sc.kind == "conn":
+        out = run_conn(sc, system, duration)
     else:
         out = run_count(sc, system, 500 if quick else 2000)
     cpu_after = cpu_seconds(system.pid)
     if cpu_before is not None and cpu_after is not None and out.get("completed"):
         # CPU the gateway spent per answered request: robust against a busy shared machine.
         out["cpu_ms_per_req"] = round((cpu_after - cpu_before) * 1000 / out["completed"], 3)
+        out["cpu_s"] = round(cpu_after - cpu_before, 3)
     if system.db is not None and rows_before is not None:
         # Every request Corral saw must be a row: completed ones at least, at most every one sent.
         rows = system.wait_rows(rows_before + out["completed"])
@@ -102,7 +112,8 @@ def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
 
 
 def run_wrk(sc: Scenario, system: System, duration: float) -> dict:
-    env = {**os.environ, "BENCH_BODY": chat_body(sc.model, False).decode(), "BENCH_PATH": system.path}
+    env = {**os.environ, "BENCH_BODY": chat_body(sc.model, False).decode(), "BENCH_PATH": system.path,
+           "BENCH_HEADERS": "".join(f"{k}: {v}\n" for k, v in system.headers.items())}
     cmd = ["wrk", f"-t{sc.threads}", f"-c{sc.concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
            "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{system.port}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60)
@@ -136,7 +147,7 @@ def summarize(results, elapsed: float) -> dict:
 
 def run_stream(sc: Scenario, system: System, duration: float) -> dict:
     stats = asyncio.run(timed_run("127.0.0.1", system.port, system.path, chat_body(sc.model, True),
-                                  sc.concurrency, duration))
+                                  sc.concurrency, duration, system.headers))
     out = summarize(stats.results, stats.elapsed)
     # Streams that were cut at the end of the duration were never started here (workers stop first).
     out["sent"] = stats.sent
@@ -155,7 +166,8 @@ def run_open(sc: Scenario, system: System) -> dict:
                 peak["rss"] = now
 
     stats = asyncio.run(open_streams("127.0.0.1", system.port, system.path, chat_body(sc.model, True),
-                                     sc.concurrency, ramp=1.0, sample=sample, timeout=15.0))
+                                     sc.concurrency, ramp=1.0, sample=sample, stream_timeout=15.0,
+                                     extra=system.headers))
     out = summarize(stats.results, stats.elapsed)
     out.update({"sent": stats.sent, "peak_open": stats.peak_open, "rss_mb": peak["rss"], "rss_before_mb": before,
                 "duration_s": round(stats.elapsed, 2)})
@@ -164,9 +176,21 @@ def run_open(sc: Scenario, system: System) -> dict:
 
 def run_count(sc: Scenario, system: System, n: int) -> dict:
     bodies = [chat_body(sc.model if i % 4 == 3 else "bench", i % 4 == 3) for i in range(n)]
-    stats = asyncio.run(counted_run("127.0.0.1", system.port, system.path, bodies, sc.concurrency))
+    stats = asyncio.run(counted_run("127.0.0.1", system.port, system.path, bodies, sc.concurrency, system.headers))
     out = summarize(stats.results, stats.elapsed)
     out["sent"] = stats.sent
+    return out
+
+
+def run_conn(sc: Scenario, system: System, duration: float) -> dict:
+    stats = asyncio.run(connection_cost("127.0.0.1", system.port, system.path, chat_body("bench", False),
+                                        chat_body(sc.model, True), duration, extra=system.headers))
+    out: dict = {f"{k}_p50_ms": ms(pct(v, 50)) for k, v in stats.samples.items()}
+    new, keep = out.get("json_new_p50_ms"), out.get("json_keep_p50_ms")
+    if new is not None and keep is not None:
+        out["setup_ms"] = round(new - keep, 3)  # what one new connection costs a client
+    out.update({"sent": stats.sent, "completed": stats.completed, "errors": len(stats.errors),
+                "error_kinds": sorted({e.split(":")[0] for e in stats.errors})[:5]})
     return out
 
 
@@ -188,7 +212,16 @@ def median_figures(samples: list[dict]) -> dict:
             out[k] = sorted({e for s in samples for e in s.get(k, [])})
         elif k == "error":
             out[k] = [s[k] for s in samples if s.get(k)]
+        if k in SPREAD and len(vals) > 1:  # spread over rounds: min and max beside the median
+            out[f"{k}_min"], out[f"{k}_max"] = min(vals), max(vals)
+    # CPU per request pooled over the rounds (total CPU / total requests): steadier than a median
+    cpu = [(s["cpu_s"], s["completed"]) for s in samples if s.get("cpu_s") is not None and s.get("completed")]
+    if cpu:
+        out["cpu_ms_per_req"] = round(sum(c for c, _ in cpu) * 1000 / sum(n for _, n in cpu), 3)
     return out
+
+
+SPREAD = ("cpu_ms_per_req", "rps", "p50_ms", "setup_ms", "ttfb_keep_p50_ms", "ttfb_new_p50_ms", "ttfb_p50_ms")
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -20,6 +20,19 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 VENV = ROOT / ".venv" / "bin"
 LITELLM_VENV = BENCH / ".venv-litellm" / "bin"
+PORTKEY_DIR = BENCH / "portkey"  # package.json + lock committed; node_modules installed by bench/run
+PORTKEY_SCRIPT = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+
+# Budget systems: Corral's default chain plus one feature, each from bench/configs/<name>.toml. A
+# feature not built yet has no file (or Corral refuses its keys): its budget row says
+# "n/a (feature not built)". To fill one in, add the file (and a path/model if it needs one).
+BUDGET_SYSTEMS = {
+    "corral-unified": "unified.toml",
+    "corral-keys": "keys.toml",
+    "corral-otel": "otel.toml",
+    "corral-hardening": "hardening.toml",
+}
+NOT_BUILT = "n/a (feature not built)"
 
 # The model names the scenarios use (bench/mock.py reads latency/chunking from them); LiteLLM needs
 # each one listed.
@@ -98,6 +111,7 @@ class System:
     note: str = ""
     log: Path | None = None
     startup_timeout: float = 30.0
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (Portkey's routing)
 
     @property
     def pid(self) -> int | None:
@@ -119,9 +133,12 @@ class System:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log.read_text(errors="replace").strip().splitlines()[-6:]
-                self.skip(f"exited with {self.proc.returncode} at start: " + " | ".join(tail))
+                tail_text = " | ".join(tail)
+                built = self.name not in BUDGET_SYSTEMS or "nknown" not in tail_text
+                self.skip(("" if built else NOT_BUILT + ": ")
+                          + f"exited with {self.proc.returncode} at start: " + tail_text)
                 return False
-            ok, last = probe(self.port, self.path)
+            ok, last = probe(self.port, self.path, self.headers)
             if ok:
                 self.status = "ok"
                 return True
@@ -181,11 +198,12 @@ class System:
         return last
 
 
-def probe(port: int, path: str) -> tuple[bool, str]:
+def probe(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[bool, str]:
     """One real chat completion through the system: True once it answers 200."""
     body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "ping"}]}).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     req = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-           f"authorization: Bearer sk-bench-not-a-real-key\r\ncontent-length: {len(body)}\r\n"
+           f"authorization: Bearer sk-bench-not-a-real-key\r\ncontent-length: {len(body)}\r\n{extra}"
            f"connection: close\r\n\r\n").encode() + body
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -211,32 +229,56 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
     mock = f"http://127.0.0.1:{mock_port}"
     systems = [System("direct", "direct (mock)", "/v1/chat/completions", port=mock_port)]
 
-    def mitm(name: str, label: str, script: str | None) -> System:
+    def mitm(name: str, label: str, script: str | None, *options: str) -> System:
         port = free_port()
         cmd = [str(VENV / "mitmdump"), "-q", "--mode", f"reverse:{mock}@{port}", "--listen-host", "127.0.0.1",
-               "--set", "connection_strategy=lazy", "--set", f"confdir={workdir / 'mitm-certs'}"]
+               "--set", f"confdir={workdir / 'mitm-certs'}"]
+        for opt in options:
+            cmd += ["--set", opt]
         if script:
             cmd += ["-s", str(BENCH / script)]
         return System(name, label, "/v1/chat/completions", cmd, port=port)
 
-    systems.append(mitm("mitm", "mitmdump (no addon)", None))
+    # The baseline is the engine at its best: mitmdump's default options (eager connection strategy).
+    systems.append(mitm("mitm", "mitmdump (defaults)", None))
+    systems.append(mitm("mitm-lazy", "mitmdump (lazy connect)", None, "connection_strategy=lazy"))
     systems.append(mitm("mitm-tee", "mitmdump + SSE tee", "tee.py"))
 
-    def corral(name: str, label: str, extra_file: str | None) -> System:
+    def corral(name: str, label: str, extra_file: str | None, workers: int = 1) -> System:
         port = free_port()
         conf = workdir / f"{name}.toml"
         extra = (BENCH / "configs" / extra_file).read_text() if extra_file else ""
-        if extra_file:  # the default system's viewer has 127.0.0.1:8082; the variants run none
-            extra = '[viewer]\nlisten = ""\n\n' + extra
+        # Only the default system runs a viewer (on a free port: a developer's own Corral may have 8082).
+        viewer = f"127.0.0.1:{free_port()}" if name == "corral" else ""
+        extra = f'[viewer]\nlisten = "{viewer}"\n\n' + extra
         conf.write_text(corral_toml(mock_port, extra))
         db = workdir / f"{name}.db"
         cmd = [str(VENV / "corral"), "start", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
-               "--config", str(conf), "--certs", str(workdir / f"{name}-certs")]
+               "--config", str(conf), "--certs", str(workdir / f"{name}-certs"), "--workers", str(workers)]
         return System(name, label, "/openai/v1/chat/completions", cmd, db=db, port=port)
 
     systems.append(corral("corral", "Corral (default chain)", None))
+    systems.append(corral("corral-w2", "Corral --workers 2", None, workers=2))
     systems.append(corral("corral-cache", "Corral, cache hits", "cache.toml"))
     systems.append(corral("corral-limits", "Corral, limits not hit", "limits.toml"))
+    for name, file in BUDGET_SYSTEMS.items():
+        if (BENCH / "configs" / file).exists():
+            systems.append(corral(name, f"Corral + {name.removeprefix('corral-')}", file))
+        else:
+            missing = System(name, f"Corral + {name.removeprefix('corral-')}", "/openai/v1/chat/completions")
+            missing.skip(f"{NOT_BUILT}: no bench/configs/{file}")
+            systems.append(missing)
+
+    port = free_port()
+    portkey = System("portkey", "Portkey gateway (Node)", "/v1/chat/completions",
+                     ["node", "--import", (PORTKEY_DIR / "loopback.mjs").as_uri(), str(PORTKEY_SCRIPT),
+                      f"--port={port}", "--headless"],
+                     env={"NODE_ENV": "production"}, port=port,
+                     headers={"x-portkey-provider": "openai", "x-portkey-custom-host": f"{mock}/v1"})
+    if not PORTKEY_SCRIPT.exists():
+        portkey.cmd = None
+        portkey.skip("@portkey-ai/gateway is not installed in bench/portkey (see bench/run output)")
+    systems.append(portkey)
 
     port = free_port()
     conf = workdir / "litellm.yaml"
