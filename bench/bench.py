@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(a.systems.split(",")) if a.systems else None
     plan = [s for s in scen.scenarios(a.quick) if not a.scenarios or s.name in a.scenarios.split(",")]
 
+    used = {name for sc in plan for name in sc.systems}
+    wanted = (wanted or used) & used  # a system no planned scenario uses is not started
     t_start = time.monotonic()
     mock_port = sysmod.free_port()
     mock_log = (workdir / "mock.log").open("wb")
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(rounds):
             print(f"bench: round {rnd + 1}/{rounds} ({time.monotonic() - t_start:.0f} s in)", flush=True)
             for sc in plan:
+                if sc.once and rnd > 0:
+                    continue
                 for name in sc.systems:
                     system = live.get(name)
                     if system is None:
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "## Targets (same run)"]
         lines += [f"{t['status']:<5} {t['target']}: {t['detail']}" for t in targets]
         lines += report.budget_lines(budgets)
-        skipped = [s for s in systems if s.status != "ok" and not s.note.startswith(sysmod.NOT_BUILT)]
+        quiet = (sysmod.NOT_BUILT, "not in this run")
+        skipped = [s for s in systems if s.status != "ok" and not s.note.startswith(quiet)]
         if skipped:
             lines += ["", "## Skipped"] + [f"{s.label}: {s.note}" for s in skipped]
         elapsed = time.monotonic() - t_start
@@ -192,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         })
         return 0
     finally:
-        for s in systems:
-            s.stop()
+        with concurrent.futures.ThreadPoolExecutor(len(systems)) as pool:  # each may take a graceful second
+            list(pool.map(lambda s: s.stop(), systems))
         mock.terminate()
         mock.wait(10)
 

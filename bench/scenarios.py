@@ -30,19 +30,23 @@ class Scenario:
     stream: bool = False
     primary: str = "rps"  # figure the ratios are printed for
     higher_is_better: bool = True
+    once: bool = False  # exact counts and peaks: run in the first round only
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    """Quick mode keeps the scenarios the targets need and leaves out c=8, 256 slow requests and LiteLLM's
-    open streams; its rounds are shorter but more (CPU per request must agree run to run)."""
-    main = ("direct", "mitm", "mitm-lazy", "portkey", "corral", "corral-w2", "litellm")
-    streams = ("direct", "mitm", "mitm-tee", "portkey", "corral", "litellm")
+    """Quick mode keeps the scenarios and systems the issue-23 targets need (no LiteLLM, no c=8, no 256
+    slow requests, open streams for Corral and its floor only), with short rounds; CPU per request is
+    pooled over the rounds, so two quick runs agree on it."""
+    main = ("direct", "mitm", "mitm-lazy", "portkey", "corral", "corral-w2") + (() if quick else ("litellm",))
+    streams = ("direct", "mitm", "mitm-tee", "portkey", "corral") + (() if quick else ("litellm",))
     budgets = tuple(BUDGET_SYSTEMS)
-    every = (*main, "mitm-tee", "corral-limits", *budgets)
+    every = (*main, "mitm-tee", *budgets) + (() if quick else ("corral-limits",))
     out = [
-        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", (*main, "corral-limits"), concurrency=1),
+        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", main + (() if quick else ("corral-limits",)),
+                 concurrency=1),
         Scenario("json_c8", "JSON POST, concurrency 8", "wrk", main, concurrency=8),
-        Scenario("json_c64", "JSON POST, concurrency 64", "wrk", (*main, "corral-limits", *budgets), concurrency=64),
+        Scenario("json_c64", "JSON POST, concurrency 64", "wrk",
+                 (*main, *budgets) + (() if quick else ("corral-limits",)), concurrency=64),
         Scenario("conn", "One request at a time: a new connection each vs one kept-alive connection", "conn",
                  every, model="bench-d0-n4", primary="setup_ms", higher_is_better=False),
         Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
@@ -55,12 +59,12 @@ def scenarios(quick: bool) -> list[Scenario]:
                  model="bench-l300", concurrency=256, threads=2),
         # Quick: fewer and shorter streams, and no LiteLLM (it needs ~15 s to fail most of them).
         Scenario("open_streams", f"{300 if quick else 1000} concurrent open streams ({2 if quick else 3} s each)",
-                 "open", streams[:-1] if quick else streams,
+                 "open", ("corral",) if quick else streams,
                  model="bench-d100-n20" if quick else "bench-d100-n30", concurrency=300 if quick else 1000, stream=True,
-                 primary="errors", higher_is_better=False),
+                 primary="errors", higher_is_better=False, once=True),
         Scenario("records", f"{500 if quick else 2000} requests (1 in 4 streamed), c=16: rows recorded",
                  "count", ("corral",), model="bench-d0-n4", concurrency=16, primary="rows_lost",
-                 higher_is_better=False),
+                 higher_is_better=False, once=True),
     ]
     if quick:
         out = [s for s in out if s.name not in ("json_c8", "slow_c256", "stream_c32")]
@@ -90,7 +94,7 @@ def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
     elif sc.kind == "open":
         out = run_open(sc, system)
     elif sc.kind == "conn":
-        out = run_conn(sc, system, duration)
+        out = run_conn(sc, system, duration, 8 if quick else 20)
     else:
         out = run_count(sc, system, 500 if quick else 2000)
     cpu_after = cpu_seconds(system.pid)
@@ -182,9 +186,9 @@ def run_count(sc: Scenario, system: System, n: int) -> dict:
     return out
 
 
-def run_conn(sc: Scenario, system: System, duration: float) -> dict:
+def run_conn(sc: Scenario, system: System, duration: float, min_pairs: int) -> dict:
     stats = asyncio.run(connection_cost("127.0.0.1", system.port, system.path, chat_body("bench", False),
-                                        chat_body(sc.model, True), duration, extra=system.headers))
+                                        chat_body(sc.model, True), duration, min_pairs, extra=system.headers))
     out: dict = {f"{k}_p50_ms": ms(pct(v, 50)) for k, v in stats.samples.items()}
     new, keep = out.get("json_new_p50_ms"), out.get("json_keep_p50_ms")
     if new is not None and keep is not None:

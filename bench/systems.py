@@ -299,7 +299,7 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
         for s in systems:
             if s.name not in wanted and s.status != "skipped":
                 s.cmd = None
-                s.skip("not selected (--systems)")
+                s.skip("not in this run (--systems, or no scenario of this mode uses it)")
     return systems
 
 
