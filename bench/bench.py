@@ -46,7 +46,7 @@ def machine() -> dict:
         "portkey": portkey_version(),
         "node": version(["node", "--version"]),
         "wrk": version(["wrk", "--version"]),
-        "corral_commit": version(["git", "-C", str(sysmod.ROOT), "rev-parse", "--short", "HEAD"]),
+        "corral_commit": version(["git", "-C", str(sysmod.ROOT), "describe", "--always", "--dirty"]),
     }
 
 

@@ -210,16 +210,19 @@ class ConnStats:
     """Seconds per request, by kind: ``json_new`` / ``json_keep`` (whole answer) and ``ttfb_new`` /
     ``ttfb_keep`` (first stream event); a "new" figure starts before connect()."""
     samples: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # the gateway's CPU seconds per request
     sent: int = 0
     completed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 async def connection_cost(host: str, port: int, path: str, json_body: bytes, stream_body: bytes,
-                          duration: float, min_pairs: int = 20, extra: dict[str, str] | None = None) -> ConnStats:
+                          duration: float, min_pairs: int = 20, extra: dict[str, str] | None = None,
+                          cpu=None) -> ConnStats:
     """One request at a time, alternating: JSON on a new connection, JSON on a kept-alive one, a stream
     on a new connection, a stream on the kept-alive one. The difference new - kept-alive is what a
-    client pays per connection (accept, the gateway's per-connection setup, its upstream connect)."""
+    client pays per connection (accept, the gateway's per-connection setup, its upstream connect).
+    ``cpu()``, when given, reads the gateway's CPU seconds: each request is charged what it cost."""
     raws = {"json": request_bytes(host, port, path, json_body, extra),
             "ttfb": request_bytes(host, port, path, stream_body, extra)}
     stats = ConnStats()
@@ -236,9 +239,13 @@ async def connection_cost(host: str, port: int, path: str, json_body: bytes, str
                     await conn.ensure()  # (re)connect outside the timing: a kept-alive request
                     t0 = time.perf_counter()
                 stats.sent += 1
+                cpu0 = cpu() if cpu is not None else None
                 res = await conn.exchange(raw)
                 if how == "new":
                     conn.close()
+                    await asyncio.sleep(0)  # let the close reach the gateway before charging CPU
+                if cpu0 is not None and res.error is None:
+                    stats.cpu.setdefault(f"{kind}_{how}", []).append(cpu() - cpu0)
                 if res.error is not None:
                     stats.errors.append(res.error)
                     continue

@@ -16,7 +16,7 @@ COLUMNS = {
               ("errors", "errors")],
     "conn": [("json_new_p50_ms", "JSON new"), ("json_keep_p50_ms", "JSON kept"), ("setup_ms", "setup ms"),
              ("ttfb_new_p50_ms", "TTFB new"), ("ttfb_keep_p50_ms", "TTFB kept"), ("errors", "errors"),
-             ("cpu_ms_per_req", "CPU ms/req")],
+             ("json_keep_cpu_ms", "CPU kept"), ("setup_cpu_ms", "setup CPU"), ("ttfb_keep_cpu_ms", "CPU stream")],
 }
 EXTRA = [("rows", "rows"), ("cache_hits", "cache hits")]
 
@@ -71,8 +71,8 @@ def headline(systems, summary) -> list[str]:
     """Gateway CPU ms per request first (honest on a busy box), then throughput and latency, with the
     spread over rounds."""
     labels = {s.name: s.label for s in systems}
-    cols = ["CPU ms/req c=64", "CPU ms/req c=1", "req/s c=1", "req/s c=64", "p50 c=1", "p99 c=1", "setup ms",
-            "TTFB kept"]
+    cols = ["CPU ms/req c=64", "CPU ms/req c=1", "setup CPU ms", "req/s c=1", "req/s c=64", "p50 c=1", "p99 c=1",
+            "setup ms", "TTFB kept"]
     head = f"{'system':<26}" + "".join(f"{h:>22}" for h in cols)
     out = ["", "## Headline: gateway CPU per request, then req/s and latency (median [min-max] over rounds)",
            head, "-" * len(head)]
@@ -82,7 +82,8 @@ def headline(systems, summary) -> list[str]:
         if c1 is None and c64 is None:
             continue
         c1, c64 = c1 or {}, c64 or {}
-        cells = [spread(c64, "cpu_ms_per_req"), spread(c1, "cpu_ms_per_req"), spread(c1, "rps"),
+        cells = [spread(c64, "cpu_ms_per_req"), spread(c1, "cpu_ms_per_req"), spread(conn, "setup_cpu_ms"),
+                 spread(c1, "rps"),
                  spread(c64, "rps"), fmt(c1.get("p50_ms")), fmt(c1.get("p99_ms")), spread(conn, "setup_ms"),
                  spread(conn, "ttfb_keep_p50_ms")]
         out.append(f"{labels.get(name, name):<26}" + "".join(f"{c:>22}" for c in cells))
@@ -159,7 +160,9 @@ def targets(summary, systems) -> list[dict]:
     m = fig(summary, "conn", "mitm", "setup_ms")
     add("connection setup cost <= direct + 1.5 ms", None if None in (c, d) else c <= d + 1.5,
         missing("corral") or f"Corral {fmt(c)} ms, direct {fmt(d)} ms, plain mitmdump {fmt(m)} ms "
-        f"(new-connection minus kept-alive JSON request, p50)")
+        f"(new-connection minus kept-alive JSON request, p50); gateway CPU per new connection: Corral "
+        f"{fmt(fig(summary, 'conn', 'corral', 'setup_cpu_ms'))} ms, mitmdump "
+        f"{fmt(fig(summary, 'conn', 'mitm', 'setup_cpu_ms'))} ms")
     # Earlier targets, now against mitmdump with its default options.
     for sc in ("json_c1", "json_c64"):
         c, m = fig(summary, sc, "corral", "rps"), fig(summary, sc, "mitm", "rps")
@@ -257,3 +260,37 @@ HISTORY_RATIOS = {
 def history_ratios(summary) -> dict:
     return {name: ratio(fig(summary, sc, a, key), fig(summary, sc, b, key))
             for name, (sc, key, a, b) in HISTORY_RATIOS.items()}
+
+
+def markdown(result: dict) -> list[str]:
+    """The README's tables from one results file: ``python bench/report.py bench/results/<stamp>.json``."""
+    s, labels = result["summary"], {n: v["label"] for n, v in result["systems"].items()}
+
+    def cell(sc: str, name: str, key: str) -> str:
+        return spread((s.get(sc) or {}).get(name) or {}, key)
+
+    out = ["| system | CPU ms/req c=64 | CPU ms/req c=1 | req/s c=1 | req/s c=64 | p50 / p99 ms c=1 | setup ms (CPU) "
+           "| stream TTFB kept-alive ms (CPU) |", "|---|---|---|---|---|---|---|---|"]
+    for name in HEADLINE_ORDER:
+        if name not in s.get("json_c1", {}) and name not in s.get("json_c64", {}):
+            continue
+        c1 = s.get("json_c1", {}).get(name) or {}
+        conn = s.get("conn", {}).get(name) or {}
+        out.append(f"| {labels.get(name, name)} | {cell('json_c64', name, 'cpu_ms_per_req')} "
+                   f"| {cell('json_c1', name, 'cpu_ms_per_req')} | {cell('json_c1', name, 'rps')} "
+                   f"| {cell('json_c64', name, 'rps')} | {fmt(c1.get('p50_ms'))} / {fmt(c1.get('p99_ms'))} "
+                   f"| {fmt(conn.get('setup_ms'))} ({fmt(conn.get('setup_cpu_ms'))}) "
+                   f"| {fmt(conn.get('ttfb_keep_p50_ms'))} ({fmt(conn.get('ttfb_keep_cpu_ms'))}) |")
+    out += ["", "| target (same run) | result | figures |", "|---|---|---|"]
+    out += [f"| {t['target']} | {t['status']} | {t['detail']} |" for t in result["targets"]]
+    out += ["", "| budget: CPU ms/request over the default chain | result | figures |", "|---|---|---|"]
+    out += [f"| {b['budget']} ≤ {b['limit_ms']} ms | {b['status']} | {b['detail']} |"
+            for b in result.get("budgets", [])]
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print("\n".join(markdown(json.loads(open(sys.argv[1]).read()))))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client import chat_body, connection_cost, counted_run, open_streams, timed_run
-from systems import BENCH, BUDGET_SYSTEMS, System, cpu_seconds, rss_mb
+from systems import BENCH, BUDGET_SYSTEMS, System, cpu_ns, cpu_seconds, rss_mb
 
 
 @dataclass
@@ -188,11 +188,16 @@ def run_count(sc: Scenario, system: System, n: int) -> dict:
 
 def run_conn(sc: Scenario, system: System, duration: float, min_pairs: int) -> dict:
     stats = asyncio.run(connection_cost("127.0.0.1", system.port, system.path, chat_body("bench", False),
-                                        chat_body(sc.model, True), duration, min_pairs, extra=system.headers))
+                                        chat_body(sc.model, True), duration, min_pairs, extra=system.headers,
+                                        cpu=None if system.pid is None else lambda: cpu_ns(system.pid) / 1e9))
     out: dict = {f"{k}_p50_ms": ms(pct(v, 50)) for k, v in stats.samples.items()}
     new, keep = out.get("json_new_p50_ms"), out.get("json_keep_p50_ms")
     if new is not None and keep is not None:
         out["setup_ms"] = round(new - keep, 3)  # what one new connection costs a client
+    for k, v in stats.cpu.items():  # mean: CPU adds up, and a busy box inflates latency, not this
+        out[f"{k}_cpu_ms"] = round(sum(v) * 1000 / len(v), 3) if v else None
+    if out.get("json_new_cpu_ms") is not None and out.get("json_keep_cpu_ms") is not None:
+        out["setup_cpu_ms"] = round(out["json_new_cpu_ms"] - out["json_keep_cpu_ms"], 3)
     out.update({"sent": stats.sent, "completed": stats.completed, "errors": len(stats.errors),
                 "error_kinds": sorted({e.split(":")[0] for e in stats.errors})[:5]})
     return out
@@ -225,7 +230,8 @@ def median_figures(samples: list[dict]) -> dict:
     return out
 
 
-SPREAD = ("cpu_ms_per_req", "rps", "p50_ms", "setup_ms", "ttfb_keep_p50_ms", "ttfb_new_p50_ms", "ttfb_p50_ms")
+SPREAD = ("cpu_ms_per_req", "rps", "p50_ms", "setup_ms", "setup_cpu_ms", "json_keep_cpu_ms", "ttfb_keep_p50_ms",
+          "ttfb_new_p50_ms", "ttfb_p50_ms")
 
 
 def write_json(path: Path, data: dict) -> None:

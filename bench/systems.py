@@ -75,6 +75,21 @@ def cpu_seconds(pid: int | None) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ns(pid: int | None) -> int | None:
+    """Nanoseconds on CPU of every live thread of ``pid`` and its descendants (/proc/.../schedstat):
+    precise enough to charge single requests, where /proc/<pid>/stat counts 10 ms ticks."""
+    if pid is None:
+        return None
+    total = 0
+    for p in tree(pid):
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def rss_mb(pid: int) -> float | None:
     """VmRSS of ``pid`` and its descendants, in MB (/proc)."""
     total_kb = 0
