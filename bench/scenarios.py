@@ -42,8 +42,8 @@ def scenarios(quick: bool) -> list[Scenario]:
     budgets = tuple(BUDGET_SYSTEMS)
     every = (*main, "mitm-tee", *budgets) + (() if quick else ("corral-limits",))
     out = [
-        Scenario("json_c1", "JSON POST, concurrency 1", "wrk", main + (() if quick else ("corral-limits",)),
-                 concurrency=1),
+        Scenario("json_c1", "JSON POST, concurrency 1", "wrk",
+                 tuple(n for n in main if n != "mitm-lazy") if quick else (*main, "corral-limits"), concurrency=1),
         Scenario("json_c8", "JSON POST, concurrency 8", "wrk", main, concurrency=8),
         Scenario("json_c64", "JSON POST, concurrency 64", "wrk",
                  (*main, *budgets) + (() if quick else ("corral-limits",)), concurrency=64),
@@ -51,7 +51,8 @@ def scenarios(quick: bool) -> list[Scenario]:
                  every, model="bench-d0-n4", primary="setup_ms", higher_is_better=False),
         Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
                  concurrency=1, primary="p50_ms", higher_is_better=False),
-        Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream", streams,
+        Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream",
+                 tuple(n for n in streams if n != "mitm") if quick else streams,
                  model="bench-d5-n10", concurrency=1, stream=True, primary="ttfb_p50_ms", higher_is_better=False),
         Scenario("stream_c32", "SSE stream (10 chunks, 5 ms apart), concurrency 32", "stream", streams,
                  model="bench-d5-n10", concurrency=32, stream=True, primary="ttfb_p50_ms", higher_is_better=False),
@@ -94,7 +95,7 @@ def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
     elif sc.kind == "open":
         out = run_open(sc, system)
     elif sc.kind == "conn":
-        out = run_conn(sc, system, duration, 8 if quick else 20)
+        out = run_conn(sc, system, duration / 2 if quick else duration, 8 if quick else 20)
     else:
         out = run_count(sc, system, 500 if quick else 2000)
     cpu_after = cpu_seconds(system.pid)
