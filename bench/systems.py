@@ -247,7 +247,7 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
     def mitm(name: str, label: str, script: str | None, *options: str) -> System:
         port = free_port()
         cmd = [str(VENV / "mitmdump"), "-q", "--mode", f"reverse:{mock}@{port}", "--listen-host", "127.0.0.1",
-               "--set", f"confdir={workdir / 'mitm-certs'}"]
+               "--set", f"confdir={workdir / (name + '-certs')}"]  # own CA each: they start at once
         for opt in options:
             cmd += ["--set", opt]
         if script:
