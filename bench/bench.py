@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(a.systems.split(",")) if a.systems else None
     plan = [s for s in scen.scenarios(a.quick) if not a.scenarios or s.name in a.scenarios.split(",")]
 
+    info = machine()  # at the start: the commit measured, not the one checked out by the end
     used = {name for sc in plan for name in sc.systems}
     wanted = (wanted or used) & used  # a system no planned scenario uses is not started
     t_start = time.monotonic()
@@ -178,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{elapsed:.0f} s in all; load average {load_before} before, {load_after} after; "
                       f"results in {out_path}"]
         print("\n".join(lines))
-        info = machine()
         if not a.no_history and not a.scenarios and not a.systems:
             append_history(sysmod.BENCH / "history.jsonl", {
                 "started_at": stamp, "kind": "quick" if a.quick else "default", "commit": info["corral_commit"],
