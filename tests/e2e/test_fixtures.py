@@ -202,3 +202,27 @@ def test_the_example_fails_loudly_without_its_fixtures(tmp_path: Path) -> None:
     result = run_example(tmp_path)
     assert result.returncode == 1
     assert "599" in result.stdout and "no recorded exchange for POST /v1/chat/completions" in result.stdout
+
+
+def test_explicit_mode_replays_the_same_set(tmp_path: Path) -> None:
+    """A client that only sets HTTPS_PROXY and the CA (no base URL) is answered from the same fixture set:
+    the set keeps the upstream path, which both modes share."""
+    import ssl
+
+    import httpx
+
+    from addon import ca
+    from tests.e2e.test_explicit_mode import corral_env
+
+    body = corpus.load("openai-chat-json-1")["request"]["body"]
+    with fixture_gateway(None, EXAMPLE / "fixtures", "replay") as gw:
+        env = corral_env(gw)
+        ca.write_bundle(ca.CaFiles(gw.workdir / "certs"))
+        trust = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+        with httpx.Client(proxy=env["HTTPS_PROXY"], verify=trust, timeout=20, trust_env=False) as client:
+            r = client.post("https://api.openai.com/v1/chat/completions", json=body,
+                            headers={"authorization": "Bearer sk-explicit-not-real"})
+        row = gw.wait_rows(lambda r: True, 1)[0]
+    assert r.status_code == 200 and r.headers["x-corral-fixture"] == "replayed"
+    assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup_population"
+    assert row["mode"] == "explicit" and row["cost_usd"] in (0, None)
