@@ -28,7 +28,7 @@ FAMILIES = frozenset({"openai", "anthropic", "gemini", "cohere", "bedrock", "oll
 AUTH_SCHEMES = frozenset({"bearer", "x-api-key", "x-goog-api-key", "query-key", "api-key", "sigv4", "none"})
 PROVIDER_KEYS = frozenset(
     {"prefix", "upstream", "hosts", "auth", "format", "reverse", "per_host", "docs", "note", "pricing_id",
-     "path_formats", "include_usage_paths", "custom"}
+     "path_formats", "include_usage_paths", "custom", "chat_path"}
 )
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 
@@ -73,6 +73,9 @@ class Provider:
     # Path endings (query ignored) whose request schema has stream_options.include_usage; None: the
     # family's list from [formats.<family>] in catalog.toml.
     include_usage_paths: tuple[str, ...] | None = None
+    # Path (after the prefix) of the provider's OpenAI-compatible chat completions endpoint, for the
+    # unified /v1/chat/completions; None: /v1/chat/completions on an openai-format provider, else none.
+    chat_path: str | None = None
     _compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +110,14 @@ class Provider:
         """The upstream URL for ``rest`` (path + query after the prefix, forwarded unchanged)."""
         scheme, _host, _port, path, host_header = self.upstream_target(rest)
         return f"{scheme}://{host_header}{path}"
+
+    @property
+    def openai_chat_path(self) -> str | None:
+        """Where an OpenAI-shaped chat completions request goes on this provider, or None when it has
+        no such endpoint (its native API must be translated)."""
+        if self.chat_path is not None:
+            return self.chat_path
+        return "/v1/chat/completions" if self.format == "openai" else None
 
     def format_for(self, path: str) -> str:
         """Family for a request path (the part after the prefix; query ignored)."""
@@ -281,7 +292,14 @@ def _build_provider(name: str, entry: Mapping[str, Any]) -> Provider:
         include_usage_paths=(
             _paths(f"provider {name!r}", entry["include_usage_paths"]) if "include_usage_paths" in entry else None
         ),
+        chat_path=_chat_path(name, entry.get("chat_path")),
     )
+
+
+def _chat_path(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+        raise CatalogError(f"provider {name!r}: chat_path must be a path starting with '/'")
+    return value
 
 
 def _reject_unknown_keys(name: str, table: Mapping[str, Any], ignored: frozenset[str]) -> None:
