@@ -13,6 +13,9 @@ Each addon reads only metadata written by the ones before it (addon/metadata.py 
 - FixturePlayer before CacheLookup and the limits: a replayed answer touches no cache, quota or provider.
 - CacheStore and FixtureTaker after Meter: it stores what the meter judged complete, and wraps the meter's stream tee
   to keep the chunks (with timings) that the client received.
+- UnifiedRequest right after the Router: the cache, limits, retries and meter see the native request.
+- UnifiedResponse after the Recorder: the meter parses and the recorder keeps the native answer; its
+  stream wrapper is outermost, so every tee before it sees native bytes.
 - Recorder after everything that writes metadata about the exchange; Annotator and Metrics after the
   Recorder, whose cost they show and count.
 docs/architecture.md draws the chain and the path of one request through the hooks.
@@ -54,6 +57,8 @@ from addon.request_guard import RequestGuard
 from addon.router import Router
 from addon.services import CatalogService, PricingService, SecretsService, SharedState
 from addon.state import StateHeader
+from addon.unified.request import UnifiedRequest
+from addon.unified.response import UnifiedResponse
 from addon.viewer.metrics import Metrics
 from addon.viewer.server import Viewer
 
@@ -132,6 +137,7 @@ def build() -> list[object]:
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
         SecretsService(),  # [secrets]: more names redacted wherever a request is stored or shown
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
+        UnifiedRequest(),  # /v1/chat/completions to a translated provider: the native request, before all else
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
         Health(shared_state),  # /_corral/health and /_corral/ready (never recorded)
@@ -148,6 +154,7 @@ def build() -> list[object]:
         FixtureTaker(fixtures),  # after the Meter, like CacheStore: writes complete exchanges to the set
         StateHeader(),  # x-corral-state: degraded when Redis ([state] url) was unavailable for the flow
         Recorder(pricing),  # one row per flow, written off the loop in batches
+        UnifiedResponse(),  # after the Recorder (and around every tee): the client's copy in OpenAI's shape
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
         Viewer(registry),  # web UI, read-only JSON API and /metrics on [viewer] listen
         Metrics(registry),  # Prometheus counters from the flow's metadata; last, so it sees everything

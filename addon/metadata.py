@@ -47,6 +47,8 @@ addons themselves, keyed by ``flow.id``.
 | corral.fixture | "replayed"/"record"/"miss" | fixture player | record/replay fixtures ([fixtures] mode): answered from the set (meter parses it; limits and retries leave it alone; with pace=original it goes to the in-process replay server), to be recorded by the fixture taker, or a replay miss answered with miss_status |
 | corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
 | corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
+| corral.unified | dict | router | the request came through the unified OpenAI-compatible endpoint (`POST /v1/chat/completions`, addon/unified/): {endpoint, requested_model ("<provider>/<model>" as the client sent it), native_model, translate (the family the request is translated to, None when the provider is OpenAI-compatible and gets it as is)} |
+| corral.unified_stream | dict | unified request | a translated request: {stream (the client asked for a stream), include_usage (the client asked for the usage chunk)}; the unified response addon answers in that shape |
 | corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |
 """  # noqa: E501 - a markdown table keeps one row per line
 
@@ -93,13 +95,21 @@ TENANT = "corral.tenant"
 FIXTURE = "corral.fixture"
 RATELIMIT = "corral.ratelimit"
 STATE_DEGRADED = "corral.state_degraded"
+UNIFIED = "corral.unified"
+UNIFIED_STREAM = "corral.unified_stream"
 
 INTERNAL_PREFIX = "_corral"  # http://<gateway>/_corral/... : Corral's own endpoints
 
 
 def is_llm_flow(flow) -> bool:
     """True for flows Corral handles: routed to a provider, or refused by the router."""
-    return PROVIDER in flow.metadata or ROUTE_ERROR in flow.metadata
+    return PROVIDER in flow.metadata or ROUTE_ERROR in flow.metadata or UNIFIED in flow.metadata
+
+
+def unified_translated(flow) -> str | None:
+    """The family a unified request is translated to, or None (not unified, or passed through)."""
+    unified = flow.metadata.get(UNIFIED)
+    return unified.get("translate") if unified else None
 
 
 def client_went_away(flow) -> bool:

@@ -17,7 +17,9 @@ An upstream that is the gateway itself is refused (at start when configured, 508
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import socket
 from collections.abc import Sequence
 
@@ -29,6 +31,7 @@ from addon.credentials import AmbiguousCredential, credential_fingerprint, redac
 from addon.request_info import read_request
 from addon.responses import make_error
 from addon.services import CatalogService
+from addon.unified import routing as unified
 from providers.catalog import Provider
 from providers.formats import get_family
 
@@ -42,6 +45,7 @@ class Router:
     def __init__(self, catalog: CatalogService) -> None:
         self.catalog = catalog
         self.gateway_names: frozenset[str] = LOOPBACK_NAMES
+        self.unified_keys: dict[str, str] = {}  # provider -> env variable holding its key
 
     def load(self, loader) -> None:
         request_form.install()
@@ -49,6 +53,16 @@ class Router:
             "corral_gateway_names", Sequence[str], [],
             "Extra host names that name the gateway itself (absolute-form requests to them are reverse mode); "
             "other names are resolved when the port is the gateway's.",
+        )
+        loader.add_option(
+            "corral_unified_keys", str, "",
+            "The unified /v1/chat/completions: provider keys as a JSON table {provider: \"env:VARIABLE\"} "
+            "([unified] keys = { anthropic = \"env:ANTHROPIC_API_KEY\" }).",
+        )
+        loader.add_option(
+            "corral_unified_forward_client_key", bool, True,
+            "The unified /v1/chat/completions: a provider without a key in [unified] keys gets the client's "
+            "bearer token, in the provider's own auth style; false: it gets no key.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -58,6 +72,11 @@ class Router:
             self.gateway_names = LOOPBACK_NAMES | names
         if updated & {"corral_providers", "corral_gateway_intercept_hosts", "listen_port", "listen_host"}:
             self._refuse_self_upstream()
+        if updated & {"corral_unified_keys", "corral_providers"}:
+            try:
+                self.unified_keys = unified.parse_keys(ctx.options.corral_unified_keys, self.catalog.current)
+            except ValueError as e:
+                raise exceptions.OptionsError(str(e)) from None
 
     def _refuse_self_upstream(self) -> None:
         """A configured upstream at the gateway's own listen address would send each request back into
@@ -127,13 +146,16 @@ class Router:
             body = b'{"error": "corral: unknown endpoint"}'
             flow.response = http.Response.make(404, body, {"content-type": "application/json"})
             return
+        if md.UNIFIED in flow.metadata and md.PROVIDER not in flow.metadata and flow.response is None:
+            self._route_unified(flow)
         error = flow.metadata.get(md.ROUTE_ERROR)
         if error and flow.response is None:
             status, kind = (400, "bad_request") if md.PROVIDER in flow.metadata else (404, "not_found")
             flow.response = make_error(flow, status, error, kind)
             return
-        if md.FORMAT in flow.metadata and flow.response is None:
-            # Parsed once here, so every later addon (cache key, limits, meter) can use it.
+        if md.FORMAT in flow.metadata and flow.response is None and not md.unified_translated(flow):
+            # Parsed once here, so every later addon (cache key, limits, meter) can use it (a translated
+            # unified request: by UnifiedRequest, once it is the native one).
             info = read_request(get_family(flow.metadata[md.FORMAT]), flow.request.path, flow.request)
             flow.metadata[md.MODEL] = info.model
             flow.metadata[md.STREAM_REQUESTED] = info.stream
@@ -211,6 +233,10 @@ class Router:
         path, sep, query = flow.request.path.partition("?")
         prefix, _, remainder = path.lstrip("/").partition("/")
         rest = "/" + remainder + (sep + query)
+        bare = path.rstrip("/")
+        if bare in unified.ENDPOINTS and self.catalog.current.by_prefix(prefix) is None:
+            self._unified_endpoint(flow, bare)
+            return
         if prefix == md.INTERNAL_PREFIX:
             # Corral's own endpoints (/_corral/...): answered in-band by the addon that owns them.
             flow.metadata[md.INTERNAL] = "/" + remainder
@@ -233,6 +259,47 @@ class Router:
             )
             return
         self._rewrite(flow, provider, rest)
+
+    def _unified_endpoint(self, flow: http.HTTPFlow, path: str) -> None:
+        """``/v1/models`` is answered here; ``/v1/chat/completions`` is routed in ``request``, once the
+        body names the model."""
+        if path == unified.MODELS_PATH and flow.request.method in ("GET", "HEAD"):
+            flow.response = http.Response.make(200, unified.models_body(self.catalog.current),
+                                               {"content-type": "application/json"})
+        elif path == unified.CHAT_PATH and flow.request.method == "POST":
+            flow.metadata[md.UNIFIED] = {"endpoint": "chat.completions"}
+            flow.metadata[md.GATEWAY_PATH] = path
+        else:
+            flow.response = make_error(flow, 405, f"corral: {flow.request.method} is not allowed on {path}",
+                                       "method_not_allowed")
+
+    def _route_unified(self, flow: http.HTTPFlow) -> None:
+        meta = flow.metadata
+        try:
+            body = json.loads(flow.request.get_content(strict=False) or b"")
+        except ValueError as e:
+            meta[md.ROUTE_ERROR] = f"corral: the request body is not JSON: {e}"
+            return
+        requested = body.get("model") if isinstance(body, dict) else None
+        try:
+            target = unified.resolve(self.catalog.current, requested)
+        except unified.UnknownModel as e:
+            meta[md.ROUTE_ERROR] = str(e)
+            return
+        provider = target.provider
+        meta[md.UNIFIED] = {**meta[md.UNIFIED], "requested_model": requested, "native_model": target.model,
+                            "translate": target.translate}
+        env = self.unified_keys.get(provider.name)
+        unified.place_key(flow.request.headers, provider, os.environ.get(env) if env else None,
+                          ctx.options.corral_unified_forward_client_key)
+        if target.translate is None:
+            body["model"] = target.model
+            flow.request.content = json.dumps(body).encode()
+            meta.setdefault(md.CHANGES, []).append(
+                f"unified endpoint: model {requested!r} sent to {provider.name} as {target.model!r}")
+        self._set_provider(flow, provider, target.path)
+        if md.ROUTE_ERROR not in meta:
+            self._rewrite(flow, provider, target.path)
 
     def _route_explicit(self, flow: http.HTTPFlow, provider: Provider) -> None:
         # A connection redirected by `corral run --capture` (mitmproxy's local mode) asked no proxy at all.

@@ -1,0 +1,116 @@
+"""UnifiedResponse: the native answer to a translated unified request, in OpenAI's chat completions shape.
+
+Placed after the Recorder: the Meter has parsed the native answer (usage and cost are exact) and the
+Recorder has kept it; only then does the client's copy change. A stream is wrapped around the tees of
+the addons before (the Meter's, the cache's, the fixture taker's), so they all see native bytes while
+the client gets OpenAI chunks; any other body (JSON, errors) is translated whole, at its end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+
+from mitmproxy import http
+
+from addon import delivery, metadata as md
+from addon.decoding import BoundedDecoder, decode_bounded
+from addon.unified import anthropic_response, errors
+from addon.unified.anthropic_stream import AnthropicStreamTranslator
+
+logger = logging.getLogger(__name__)
+
+# Most decoded bytes of a non-streamed native answer translated (a chat answer is far smaller).
+WHOLE_LIMIT = 64 << 20
+
+
+class UnifiedResponse:
+    def __init__(self) -> None:
+        self.bodies: set[str] = set()  # flow ids whose whole body is translated at its end
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if md.unified_translated(flow) is None or response is None:
+            return
+        inner = response.stream
+        coding = response.headers.pop("content-encoding", "")
+        streamed = callable(inner) or delivery.should_stream(flow)
+        if not streamed:
+            if coding:
+                response.headers["content-encoding"] = coding  # decoded in `response`, with the body
+            self.bodies.add(flow.id)
+            return
+        delivery.reframe_for_rewrite(flow)
+        decoder = BoundedDecoder(coding, WHOLE_LIMIT)
+        is_sse = 200 <= response.status_code < 300 and "event-stream" in delivery.media_type(response.headers)
+        if is_sse:
+            options = flow.metadata.get(md.UNIFIED_STREAM) or {}
+            translator = AnthropicStreamTranslator(bool(options.get("include_usage")))
+            response.stream = _wrap(inner, decoder, translator.feed, translator.finish_stream)
+        else:
+            whole = _Whole(flow)
+            response.headers["content-type"] = "application/json"
+            response.stream = _wrap(inner, decoder, whole.feed, whole.finish)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.id not in self.bodies:
+            return
+        self.bodies.discard(flow.id)
+        response = flow.response
+        if response is None or response.raw_content is None:
+            return
+        decoded = decode_bounded(response.raw_content, response.headers.pop("content-encoding", ""), WHOLE_LIMIT)
+        response.content = translate_whole(response.status_code, decoded.data)
+        response.headers["content-type"] = "application/json"
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.bodies.discard(flow.id)
+
+
+def translate_whole(status: int, body: bytes) -> bytes:
+    """A whole native Anthropic answer (a message, or an error) as OpenAI's."""
+    if status >= 400:
+        return errors.from_anthropic(status, body)
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return errors.openai_error_bytes("corral: the provider's answer is not JSON", "server_error")
+    if not isinstance(message, dict) or message.get("type") != "message":
+        return body  # not a Messages answer (e.g. made by Corral already in OpenAI's shape): as it is
+    return json.dumps(anthropic_response.to_chat_completion(message)).encode()
+
+
+class _Whole:
+    """Collects a streamed non-SSE body and translates it at its end."""
+
+    def __init__(self, flow: http.HTTPFlow) -> None:
+        self.flow = flow
+        self.parts: list[bytes] = []
+
+    def feed(self, data: bytes) -> bytes:
+        self.parts.append(data)
+        return b""
+
+    def finish(self) -> bytes:
+        status = self.flow.response.status_code if self.flow.response is not None else 502
+        return translate_whole(status, b"".join(self.parts))
+
+
+def _wrap(inner, decoder: BoundedDecoder, feed: Callable[[bytes], bytes],
+          finish: Callable[[], bytes]) -> Callable[[bytes], bytes | list[bytes]]:
+    """A stream callable: the inner tees' output, decoded, through ``feed``; at the end ``finish``."""
+
+    def stream(chunk: bytes) -> bytes | list[bytes]:
+        native = inner(chunk) if callable(inner) else chunk
+        data = b"".join(_pieces(native))
+        out = feed(decoder.feed(data)) if data else b""
+        if chunk == b"":
+            return out + finish()  # the end: whatever it is, mitmproxy then ends the body
+        return [out] if out else []  # never b"" mid-stream: an empty chunk would end the body early
+
+    return stream
+
+
+def _pieces(native: bytes | Iterable[bytes]) -> Iterable[bytes]:
+    return [native] if isinstance(native, bytes) else native
