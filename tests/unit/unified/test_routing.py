@@ -1,0 +1,49 @@
+"""Which provider, native model and path a unified ``"<provider>/<model>"`` names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mitmproxy import http
+
+from addon.unified import routing
+from providers.catalog import Catalog
+
+CATALOG = Catalog.load()
+
+
+@pytest.mark.parametrize(("model", "provider", "native", "path", "translate"), [
+    ("anthropic/claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5", "/v1/messages", "anthropic"),
+    ("openai/gpt-4o-mini", "openai", "gpt-4o-mini", "/v1/chat/completions", None),
+    ("groq/llama-3.1-8b-instant", "groq", "llama-3.1-8b-instant", "/openai/v1/chat/completions", None),
+    ("openrouter/meta-llama/llama-3-8b", "openrouter", "meta-llama/llama-3-8b", "/api/v1/chat/completions", None),
+])
+def test_resolve(model: str, provider: str, native: str, path: str, translate: str | None) -> None:
+    target = routing.resolve(CATALOG, model)
+    assert (target.provider.name, target.model, target.path, target.translate) == (provider, native, path, translate)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "nosuch/x", "anthropic/", None, "bedrock/anthropic.claude-v2"])
+def test_unroutable(model: object) -> None:
+    with pytest.raises(routing.UnknownModel):
+        routing.resolve(CATALOG, model)
+
+
+def test_models_body_lists_priced_models_of_reachable_providers() -> None:
+    ids = [m["id"] for m in json.loads(routing.models_body(CATALOG))["data"]]
+    assert "anthropic/claude-3-5-haiku-latest" in ids
+    assert not [i for i in ids if i.startswith(("bedrock/", "cohere/"))]
+
+
+def test_place_key_moves_the_client_bearer_into_the_providers_style() -> None:
+    headers = http.Headers(authorization="Bearer sk-1")
+    routing.place_key(headers, CATALOG.get("anthropic"), None, True)  # type: ignore[arg-type]
+    assert "authorization" not in headers and headers["x-api-key"] == "sk-1"
+    assert headers["anthropic-version"] == routing.ANTHROPIC_VERSION
+    configured = http.Headers(authorization="Bearer client-key")
+    routing.place_key(configured, CATALOG.get("groq"), "gsk-configured", True)  # type: ignore[arg-type]
+    assert configured["authorization"] == "Bearer gsk-configured"
+    kept_out = http.Headers(authorization="Bearer client-key")
+    routing.place_key(kept_out, CATALOG.get("groq"), None, False)  # type: ignore[arg-type]
+    assert "authorization" not in kept_out
