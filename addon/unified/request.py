@@ -22,6 +22,7 @@ class UnifiedRequest:
         if family is None or flow.response is not None or md.ROUTE_ERROR in meta:
             return
         body = json.loads(flow.request.get_content(strict=False) or b"{}")  # the Router parsed it already
+        meta[md.MODEL] = meta[md.UNIFIED]["native_model"]  # until the native request says it (or is refused)
         try:
             native = anthropic_request.to_anthropic(body, meta[md.UNIFIED]["native_model"])
         except TranslationError as e:
