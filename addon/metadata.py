@@ -23,7 +23,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.stream | bool | meter | the response was streamed (any framing) |
 | corral.include_usage_injected | bool | meter | Corral asked upstream for stream usage the client did not ask for |
 | corral.request_edit | dict | meter | the one edit made to the client's request bytes: {at, removed, added} (str); the recorder undoes it to store what the client sent |
-| corral.changes | list[str] | meter | every change Corral made to what it forwarded (request bytes, response body, framing), for the record |
+| corral.changes | list[str] | meter, router and unified (the unified endpoint's rewrites) | every change Corral made to what it forwarded (request bytes, response body, framing), for the record |
 | corral.response_type | str / None | meter | media type of the response (Content-Type without parameters) |
 | corral.response_bytes | int | meter | body bytes the client received (as on the wire, still content-encoded) |
 | corral.first_byte_at | float | meter | epoch time the first response body byte went to the client |

@@ -21,6 +21,8 @@ from addon.unified.anthropic_stream import AnthropicStreamTranslator
 
 logger = logging.getLogger(__name__)
 
+# Names the upstream's content-encoding of a body Corral decoded to translate it.
+DECODED_HEADER = "corral-decoded"
 # Most decoded bytes of a non-streamed native answer translated (a chat answer is far smaller).
 WHOLE_LIMIT = 64 << 20
 
@@ -33,14 +35,18 @@ class UnifiedResponse:
         response = flow.response
         if md.unified_translated(flow) is None or response is None:
             return
+        flow.metadata.setdefault(md.CHANGES, []).append(
+            "unified endpoint: the client got the answer in OpenAI's chat completions shape (recorded: the native one)")
         inner = response.stream
-        coding = response.headers.pop("content-encoding", "")
         streamed = callable(inner) or delivery.should_stream(flow)
         if not streamed:
-            if coding:
-                response.headers["content-encoding"] = coding  # decoded in `response`, with the body
-            self.bodies.add(flow.id)
+            self.bodies.add(flow.id)  # decoded and translated in `response`, whole
             return
+        # The client gets the translation uncompressed. The native coding stays named in a header, because the
+        # cache keeps these headers with the native body, and a hit's body must be decoded the same way.
+        coding = response.headers.pop("content-encoding", "") or response.headers.get(DECODED_HEADER, "")
+        if coding:
+            response.headers[DECODED_HEADER] = coding
         delivery.reframe_for_rewrite(flow)
         decoder = BoundedDecoder(coding, WHOLE_LIMIT)
         is_sse = 200 <= response.status_code < 300 and "event-stream" in delivery.media_type(response.headers)
@@ -60,7 +66,14 @@ class UnifiedResponse:
         response = flow.response
         if response is None or response.raw_content is None:
             return
-        decoded = decode_bounded(response.raw_content, response.headers.pop("content-encoding", ""), WHOLE_LIMIT)
+        coding = response.headers.pop("content-encoding", "") or response.headers.pop(DECODED_HEADER, "")
+        decoded = decode_bounded(response.raw_content, coding, WHOLE_LIMIT)
+        if 200 <= response.status_code < 300 and "event-stream" in delivery.media_type(response.headers):
+            # A whole stream made in process (a cache hit, a fixture): translated event by event all the same.
+            options = flow.metadata.get(md.UNIFIED_STREAM) or {}
+            translator = AnthropicStreamTranslator(bool(options.get("include_usage")))
+            response.content = translator.feed(decoded.data) + translator.finish_stream()
+            return
         response.content = translate_whole(response.status_code, decoded.data)
         response.headers["content-type"] = "application/json"
 

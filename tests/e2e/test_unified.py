@@ -19,6 +19,7 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 
 from tests.support import corpus
 from tests.support.gateway import Gateway
+from tests.support.mock_upstream import Reply
 
 KEY = "sk-ant-unified-test-0123456789"
 
@@ -183,3 +184,39 @@ def test_models_lists_catalog_models(gateway: Gateway) -> None:
     assert any(i.startswith("groq/") for i in ids)
     assert not any(i.startswith("bedrock/") for i in ids)  # not reachable through the unified endpoint yet
     assert httpx.post(gateway.url + "/v1/models").status_code == 405
+
+
+@pytest.mark.parametrize("name", ["anthropic-messages-json-3", "anthropic-messages-stream-2"])
+def test_cache_hit_is_translated_like_the_miss(cache_gateway: Gateway, fresh_mock, tag: str, name: str) -> None:
+    """The cache keys on and keeps the native exchange; a hit is translated for the client like the miss."""
+    stream = name.endswith("stream-2")
+
+    def call():
+        result = client(cache_gateway, name, tag).chat.completions.create(
+            model="anthropic/claude-haiku-4-5", user=tag, stream=stream,
+            messages=[{"role": "user", "content": "Two names for a pet pelican"}])
+        if stream:
+            return [c.model_dump(exclude={"created"}) for c in result]  # type: ignore[union-attr]
+        return result.model_dump(exclude={"created"})  # type: ignore[union-attr]
+
+    first, second = call(), call()
+    assert second == first
+    assert fresh_mock.request_count == 1, "a hit must not reach the upstream"
+    rows = cache_gateway.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 2)
+    assert sorted(r["cache"] for r in rows) == ["hit", "miss"]
+    native = json.loads(fresh_mock.requests[0].body)
+    assert native["metadata"] == {"user_id": tag}
+
+
+def test_rate_limit_is_retried_then_raised_as_rate_limit_error(gateway: Gateway, fresh_mock, tag: str) -> None:
+    body = json.dumps({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}).encode()
+    limited = Reply(429, {"content-type": "application/json", "retry-after": "0"}, body)
+    fresh_mock.enqueue(limited, limited, limited)
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0, default_headers={"x-test-id": tag})
+    with pytest.raises(openai.RateLimitError) as err:
+        c.chat.completions.create(model="anthropic/claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body == {"message": "slow down", "type": "rate_limit_error", "param": None,
+                              "code": "rate_limit_error"}
+    assert err.value.response.headers["retry-after"] == "0"
+    assert fresh_mock.request_count == 3  # Corral's retries apply to unified flows as to native ones
+    assert gateway.row_for(tag)["retries"] == 2
