@@ -8,6 +8,7 @@ an OpenAI-shaped answer, and record the native exchange with its exact usage and
 from __future__ import annotations
 
 import json
+import os
 import typing
 
 import anthropic
@@ -20,6 +21,7 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import Reply
+from tests.support.reliability import reliability
 
 KEY = "sk-ant-unified-test-0123456789"
 
@@ -148,12 +150,20 @@ def test_anthropic_error_raises_the_sdk_error(gateway: Gateway, fresh_mock, tag:
     assert gateway.row_for(tag)["status"] == 404
 
 
+@reliability(
+    "bad client input",
+    "unified request with a parameter the provider cannot honour (n > 1 for Anthropic, ...)",
+    "400 in OpenAI's error shape with `param` naming it (openai.BadRequestError); nothing sent upstream",
+    "row: status 400, error naming the parameter",
+)
 def test_untranslatable_parameter_is_refused_naming_it(gateway: Gateway, fresh_mock, tag: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client(gateway, "anthropic-messages-json-3", tag).chat.completions.create(
             model="anthropic/claude-sonnet-4-5", n=2, messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["param"] == "n"  # type: ignore[index]
     assert fresh_mock.request_count == 0
+    row = gateway.row_for(tag)
+    assert row["status"] == 400 and "n other than 1" in row["error"]
 
 
 def test_openai_compatible_provider_passes_through(gateway: Gateway, fresh_mock, tag: str) -> None:
@@ -208,6 +218,12 @@ def test_cache_hit_is_translated_like_the_miss(cache_gateway: Gateway, fresh_moc
     assert native["metadata"] == {"user_id": tag}
 
 
+@reliability(
+    "upstream faults",
+    "429 from a translated provider behind the unified endpoint",
+    "retried as [retries] says; then the 429 in OpenAI's shape (openai.RateLimitError), Retry-After kept",
+    "row: status 429, retries counted",
+)
 def test_rate_limit_is_retried_then_raised_as_rate_limit_error(gateway: Gateway, fresh_mock, tag: str) -> None:
     body = json.dumps({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}).encode()
     limited = Reply(429, {"content-type": "application/json", "retry-after": "0"}, body)
@@ -220,3 +236,22 @@ def test_rate_limit_is_retried_then_raised_as_rate_limit_error(gateway: Gateway,
     assert err.value.response.headers["retry-after"] == "0"
     assert fresh_mock.request_count == 3  # Corral's retries apply to unified flows as to native ones
     assert gateway.row_for(tag)["retries"] == 2
+
+
+def test_configured_provider_key_replaces_the_clients(mock, tmp_path, tag: str) -> None:
+    """[unified] keys: the provider gets the gateway's key from the environment, never the client's token."""
+    mock.reset()
+    keys = json.dumps({"anthropic": "env:CORRAL_TEST_ANTHROPIC_KEY"})  # [unified] keys = { anthropic = "env:..." }
+    gw = Gateway(mock.url, config={"unified": {"forward_client_key": False}}, sets=[f"corral_unified_keys={keys}"],
+                 workdir=tmp_path)
+    gw.start(env={**os.environ, "CORRAL_TEST_ANTHROPIC_KEY": "sk-ant-from-gateway"})
+    try:
+        client(gw, "anthropic-messages-json-3", tag).chat.completions.create(
+            model="anthropic/claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
+        client(gw, "groq-chat-json-1", tag).chat.completions.create(
+            model="groq/llama3-8b-8192", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        gw.stop()
+    to_anthropic, to_groq = mock.requests[0].headers, mock.requests[1].headers
+    assert to_anthropic["x-api-key"] == "sk-ant-from-gateway" and "authorization" not in to_anthropic
+    assert "authorization" not in to_groq and "x-api-key" not in to_groq  # no key configured, none forwarded

@@ -47,3 +47,12 @@ def test_place_key_moves_the_client_bearer_into_the_providers_style() -> None:
     kept_out = http.Headers(authorization="Bearer client-key")
     routing.place_key(kept_out, CATALOG.get("groq"), None, False)  # type: ignore[arg-type]
     assert "authorization" not in kept_out
+
+
+def test_parse_keys() -> None:
+    assert routing.parse_keys('{"anthropic": "env:ANTHROPIC_API_KEY"}', CATALOG) == {"anthropic": "ANTHROPIC_API_KEY"}
+    assert routing.parse_keys("", CATALOG) == {}
+    with pytest.raises(ValueError, match="unknown provider 'anthropics'"):
+        routing.parse_keys('{"anthropics": "env:X"}', CATALOG)
+    with pytest.raises(ValueError, match="never live in the file"):
+        routing.parse_keys('{"anthropic": "sk-ant-literal"}', CATALOG)
