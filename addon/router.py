@@ -268,7 +268,6 @@ class Router:
                                                {"content-type": "application/json"})
         elif path == unified.CHAT_PATH and flow.request.method == "POST":
             flow.metadata[md.UNIFIED] = {"endpoint": "chat.completions"}
-            flow.metadata[md.GATEWAY_PATH] = path
         else:
             flow.response = make_error(flow, 405, f"corral: {flow.request.method} is not allowed on {path}",
                                        "method_not_allowed")
@@ -298,6 +297,8 @@ class Router:
             meta.setdefault(md.CHANGES, []).append(
                 f"unified endpoint: model {requested!r} sent to {provider.name} as {target.model!r}")
         self._set_provider(flow, provider, target.path)
+        # The native request (as recorded) through the provider's own prefix: "copy as curl" replays it.
+        meta[md.GATEWAY_PATH] = f"/{provider.prefix}{target.path}"
         if md.ROUTE_ERROR not in meta:
             self._rewrite(flow, provider, target.path)
 

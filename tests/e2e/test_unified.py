@@ -82,7 +82,7 @@ def test_anthropic_json_with_tool_call(gateway: Gateway, fresh_mock, tag: str) -
     row = gateway.row_for(tag)
     assert (row["provider"], row["model"], row["path"]) == ("anthropic", expect(name)["model"], "/v1/messages")
     assert (row["input_tokens"], row["output_tokens"]) == (430, 73)
-    assert row["gateway_path"] == "/v1/chat/completions"
+    assert row["gateway_path"] == "/anthropic/v1/messages"  # the native request through the native prefix
     assert "translated to anthropic" in row["corral_changes"]
     assert json.loads(row["request_body"])["model"] == "claude-3-5-haiku-20241022"  # the native request
     assert json.loads(row["response_body"])["type"] == "message"  # and the native answer
