@@ -255,3 +255,18 @@ def test_configured_provider_key_replaces_the_clients(mock, tmp_path, tag: str) 
     to_anthropic, to_groq = mock.requests[0].headers, mock.requests[1].headers
     assert to_anthropic["x-api-key"] == "sk-ant-from-gateway" and "authorization" not in to_anthropic
     assert "authorization" not in to_groq and "x-api-key" not in to_groq  # no key configured, none forwarded
+
+
+def test_chunked_overloaded_error_on_a_stream_request(gateway: Gateway, fresh_mock, tag: str) -> None:
+    """An error body sent chunked (so the meter tees it instead of holding it) is translated whole at its end."""
+    body = json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).encode()
+    overloaded = Reply(529, {"content-type": "application/json", "retry-after": "0"}, chunks=[body[:20], body[20:]])
+    fresh_mock.enqueue(overloaded, overloaded, overloaded)
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0, default_headers={"x-test-id": tag})
+    with pytest.raises(openai.InternalServerError) as err:
+        c.chat.completions.create(model="anthropic/claude-haiku-4-5", stream=True,
+                                  messages=[{"role": "user", "content": "hi"}])
+    assert err.value.status_code == 529
+    assert err.value.body == {"message": "Overloaded", "type": "server_error", "param": None,
+                              "code": "overloaded_error"}
+    assert gateway.row_for(tag)["status"] == 529
