@@ -270,3 +270,16 @@ def test_chunked_overloaded_error_on_a_stream_request(gateway: Gateway, fresh_mo
     assert err.value.body == {"message": "Overloaded", "type": "server_error", "param": None,
                               "code": "overloaded_error"}
     assert gateway.row_for(tag)["status"] == 529
+
+
+def test_openai_compatible_stream_passes_through_with_usage_recorded(gateway: Gateway, fresh_mock, tag: str) -> None:
+    name = "groq-chat-stream-1"
+    recorded = corpus.load(name)["request"]["body"]
+    chunks = list(client(gateway, name, tag).chat.completions.create(
+        **{**recorded, "model": "groq/" + recorded["model"]}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(fresh_mock.requests[0].body)["model"] == recorded["model"]
+    row = gateway.row_for(tag)
+    assert (row["provider"], row["stream"], row["complete"]) == ("groq", True, True)
+    assert (row["input_tokens"], row["output_tokens"]) == (18, 73)
+    assert row["gateway_path"] == "/groq/openai/v1/chat/completions"
