@@ -73,8 +73,7 @@ class Provider:
     # Path endings (query ignored) whose request schema has stream_options.include_usage; None: the
     # family's list from [formats.<family>] in catalog.toml.
     include_usage_paths: tuple[str, ...] | None = None
-    # Path (after the prefix) of the provider's OpenAI-compatible chat completions endpoint, for the
-    # unified /v1/chat/completions; None: /v1/chat/completions on an openai-format provider, else none.
+    # OpenAI-compatible chat completions path for the unified endpoint (None: addon/unified/routing.py's default)
     chat_path: str | None = None
     _compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
@@ -110,14 +109,6 @@ class Provider:
         """The upstream URL for ``rest`` (path + query after the prefix, forwarded unchanged)."""
         scheme, _host, _port, path, host_header = self.upstream_target(rest)
         return f"{scheme}://{host_header}{path}"
-
-    @property
-    def openai_chat_path(self) -> str | None:
-        """Where an OpenAI-shaped chat completions request goes on this provider, or None when it has
-        no such endpoint (its native API must be translated)."""
-        if self.chat_path is not None:
-            return self.chat_path
-        return "/v1/chat/completions" if self.format == "openai" else None
 
     def format_for(self, path: str) -> str:
         """Family for a request path (the part after the prefix; query ignored)."""
@@ -297,7 +288,7 @@ def _build_provider(name: str, entry: Mapping[str, Any]) -> Provider:
 
 
 def _chat_path(name: str, value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+    if value is not None and not str(_opt_str(name, "chat_path", value)).startswith("/"):
         raise CatalogError(f"provider {name!r}: chat_path must be a path starting with '/'")
     return value
 

@@ -29,6 +29,14 @@ class UnknownModel(LookupError):
     pass
 
 
+def openai_chat_path(provider: Provider) -> str | None:
+    """Where an OpenAI-shaped chat completions request goes on ``provider`` (catalog ``chat_path``), or
+    None when it has no such endpoint (its native API must be translated)."""
+    if provider.chat_path is not None:
+        return provider.chat_path
+    return "/v1/chat/completions" if provider.format == "openai" else None
+
+
 def resolve(catalog: Catalog, requested: object) -> Target:
     if not isinstance(requested, str) or "/" not in requested:
         raise UnknownModel(f"corral: model {requested!r} must be '<provider>/<model>' (see GET /v1/models)")
@@ -40,7 +48,7 @@ def resolve(catalog: Catalog, requested: object) -> Target:
                            "with a provider from `corral providers`")
     if provider.format in TRANSLATED:
         return Target(provider, model, TRANSLATED[provider.format], provider.format)
-    path = provider.openai_chat_path
+    path = openai_chat_path(provider)
     if path is None:
         raise UnknownModel(f"corral: the unified endpoint cannot reach {name} models yet ({provider.format} "
                            f"format); use its native prefix /{provider.prefix}/")
@@ -52,7 +60,7 @@ def models_body(catalog: Catalog) -> bytes:
     reaches."""
     data = []
     for provider in catalog:
-        if provider.format not in TRANSLATED and provider.openai_chat_path is None:
+        if provider.format not in TRANSLATED and openai_chat_path(provider) is None:
             continue
         pricing_id = provider.genai_prices_id
         for model in _priced_models(pricing_id) if pricing_id else ():
