@@ -26,10 +26,11 @@ class UnifiedRequest:
         try:
             native = anthropic_request.to_anthropic(body, meta[md.UNIFIED]["native_model"])
         except TranslationError as e:
-            meta[md.GATEWAY_ERROR] = f"corral: {e}"
-            flow.response = http.Response.make(
-                400, openai_error_bytes(f"corral: {e}", "invalid_request_error", e.param),
-                {"content-type": "application/json", "x-corral-error": "bad_request"})
+            self._refuse(flow, str(e), e.param)
+            return
+        except (AttributeError, TypeError, KeyError, ValueError) as e:
+            # A value of the wrong type somewhere (a message that is not an object, ...): the client's mistake.
+            self._refuse(flow, f"the request is not an OpenAI chat completions request ({type(e).__name__}: {e})")
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         meta[md.UNIFIED_STREAM] = {"stream": bool(body.get("stream")), "include_usage": include_usage}
@@ -43,3 +44,10 @@ class UnifiedRequest:
         meta[md.STREAM_REQUESTED] = info.stream
         if info.parse_error:
             meta[md.REQUEST_PARSE_ERROR] = info.parse_error
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, message: str, param: str | None = None) -> None:
+        flow.metadata[md.GATEWAY_ERROR] = f"corral: {message}"
+        flow.response = http.Response.make(
+            400, openai_error_bytes(f"corral: {message}", "invalid_request_error", param),
+            {"content-type": "application/json", "x-corral-error": "bad_request"})

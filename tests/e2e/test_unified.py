@@ -283,3 +283,12 @@ def test_openai_compatible_stream_passes_through_with_usage_recorded(gateway: Ga
     assert (row["provider"], row["stream"], row["complete"]) == ("groq", True, True)
     assert (row["input_tokens"], row["output_tokens"]) == (18, 73)
     assert row["gateway_path"] == "/groq/openai/v1/chat/completions"
+
+
+def test_malformed_request_is_a_400_not_forwarded(gateway: Gateway, fresh_mock, tag: str) -> None:
+    response = httpx.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}",
+                                                                         "x-test-id": tag},
+                          json={"model": "anthropic/claude-haiku-4-5", "messages": ["not an object"]})
+    assert response.status_code == 400
+    assert "not an OpenAI chat completions request" in response.json()["error"]["message"]
+    assert fresh_mock.request_count == 0
