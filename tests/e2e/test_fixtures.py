@@ -226,3 +226,27 @@ def test_explicit_mode_replays_the_same_set(tmp_path: Path) -> None:
     assert r.status_code == 200 and r.headers["x-corral-fixture"] == "replayed"
     assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup_population"
     assert row["mode"] == "explicit" and row["cost_usd"] in (0, None)
+
+
+def test_the_unified_endpoint_records_and_replays_the_native_exchange(tmp_path: Path) -> None:
+    """OpenAI SDK at /v1 with an anthropic/... model: the set keeps the native Anthropic exchange, and the
+    replay is translated back exactly as the live answer was."""
+    def ask(gw: Gateway, headers: dict[str, str]):
+        oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-ant-unified-fixture", max_retries=0, timeout=20,
+                            default_headers=headers)
+        stream = oai.chat.completions.create(model="anthropic/claude-haiku-4-5", max_tokens=64, stream=True,
+                                             messages=[{"role": "user", "content": "hello"}])
+        return [dump(c) for c in stream]
+
+    with MockUpstream() as mock:
+        with fixture_gateway(mock.url, tmp_path, "record") as gw:
+            live = ask(gw, {"x-mock-exchange": "anthropic-messages-stream-1"})
+    with fixture_gateway(None, tmp_path, "replay") as gw:
+        replayed = ask(gw, {})
+
+    def stable(chunks):  # the translation names each chunk by time; the content is what must match
+        return [{k: v for k, v in c.items() if k != "created"} for c in chunks]
+
+    assert stable(replayed) == stable(live) and len(live) > 2
+    doc = YAML(typ="safe").load((tmp_path / "default.yaml").read_text())
+    assert [(e["provider"], e["request"]["path"]) for e in doc["exchanges"]] == [("anthropic", "/v1/messages")]
