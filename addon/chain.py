@@ -16,6 +16,9 @@ Each addon reads only metadata written by the ones before it (addon/metadata.py 
 - UnifiedRequest right after the Router: the cache, limits, retries and meter see the native request.
 - UnifiedResponse after the Recorder: the meter parses and the recorder keeps the native answer; its
   stream wrapper is outermost, so every tee before it sees native bytes.
+- KeyCheck right after the Router and RequestGuard (it answers in the provider's shape) and before the
+  cache and limits: a refused key costs nothing, and the provider credential is in place before anything
+  goes upstream. KeySpend after the Recorder, whose cost it adds to the key's spend.
 - Recorder after everything that writes metadata about the exchange; Annotator and Metrics after the
   Recorder, whose cost they show and count.
 docs/architecture.md draws the chain and the path of one request through the hooks.
@@ -46,6 +49,9 @@ from addon.fixtures.taker import FixtureTaker
 from addon.flow_count import FlowCounter
 from addon.health import Health
 from addon.internal_hosts import InternalHosts
+from addon.keys.book import KeyBook
+from addon.keys.check import KeyCheck
+from addon.keys.spend import KeySpend
 from addon.limits.accounting import RateLimitAccounting
 from addon.limits.limiter import LimitBook, RateLimiter
 from addon.local_capture import LocalCapture
@@ -131,15 +137,18 @@ def build() -> list[object]:
     limits = LimitBook()  # shared by the limiter (admission) and its accounting (usage corrections)
     cache = ResponseCache()  # the cache backend, shared by its lookup (reads) and its store (writes)
     fixtures = FixtureBook()  # the fixture set in force: the player answers from it, the taker records into it
+    keys = KeyBook()  # [keys]: verified gateway keys and their spend, shared by the check and the spend
     registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
         SecretsService(),  # [secrets]: more names redacted wherever a request is stored or shown
+        keys,
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
         UnifiedRequest(),  # /v1/chat/completions to a translated provider: the native request, before all else
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
+        KeyCheck(keys, catalog),  # gateway keys: 401/403/429 budget, then the provider credential swapped in
         Health(shared_state),  # /_corral/health and /_corral/ready (never recorded)
         FlowCounter(),  # provider requests seen, for `corral run`'s "nothing went through" check: /_corral/flows
         LocalCapture(),  # `corral run --capture`: mitmproxy's local mode for single processes: /_corral/capture
@@ -155,6 +164,7 @@ def build() -> list[object]:
         StateHeader(),  # x-corral-state: degraded when Redis ([state] url) was unavailable for the flow
         Recorder(pricing),  # one row per flow, written off the loop in batches
         UnifiedResponse(),  # after the Recorder (and around every tee): the client's copy in OpenAI's shape
+        KeySpend(keys),  # after the Recorder: a gateway key's spend grows by the cost it recorded
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
         Viewer(registry),  # web UI, read-only JSON API and /metrics on [viewer] listen
         Metrics(registry),  # Prometheus counters from the flow's metadata; last, so it sees everything

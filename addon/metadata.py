@@ -49,6 +49,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
 | corral.unified | dict | router | the request came through the unified OpenAI-compatible endpoint (`POST /v1/chat/completions`, addon/unified/): {endpoint, requested_model ("<provider>/<model>" as the client sent it), native_model, translate (the family the request is translated to, None when the provider is OpenAI-compatible and gets it as is)} |
 | corral.unified_stream | dict | unified request | a translated request: {stream (the client asked for a stream), include_usage (the client asked for the usage chunk)}; the unified response addon answers in that shape |
+| corral.gateway_key | str | key check | id of the valid gateway key (`ck-<id>`) the request presented; never the key itself. Key spend adds the flow's cost to it |
 | corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |
 """  # noqa: E501 - a markdown table keeps one row per line
 
@@ -97,6 +98,7 @@ RATELIMIT = "corral.ratelimit"
 STATE_DEGRADED = "corral.state_degraded"
 UNIFIED = "corral.unified"
 UNIFIED_STREAM = "corral.unified_stream"
+GATEWAY_KEY = "corral.gateway_key"
 
 INTERNAL_PREFIX = "_corral"  # http://<gateway>/_corral/... : Corral's own endpoints
 

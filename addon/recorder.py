@@ -224,6 +224,7 @@ class Recorder:
             "error": _error_text(flow),
             "parse_error": meta.get(md.PARSE_ERROR) or meta.get(md.REQUEST_PARSE_ERROR),
             "credential": meta.get(md.CREDENTIAL),
+            "gateway_key": meta.get(md.GATEWAY_KEY),
             "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
             # What the client sent: later addons rewrite Host and strip Corral's own x-corral-* headers.
             "request_headers": (json.dumps(meta[md.CLIENT_HEADERS]) if md.CLIENT_HEADERS in meta

@@ -56,7 +56,8 @@ def catalog_from_options(providers: str, intercept_hosts: Sequence[str]) -> tupl
     of the providers whose upstream it overrides. Raises OptionsError. `corral providers` uses it too."""
     overrides = config.parse_json_option("corral_providers", providers)
     try:
-        catalog = Catalog.load(overrides, parse_intercept_hosts(intercept_hosts))
+        # api_key: the provider credential gateway keys are swapped for (addon/keys/book.py reads it).
+        catalog = Catalog.load(overrides, parse_intercept_hosts(intercept_hosts), allow_keys=("api_key",))
     except CatalogError as e:
         message = str(e)  # most name the table already: "[providers.openia]: ..."
         raise exceptions.OptionsError(message if message.startswith("[") else f"[providers]: {message}") from None

@@ -166,6 +166,10 @@ def _flows_gateway_path(migrator: pw_migrate.SchemaMigrator, db: peewee.Database
     add_missing_columns(migrator, db, "flows", gateway_path=peewee.TextField(null=True))
 
 
+def _flows_gateway_key(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) -> None:
+    add_missing_columns(migrator, db, "flows", gateway_key=peewee.CharField(max_length=32, null=True))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the flows table of Corral 0.1", _baseline),
     Migration(2, "PostgreSQL: float columns are DOUBLE PRECISION", _pg_double_precision),
@@ -174,6 +178,7 @@ MIGRATIONS: list[Migration] = [
               _flows_fidelity),
     Migration(5, "flows.gateway_path: the request's path through Corral's reverse mode (viewer: copy as curl)",
               _flows_gateway_path),
+    Migration(6, "flows.gateway_key: id of the gateway key a request presented (corral keys)", _flows_gateway_key),
 ]
 
 

@@ -59,6 +59,7 @@ class Flow(BaseModel):
     response_type = peewee.CharField(max_length=255, null=True)  # media type of the response body
     response_bytes = peewee.IntegerField(null=True)  # body bytes the client received (still content-encoded)
     gateway_path = peewee.TextField(null=True)  # the same request through Corral's reverse mode (copy as curl)
+    gateway_key = peewee.CharField(max_length=32, null=True)  # id of the gateway key presented ([keys]), never the key
 
     class Meta:
         table_name = "flows"
@@ -94,7 +95,28 @@ class CacheEntry(BaseModel):
         table_name = "cache_entries"
 
 
-ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry]
+class GatewayKey(BaseModel):
+    """A key Corral issued (`corral keys create`): only a salted SHA-256 of the key and its display prefix
+    are kept; the key itself is printed once. Scope and budget are checked by addon/keys."""
+
+    id = peewee.CharField(primary_key=True, max_length=32)  # the 8 hex digits after "ck-"
+    name = peewee.CharField(max_length=255)
+    prefix = peewee.CharField(max_length=32)  # "ck-<id>": what lists and logs show
+    salt = peewee.CharField(max_length=64)
+    key_hash = peewee.CharField(max_length=64)  # sha256(salt + key), hex
+    providers = peewee.TextField(null=True)  # JSON list of provider names; NULL: any
+    models = peewee.TextField(null=True)  # JSON list of model globs; NULL: any
+    budget_usd = peewee.FloatField(null=True)
+    period = peewee.CharField(max_length=16, null=True)  # day | week | month | total (UTC calendar)
+    created_at = peewee.DateTimeField()
+    expires_at = peewee.DateTimeField(null=True)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "gateway_keys"
+
+
+ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry, GatewayKey]
 
 # Field names `corral flows --json` prints, in order.
 FLOW_SUMMARY_FIELDS = [

@@ -26,6 +26,9 @@ _ERROR_TYPES = {
     "upstream_unavailable": "api_error",
     "bad_request": "invalid_request_error",
     "timeout": "api_error",
+    "unauthorized": "authentication_error",
+    "forbidden": "permission_error",
+    "budget_exceeded": "rate_limit_error",
 }
 
 

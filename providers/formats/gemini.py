@@ -36,6 +36,9 @@ _ERROR_STATUS = {
     "upstream_unavailable": "UNAVAILABLE",
     "bad_request": "INVALID_ARGUMENT",
     "timeout": "DEADLINE_EXCEEDED",
+    "unauthorized": "UNAUTHENTICATED",
+    "forbidden": "PERMISSION_DENIED",
+    "budget_exceeded": "RESOURCE_EXHAUSTED",
 }
 
 

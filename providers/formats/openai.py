@@ -34,6 +34,9 @@ _ERROR_TYPES: dict[str, tuple[str, str | None]] = {
     "upstream_unavailable": ("server_error", "service_unavailable"),
     "bad_request": ("invalid_request_error", None),
     "timeout": ("server_error", "timeout"),
+    "unauthorized": ("invalid_request_error", "invalid_api_key"),
+    "forbidden": ("invalid_request_error", "forbidden"),
+    "budget_exceeded": ("insufficient_quota", "budget_exceeded"),
 }
 
 

@@ -1,0 +1,140 @@
+"""`corral keys create | list | show | revoke`: the gateway keys apps present instead of provider keys.
+
+`create` prints the key once; the database keeps a salted hash and the ``ck-<id>`` prefix only
+(addon/keys/store.py). A running gateway notices a revocation within ``[keys] cache_ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+
+import peewee
+
+from addon import money
+from addon.cli import common
+from addon.cli.table import render_table
+from addon.keys import store
+from addon.storage import db as dbmod
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="gateway keys: create, list, show, revoke")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="issue a key (printed once)")
+    common.add_config_args(create)
+    create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument("--providers", nargs="+", metavar="NAME", help="providers it may use (default: any); "
+                        "commas work too: --providers openai,anthropic")
+    create.add_argument("--models", nargs="+", metavar="GLOB", help="models it may use, e.g. 'gpt-4o*' (default: any)")
+    create.add_argument("--budget-usd", type=float, metavar="X", help="USD it may spend per period")
+    create.add_argument("--period", choices=store.PERIODS, default=None, help="budget period (UTC calendar)")
+    create.add_argument("--expires", metavar="DURATION", help="lifetime, e.g. 30d, 12h, 2w")
+    create.add_argument("--json", action="store_true", help="as one JSON object")
+    create.set_defaults(func=run_create)
+    for name, help_text, func in (("list", "every key (no secrets)", run_list),
+                                  ("show", "one key and its spend this period", run_show),
+                                  ("revoke", "refuse a key from now on", run_revoke)):
+        action = actions.add_parser(name, help=help_text)
+        common.add_config_args(action)
+        if name != "list":
+            action.add_argument("key", metavar="KEY", help="ck-<id>, the id or the name")
+        action.add_argument("--json", action="store_true", help="as JSON")
+        action.set_defaults(func=func)
+
+
+def _db(args: argparse.Namespace, create: bool = False) -> peewee.Database:
+    try:
+        return dbmod.connect(common.db_url(common.resolve(args)), create=create)
+    except dbmod.DatabaseError as e:
+        raise SystemExit(f"corral: {e}") from None
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    out = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+    return out or None
+
+
+def _jsonable(row: dict) -> dict:
+    out = {k: (f"{v:%Y-%m-%dT%H:%M:%SZ}" if isinstance(v, datetime.datetime) else v) for k, v in row.items()}
+    for name in ("providers", "models"):
+        out[name] = json.loads(out[name]) if out.get(name) else None
+    return out
+
+
+def _status(row: dict, now: datetime.datetime) -> str:
+    if row["revoked_at"] is not None:
+        return "revoked"
+    if row["expires_at"] is not None and now >= row["expires_at"]:
+        return "expired"
+    return "active"
+
+
+def _budget(row: dict) -> str:
+    return "-" if row["budget_usd"] is None else f"{money.usd(row['budget_usd'])}/{row['period']}"
+
+
+def run_create(args: argparse.Namespace) -> int:
+    if args.budget_usd is not None and (args.budget_usd < 0 or args.period is None):
+        raise SystemExit("corral: --budget-usd needs a value >= 0 and --period day|week|month|total")
+    try:
+        expires = store.utcnow() + store.parse_duration(args.expires) if args.expires else None
+    except ValueError as e:
+        raise SystemExit(f"corral: --expires: {e}") from None
+    db = _db(args, create=True)
+    token, row = store.create(db, args.name, _split(args.providers), _split(args.models), args.budget_usd,
+                              args.period, expires)
+    if args.json:
+        print(json.dumps({**_jsonable(row), "key": token}))
+        return 0
+    print(f"created {row['prefix']} ({row['name']})")
+    print(f"key: {token}")
+    print("This is the only time the key is shown; Corral keeps a salted hash of it.")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = store.rows(_db(args))
+    now = store.utcnow()
+    if args.json:
+        print(json.dumps([{**_jsonable(r), "status": _status(r, now)} for r in rows]))
+        return 0
+    table = [[r["prefix"], r["name"], _status(r, now), ",".join(json.loads(r["providers"])) if r["providers"] else "*",
+              ",".join(json.loads(r["models"])) if r["models"] else "*", _budget(r),
+              f"{r['expires_at']:%Y-%m-%d %H:%M}" if r["expires_at"] else "-"] for r in rows]
+    print(render_table(["key", "name", "status", "providers", "models", "budget", "expires (UTC)"], table))
+    return 0
+
+
+def _find(db: peewee.Database, ref: str) -> dict:
+    row = store.find(db, ref)
+    if row is None:
+        raise SystemExit(f"corral: no key {ref!r} (see `corral keys list`)")
+    return row
+
+
+def run_show(args: argparse.Namespace) -> int:
+    db = _db(args)
+    row = _find(db, args.key)
+    now = store.utcnow()
+    start, end = store.period_bounds(row["period"] or "total", now)
+    spent = store.spent(db, row["id"], start, 0.01)
+    out = {**_jsonable(row), "status": _status(row, now), "spent_usd": round(spent, 6),
+           "period_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": f"{end:%Y-%m-%dT%H:%M:%SZ}" if end else None}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    width = max(len(k) for k in out)
+    for name, value in out.items():
+        shown = ",".join(value) if isinstance(value, list) else ("-" if value is None else value)
+        print(f"{name:<{width}}  {shown}")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    db = _db(args)
+    row = _find(db, args.key)
+    done = store.revoke(db, row["id"])
+    print(f"corral: {row['prefix']} ({row['name']}) " + ("revoked" if done else "was already revoked"))
+    return 0

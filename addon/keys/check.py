@@ -1,0 +1,159 @@
+"""KeyCheck: admits a request presenting a gateway key (``ck-…``) and swaps in the provider's credential.
+
+The key is read wherever the client's SDK puts one: ``Authorization: Bearer``, ``x-api-key``,
+``api-key``, ``x-goog-api-key`` or ``?key=``. In order:
+
+1. unknown, revoked or expired key: 401; no gateway key at all: 401 if ``[keys] required``, else the
+   request passes unchanged (pass-through setups keep working);
+2. a provider outside the key's ``providers``: 403 (in ``requestheaders``); a model outside its
+   ``models`` globs: 403 (in ``request``, once the Router has read the model from the body);
+3. a key at or over its budget for the period: 429 with ``x-corral-budget-*`` headers;
+4. the gateway key is removed and ``[providers.<name>] api_key`` put where the provider reads its
+   credential: the key never leaves the gateway, the app never holds the provider's key.
+
+Answers use the provider's error shape (the Router, before this addon, set the flow's format). The
+record keeps the key's id (``corral.gateway_key``); ``corral.credential`` stays the fingerprint of what
+the client presented, so per-credential limits and cache namespaces apply per gateway key.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+
+from addon import metadata as md
+from addon.credentials import CREDENTIAL_HEADERS
+from addon.keys import store
+from addon.keys.book import KeyBook
+from addon.responses import make_error
+from addon.services import CatalogService
+
+logger = logging.getLogger(__name__)
+
+_CREDENTIAL_HEADERS_B = frozenset(h.encode() for h in CREDENTIAL_HEADERS)
+_PREFIX_B = store.PREFIX.encode()
+# Where each catalog auth style wants the credential: a header (value template) or the ``key`` parameter.
+_PLACES = {"bearer": ("authorization", "Bearer {}"), "x-api-key": ("x-api-key", "{}"), "api-key": ("api-key", "{}"),
+           "x-goog-api-key": ("x-goog-api-key", "{}"), "none": ("authorization", "Bearer {}")}
+
+
+def presented_key(request: http.Request) -> str | None:
+    """The gateway key the request carries in any credential place, or None."""
+    for raw_name, raw_value in request.headers.fields:
+        if raw_name.lower() in _CREDENTIAL_HEADERS_B:
+            value = raw_value.strip()
+            if value[:7].lower() == b"bearer ":
+                value = value[7:].strip()
+            if value.startswith(_PREFIX_B):
+                return value.decode("utf-8", "surrogateescape")
+    if "?" in request.path:
+        for name, value in request.query.items(multi=True):
+            if name.lower() == "key" and value.startswith(store.PREFIX):
+                return value
+    return None
+
+
+def _remove_key(request: http.Request) -> None:
+    for name in CREDENTIAL_HEADERS:
+        if store.PREFIX in request.headers.get(name, ""):
+            del request.headers[name]
+    if "?" in request.path:
+        query = request.query
+        for name in [n for n, v in query.items(multi=True) if n.lower() == "key" and v.startswith(store.PREFIX)]:
+            del query[name]
+
+
+class KeyCheck:
+    def __init__(self, book: KeyBook, catalog: CatalogService) -> None:
+        self.book = book
+        self.catalog = catalog
+        self._models: dict[str, store.KeyRecord] = {}  # flow id -> record whose model globs `request` checks
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or md.PROVIDER not in flow.metadata or md.ROUTE_ERROR in flow.metadata:
+            return
+        token = presented_key(flow.request)
+        if token is None:
+            if self.book.required:
+                self._refuse(flow, 401, "corral: this gateway requires a gateway key (ck-...); "
+                             "create one with `corral keys create`", "unauthorized")
+            return
+        record = await self.book.verify(token)
+        if record is None:
+            self._refuse(flow, 401, "corral: unknown gateway key", "unauthorized")
+            return
+        flow.metadata[md.GATEWAY_KEY] = record.id
+        if reason := record.refusal(self.book.now()):
+            self._refuse(flow, 401, reason, "unauthorized")
+            return
+        provider = flow.metadata[md.PROVIDER]
+        if not record.allows_provider(provider):
+            self._refuse(flow, 403, f"corral: gateway key {record.prefix} ({record.name}) may not use {provider}; "
+                         f"it may use {', '.join(record.providers or ())}", "forbidden")
+            return
+        if record.budget_usd is not None and await self._over_budget(flow, record):
+            return
+        if not self._swap(flow, provider):
+            return
+        if record.models is not None:
+            self._models[flow.id] = record
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        record = self._models.pop(flow.id, None)
+        if record is None or flow.response is not None:
+            return
+        model = flow.metadata.get(md.MODEL)
+        if not record.allows_model(model):
+            self._refuse(flow, 403, f"corral: gateway key {record.prefix} ({record.name}) may not use model "
+                         f"{model!r}; it may use {', '.join(record.models or ())}", "forbidden")
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._models.pop(flow.id, None)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _over_budget(self, flow: http.HTTPFlow, record: store.KeyRecord) -> bool:
+        assert record.budget_usd is not None
+        spent = await self.book.spent(record)
+        if spent < record.budget_usd:
+            return False
+        period = record.period or "total"
+        _, end = store.period_bounds(period, self.book.now())
+        reset = f"{end:%Y-%m-%dT%H:%M:%SZ}" if end is not None else "never"
+        when = f"it resets at {end:%Y-%m-%d %H:%M} UTC" if end is not None else "it does not reset (period total)"
+        adjective = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, "total")
+        message = (f"corral: gateway key {record.prefix} ({record.name}) has spent ${spent:.4f} of its "
+                   f"${record.budget_usd:.4f} {adjective} budget; {when}")
+        self._refuse(flow, 429, message, "budget_exceeded", {
+            "x-corral-budget-limit": f"{record.budget_usd:.6f}", "x-corral-budget-spent": f"{spent:.6f}",
+            "x-corral-budget-period": period, "x-corral-budget-reset": reset,
+            "x-should-retry": "false",  # the openai and anthropic SDKs would otherwise retry a 429
+        })
+        return True
+
+    def _swap(self, flow: http.HTTPFlow, provider_name: str) -> bool:
+        """Replace the gateway key by the provider credential; False (and an answer) when there is none."""
+        provider = self.catalog.current.get(provider_name)
+        auth = provider.auth if provider is not None else "bearer"
+        credential = self.book.credential_for(provider_name)
+        if credential is None or auth == "sigv4":
+            self._refuse(flow, 503, f"corral: no provider credential for {provider_name} to use with gateway keys; "
+                         f"set [providers.{provider_name}] api_key = \"env:VAR\"", "upstream_unavailable")
+            return False
+        request = flow.request
+        _remove_key(request)
+        if auth == "query-key":
+            request.query["key"] = credential
+        else:
+            header, template = _PLACES.get(auth, _PLACES["bearer"])
+            if header != "authorization" and "authorization" in request.headers:
+                del request.headers["authorization"]
+            request.headers[header] = template.format(credential)
+        return True
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, status: int, message: str, kind: str,
+                headers: dict[str, str] | None = None) -> None:
+        logger.info("corral: %s %s refused: %s", flow.request.method, flow.metadata.get(md.PROVIDER), message)
+        flow.response = make_error(flow, status, message, kind, headers)

@@ -1,0 +1,189 @@
+"""Gateway keys in the database: how a key is made, hashed and looked up, and what a key has spent.
+
+A key is ``ck-<id>_<secret>``: ``id`` is 8 hex digits (the row's primary key and, as ``ck-<id>``, the
+prefix lists and logs show), ``secret`` 32 random bytes (URL-safe base64). The table keeps a random salt
+and SHA-256(salt + key); the key is printed once by `corral keys create` and never stored. A random
+256-bit secret needs no slow hash: nothing can be guessed, and a check stays far below a millisecond.
+
+Every function here is synchronous (peewee): the gateway calls them on its keys thread (addon/keys/book.py),
+the CLI directly. Budget periods are calendar periods in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass
+
+import peewee
+
+from addon.storage.models import Flow, GatewayKey
+
+PREFIX = "ck-"
+PERIODS = ("day", "week", "month", "total")
+_TOKEN = re.compile(r"^ck-([0-9a-f]{8})_([A-Za-z0-9_-]{20,128})$")
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def new_token() -> tuple[str, str]:
+    """(key id, the whole key)."""
+    key_id = secrets.token_hex(4)
+    return key_id, f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def key_id_of(token: str) -> str | None:
+    """The id inside a well-formed key, else None."""
+    match = _TOKEN.match(token)
+    return match.group(1) if match else None
+
+
+def key_hash(salt: str, token: str) -> str:
+    return hashlib.sha256(salt.encode() + token.encode()).hexdigest()
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """``30d``, ``12h``, ``2w``, ``90m``, ``45s``."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 2w, 90m")
+    return datetime.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def period_bounds(period: str, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime | None]:
+    """Start and end (None: never) of the UTC calendar period that contains ``now`` (naive UTC)."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day, day + datetime.timedelta(days=1)
+    if period == "week":  # ISO weeks: Monday 00:00 UTC
+        start = day - datetime.timedelta(days=day.weekday())
+        return start, start + datetime.timedelta(days=7)
+    if period == "month":
+        start = day.replace(day=1)
+        return start, (start + datetime.timedelta(days=32)).replace(day=1)
+    return datetime.datetime(1970, 1, 1), None
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the gateway needs of a key row to admit a request (no hash, no salt)."""
+
+    id: str
+    name: str
+    providers: tuple[str, ...] | None
+    models: tuple[str, ...] | None
+    budget_usd: float | None
+    period: str | None
+    expires_at: datetime.datetime | None
+    revoked_at: datetime.datetime | None
+
+    @property
+    def prefix(self) -> str:
+        return PREFIX + self.id
+
+    def refusal(self, now: datetime.datetime) -> str | None:
+        """Why the key cannot be used now (revoked, expired), else None."""
+        if self.revoked_at is not None:
+            return f"corral: gateway key {self.prefix} was revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return f"corral: gateway key {self.prefix} expired at {self.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+        return None
+
+    def allows_provider(self, provider: str) -> bool:
+        return self.providers is None or provider in self.providers
+
+    def allows_model(self, model: str | None) -> bool:
+        if self.models is None:
+            return True
+        # A key limited to some models needs a request that names one: no model, no match.
+        return model is not None and any(fnmatch.fnmatchcase(model.lower(), g.lower()) for g in self.models)
+
+
+def _tuple(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(json.loads(text))
+
+
+def record_of(row: dict) -> KeyRecord:
+    return KeyRecord(
+        id=row["id"], name=row["name"], providers=_tuple(row["providers"]), models=_tuple(row["models"]),
+        budget_usd=row["budget_usd"], period=row["period"], expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+def create(db: peewee.Database, name: str, providers: list[str] | None = None, models: list[str] | None = None,
+           budget_usd: float | None = None, period: str | None = None,
+           expires_at: datetime.datetime | None = None) -> tuple[str, dict]:
+    """A new key: (the key, its row without hash and salt). The key is not kept anywhere."""
+    if budget_usd is not None and period not in PERIODS:
+        raise ValueError(f"a budget needs a period: one of {', '.join(PERIODS)}")
+    salt = secrets.token_hex(16)
+    key_id, token = new_token()
+    row = {
+        "id": key_id, "name": name, "prefix": PREFIX + key_id, "salt": salt, "key_hash": key_hash(salt, token),
+        "providers": json.dumps(providers) if providers else None,
+        "models": json.dumps(models) if models else None,
+        "budget_usd": budget_usd, "period": period if budget_usd is not None else None,
+        "created_at": utcnow(), "expires_at": expires_at, "revoked_at": None,
+    }
+    GatewayKey.insert(row).execute(db)
+    return token, public(row)
+
+
+def public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("salt", "key_hash")}
+
+
+def rows(db: peewee.Database) -> list[dict]:
+    return [public(r) for r in GatewayKey.select().order_by(GatewayKey.created_at).dicts().execute(db)]
+
+
+def find(db: peewee.Database, ref: str) -> dict | None:
+    """A key row by id, prefix (``ck-<id>``) or name."""
+    ref = ref.strip()
+    key_id = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref
+    query = GatewayKey.select().where((GatewayKey.id == key_id[:8]) | (GatewayKey.name == ref)).dicts()
+    found = list(query.execute(db))
+    return public(found[0]) if len(found) == 1 else None
+
+
+def revoke(db: peewee.Database, key_id: str) -> bool:
+    query = GatewayKey.update(revoked_at=utcnow()).where(GatewayKey.id == key_id, GatewayKey.revoked_at.is_null())
+    return bool(query.execute(db))
+
+
+def verify(db: peewee.Database, token: str) -> KeyRecord | None:
+    """The key's record if ``token`` is a key this database issued (revoked and expired ones too), else None."""
+    key_id = key_id_of(token)
+    if key_id is None:
+        return None
+    found = list(GatewayKey.select().where(GatewayKey.id == key_id).dicts().execute(db))
+    if not found or not hmac.compare_digest(key_hash(found[0]["salt"], token), found[0]["key_hash"]):
+        return None
+    return record_of(found[0])
+
+
+def spent(db: peewee.Database, key_id: str, since: datetime.datetime, unpriced_usd: float) -> float:
+    """USD the key's recorded flows cost since ``since``: their exact cost; an unpriced flow (tokens
+    counted, no price known) counts ``unpriced_usd``, never nothing."""
+    cost = peewee.Case(None, [(Flow.unpriced == True, unpriced_usd)], peewee.fn.COALESCE(Flow.cost_usd, 0.0))  # noqa: E712
+    query = Flow.select(peewee.fn.SUM(cost)).where(Flow.gateway_key == key_id, Flow.started_at >= since)
+    return float(query.scalar(db) or 0.0)
+
+
+def recorded_ids(db: peewee.Database, flow_ids: list[str]) -> set[str]:
+    """Which of these flows have their row in the database already."""
+    if not flow_ids:
+        return set()
+    return {r[0] for r in Flow.select(Flow.id).where(Flow.id.in_(flow_ids)).tuples().execute(db)}
