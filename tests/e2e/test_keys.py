@@ -1,0 +1,189 @@
+"""Gateway keys with the real openai and anthropic SDKs: required keys, scope, the provider credential
+swapped in, budgets, and no key anywhere it could leak (database, log).
+
+One gateway for the module with ``[keys] required = true`` and provider credentials from the
+environment; each test creates its own keys with `corral keys create` against the gateway's database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+
+import anthropic
+import openai
+import pytest
+
+from tests.support.cli import corral
+from tests.support.gateway import Gateway
+from tests.support.mock_upstream import MockUpstream
+from tests.support.reliability import reliability
+
+OPENAI_KEY = "sk-provider-openai-0123456789"
+ANTHROPIC_KEY = "sk-ant-provider-9876543210"
+CONFIG = {
+    "keys": {"required": True, "cache_ttl": "0.2", "spend_ttl": "0"},
+    "providers.openai": {"api_key": "env:CORRAL_TEST_OPENAI_KEY"},
+    "providers.anthropic": {"api_key": "env:CORRAL_TEST_ANTHROPIC_KEY"},
+}
+ISSUED: list[str] = []  # every key the tests created, for the leak check at the end
+
+
+@pytest.fixture(scope="module")
+def gw(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("keys")
+    env = {**os.environ, "CORRAL_TEST_OPENAI_KEY": OPENAI_KEY, "CORRAL_TEST_ANTHROPIC_KEY": ANTHROPIC_KEY}
+    g = Gateway(mock.url, config=CONFIG, workdir=workdir).start(env=env)
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+def create_key(gw: Gateway, *args: str) -> str:
+    result = corral("keys", "create", "--db", gw.db, "--config", "-", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    key = json.loads(result.stdout)["key"]
+    assert key.startswith("ck-")
+    ISSUED.append(key)
+    return key
+
+
+def oai(gw: Gateway, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base("openai") + "/v1", api_key=api_key, max_retries=0)
+
+
+def chat(client: openai.OpenAI, tag: str, model: str = "gpt-4o-mini"):
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-mock-exchange": "openai-chat-json-1", "x-test-id": tag},
+    )
+
+
+def received(mock: MockUpstream, tag: str) -> list:
+    return [r for r in list(mock.requests) if r.headers.get("x-test-id") == tag]
+
+
+@reliability("secrets", "gateway key swapped for the provider key", "its answer; the provider never sees the ck- key",
+             "the key's id (flows.gateway_key), never the key")
+def test_openai_sdk_key_is_swapped_for_the_provider_key(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "app-openai")
+    assert chat(oai(gw, key), tag).choices
+    [seen] = received(mock, tag)
+    assert seen.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert key not in json.dumps(seen.headers)
+    row = gw.row_for(tag)
+    assert row["gateway_key"] == key[3:11]
+    assert row["status"] == 200
+
+
+def test_anthropic_sdk_key_in_x_api_key_is_swapped(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "app-anthropic", "--providers", "anthropic")
+    client = anthropic.Anthropic(base_url=gw.base("anthropic"), api_key=key, max_retries=0)
+    message = client.messages.create(
+        model="claude-3-5-haiku-20241022", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-mock-exchange": "anthropic-messages-json-1", "x-test-id": tag},
+    )
+    assert message.content
+    [seen] = received(mock, tag)
+    assert seen.headers["x-api-key"] == ANTHROPIC_KEY
+    assert "authorization" not in seen.headers
+    assert key not in json.dumps(seen.headers)
+
+
+@reliability("isolation", "request without a gateway key when [keys] required", "401 in the provider's shape",
+             "the refusal (status 401); nothing sent upstream")
+def test_no_key_or_unknown_key_gets_401(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    for presented in ("sk-some-provider-key", "ck-00000000_" + "x" * 43):
+        with pytest.raises(openai.AuthenticationError) as info:
+            chat(oai(gw, presented), tag)
+        assert info.value.status_code == 401
+        assert isinstance(info.value.body, dict) and info.value.body.get("code") == "invalid_api_key"
+    with pytest.raises(anthropic.AuthenticationError) as ainfo:
+        anthropic.Anthropic(base_url=gw.base("anthropic"), api_key="nope", max_retries=0).messages.create(
+            model="claude-3-5-haiku-20241022", max_tokens=8, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-test-id": tag})
+    assert ainfo.value.status_code == 401
+    assert isinstance(ainfo.value.body, dict) and ainfo.value.body["error"]["type"] == "authentication_error"
+    assert received(mock, tag) == []
+
+
+@reliability("isolation", "gateway key used outside its providers or models", "403 in the provider's shape",
+             "the refusal (status 403); nothing sent upstream")
+def test_out_of_scope_provider_and_model_get_403(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "scoped", "--providers", "openai", "--models", "gpt-4o*")
+    client = oai(gw, key)
+    assert chat(client, tag, model="gpt-4o-mini").choices  # in scope
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        chat(client, tag, model="o3-mini")
+    assert "may not use model 'o3-mini'" in info.value.message
+    with pytest.raises(anthropic.PermissionDeniedError) as ainfo:
+        anthropic.Anthropic(base_url=gw.base("anthropic"), api_key=key, max_retries=0).messages.create(
+            model="claude-3-5-haiku-20241022", max_tokens=8, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-test-id": tag})
+    assert "may not use anthropic" in ainfo.value.message
+    assert len(received(mock, tag)) == 1  # only the in-scope request left the gateway
+
+
+def test_revoked_key_gets_401(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "to-revoke")
+    client = oai(gw, key)
+    assert chat(client, tag).choices
+    assert corral("keys", "revoke", key[:11], "--db", gw.db, "--config", "-").returncode == 0
+    # Revocation is seen within [keys] cache_ttl (0.2 s here): the gateway re-reads the key after it.
+    deadline_hits = 0
+    while True:
+        try:
+            chat(client, tag)
+        except openai.AuthenticationError as e:
+            assert "revoked" in e.message
+            break
+        deadline_hits += 1
+        assert deadline_hits < 200, "revocation not seen"
+
+
+@reliability("isolation", "gateway key over its USD budget", "429 in the provider's shape with x-corral-budget-*",
+             "the refusal (status 429); nothing sent upstream")
+def test_budget_is_exhausted_after_spend(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    # gpt-4o-mini, 92 in + 17 out tokens: $0.000024 per request; $0.00003 admits two, refuses the third.
+    key = create_key(gw, "--name", "budgeted", "--budget-usd", "0.00003", "--period", "day")
+    client = oai(gw, key)
+    assert chat(client, tag).choices
+    assert chat(client, tag).choices
+    with pytest.raises(openai.RateLimitError) as info:
+        chat(client, tag)
+    err = info.value
+    assert err.status_code == 429
+    assert "budget" in err.message and "budgeted" in err.message and "resets at" in err.message
+    headers = err.response.headers
+    assert headers["x-corral-budget-limit"] == "0.000030"
+    assert float(headers["x-corral-budget-spent"]) == pytest.approx(0.000048, abs=1e-6)
+    assert headers["x-corral-budget-period"] == "day"
+    assert headers["x-corral-budget-reset"].endswith("T00:00:00Z")
+    assert len(received(mock, tag)) == 2
+    gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 3)
+    shown = json.loads(corral("keys", "show", key[:11], "--db", gw.db, "--config", "-", "--json").stdout)
+    assert shown["spent_usd"] == pytest.approx(0.000048, abs=1e-6)
+
+
+@reliability("secrets", "gateway keys in the database and log", "-", "a salted hash and the ck-<id> prefix only")
+def test_no_full_key_in_database_or_log(gw: Gateway, tag: str) -> None:
+    key = create_key(gw, "--name", "leakcheck")
+    assert chat(oai(gw, key), tag).choices
+    gw.row_for(tag)
+    assert len(ISSUED) >= 2
+    path = gw.db.removeprefix("sqlite:///")
+    if gw.is_postgres:
+        pytest.skip("the grep reads the SQLite file")
+    with sqlite3.connect(path) as conn:  # every table, every text column, and the WAL's bytes too
+        conn.execute("PRAGMA wal_checkpoint(FULL)")
+    raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+    log = gw.log()
+    for issued in ISSUED:
+        secret = issued.split("_", 1)[1]
+        assert secret.encode() not in raw
+        assert secret not in log
+    for provider_key in (OPENAI_KEY, ANTHROPIC_KEY):
+        assert provider_key.encode() not in raw and provider_key not in log
