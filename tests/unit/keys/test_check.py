@@ -1,0 +1,127 @@
+"""KeyCheck in process: where a gateway key is found, what replaces it, and the refusals' shapes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mitmproxy import http
+from mitmproxy.test import tflow
+
+from addon import metadata as md
+from addon.keys import store
+from addon.keys.book import KeyBook
+from addon.keys.check import KeyCheck, presented_key
+from addon.services import CatalogService
+from tests.support.clock import FakeClock
+
+KEY = "ck-0123abcd_" + "s" * 43
+CHAT = "https://api.openai.com/v1/chat/completions"
+RECORD = store.KeyRecord("0123abcd", "app", ("openai", "gemini", "azure", "anthropic"), ("gpt-4o*",),
+                         None, None, None, None)
+
+
+class FakeBook(KeyBook):
+    def __init__(self, record: store.KeyRecord | None = RECORD, spent: float = 0.0) -> None:
+        clock = FakeClock()
+        super().__init__(clock=clock, wallclock=clock)
+        self.record, self.spent_usd = record, spent
+        self.credentials = {"openai": ["sk-prov-oai"], "gemini": ["AIza-prov"], "azure": ["az-prov"],
+                            "anthropic": ["sk-ant-prov"]}
+
+    async def verify(self, token: str) -> store.KeyRecord | None:
+        return self.record if token == KEY else None
+
+    async def spent(self, record: store.KeyRecord) -> float:
+        return self.spent_usd
+
+
+def flow_for(provider: str, fmt: str, url: str, headers: dict[str, str]) -> http.HTTPFlow:
+    flow = tflow.tflow()
+    flow.request = http.Request.make("POST", url, b"{}", headers)
+    flow.metadata[md.PROVIDER] = provider
+    flow.metadata[md.FORMAT] = fmt
+    return flow
+
+
+@pytest.mark.parametrize(("headers", "url"), [
+    ({"authorization": f"Bearer {KEY}"}, "https://x/v1"),
+    ({"authorization": f"bearer  {KEY}"}, "https://x/v1"),
+    ({"x-api-key": KEY}, "https://x/v1"),
+    ({"api-key": KEY}, "https://x/v1"),
+    ({"x-goog-api-key": KEY}, "https://x/v1"),
+    ({}, f"https://x/v1/models/m:generateContent?key={KEY}"),
+])
+def test_the_key_is_found_where_each_sdk_puts_it(headers: dict[str, str], url: str) -> None:
+    assert presented_key(http.Request.make("POST", url, b"", headers)) == KEY
+
+
+def test_a_provider_key_is_not_a_gateway_key() -> None:
+    request = http.Request.make("POST", "https://x/v1?key=AIza-x", b"", {"authorization": "Bearer sk-x"})
+    assert presented_key(request) is None
+
+
+@pytest.mark.parametrize(("provider", "fmt", "url", "headers", "header", "value"), [
+    ("openai", "openai", "https://api.openai.com/v1/chat/completions", {"authorization": f"Bearer {KEY}"},
+     "authorization", "Bearer sk-prov-oai"),
+    ("anthropic", "anthropic", "https://api.anthropic.com/v1/messages", {"x-api-key": KEY},
+     "x-api-key", "sk-ant-prov"),
+    ("azure", "openai", "https://r.openai.azure.com/openai/v1/chat/completions", {"api-key": KEY},
+     "api-key", "az-prov"),
+    ("gemini", "gemini", f"https://g/v1beta/models/gemini-2.0-flash:generateContent?alt=sse&key={KEY}", {},
+     "x-goog-api-key", "AIza-prov"),
+])
+async def test_the_provider_credential_replaces_the_key(provider, fmt, url, headers, header, value) -> None:
+    check = KeyCheck(FakeBook(), CatalogService())
+    flow = flow_for(provider, fmt, url, headers)
+    await check.requestheaders(flow)
+    assert flow.response is None
+    assert flow.request.headers[header] == value
+    assert KEY not in repr(flow.request.headers.fields) and KEY not in flow.request.path
+    assert flow.metadata[md.GATEWAY_KEY] == "0123abcd"
+
+
+async def test_model_scope_is_checked_once_the_model_is_known() -> None:
+    check = KeyCheck(FakeBook(), CatalogService())
+    flow = flow_for("openai", "openai", CHAT, {"authorization": f"Bearer {KEY}"})
+    await check.requestheaders(flow)
+    flow.metadata[md.MODEL] = "o3-mini"
+    check.request(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert json.loads(flow.response.content)["error"]["code"] == "forbidden"
+
+
+async def test_over_budget_is_429_with_budget_headers() -> None:
+    record = store.KeyRecord("0123abcd", "app", None, None, 0.01, "month", None, None)
+    check = KeyCheck(FakeBook(record, spent=0.0123), CatalogService())
+    flow = flow_for("anthropic", "anthropic", "https://api.anthropic.com/v1/messages", {"x-api-key": KEY})
+    await check.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 429
+    body = json.loads(flow.response.content)
+    assert body["error"]["type"] == "rate_limit_error"
+    assert "$0.0123 of its $0.0100 monthly budget" in body["error"]["message"]
+    headers = flow.response.headers
+    assert headers["x-corral-budget-limit"] == "0.010000" and headers["x-corral-budget-spent"] == "0.012300"
+    assert headers["x-corral-budget-reset"] == "2023-12-01T00:00:00Z"  # the fake clock's month ends then
+    assert headers["x-should-retry"] == "false"
+
+
+async def test_no_provider_credential_never_forwards_the_key() -> None:
+    book = FakeBook()
+    book.credentials = {}
+    check = KeyCheck(book, CatalogService())
+    flow = flow_for("openai", "openai", CHAT, {"authorization": f"Bearer {KEY}"})
+    await check.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert b"[providers.openai] api_key" in flow.response.content
+
+
+async def test_without_a_key_the_request_passes_unless_keys_are_required() -> None:
+    book = FakeBook()
+    check = KeyCheck(book, CatalogService())
+    flow = flow_for("openai", "openai", CHAT, {"authorization": "Bearer sk-own"})
+    await check.requestheaders(flow)
+    assert flow.response is None and flow.request.headers["authorization"] == "Bearer sk-own"
+    book.required = True
+    await check.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 401
