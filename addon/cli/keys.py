@@ -115,17 +115,24 @@ def _find(db: peewee.Database, ref: str) -> dict:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    settings = common.resolve(args)
     db = _db(args)
     row = _find(db, args.key)
     now = store.utcnow()
     start, end = store.period_bounds(row["period"] or "total", now)
-    spent = store.spent(db, row["id"], start, 0.01)
+    try:
+        unpriced = float(settings.get("corral_keys_unpriced_usd", 0.01))
+    except ValueError:
+        raise SystemExit("corral: [keys] unpriced_usd: expected a number") from None
+    spent = store.spent(db, row["id"], start, unpriced)
     out = {**_jsonable(row), "status": _status(row, now), "spent_usd": round(spent, 6),
            "period_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": f"{end:%Y-%m-%dT%H:%M:%SZ}" if end else None}
     if args.json:
         print(json.dumps(out))
         return 0
     width = max(len(k) for k in out)
+    out["budget_usd"] = money.usd(out["budget_usd"])
+    out["spent_usd"] = money.usd(out["spent_usd"])
     for name, value in out.items():
         shown = ",".join(value) if isinstance(value, list) else ("-" if value is None else value)
         print(f"{name:<{width}}  {shown}")

@@ -5,8 +5,8 @@ The key is read wherever the client's SDK puts one: ``Authorization: Bearer``, `
 
 1. unknown, revoked or expired key: 401; no gateway key at all: 401 if ``[keys] required``, else the
    request passes unchanged (pass-through setups keep working);
-2. a provider outside the key's ``providers``: 403 (in ``requestheaders``); a model outside its
-   ``models`` globs: 403 (in ``request``, once the Router has read the model from the body);
+2. a provider outside the key's ``providers``: 403 (in ``requestheaders``); then, in ``request``
+   (the Router has read the model from the body), a model outside its ``models`` globs: 403;
 3. a key at or over its budget for the period: 429 with ``x-corral-budget-*`` headers;
 4. the gateway key is removed and ``[providers.<name>] api_key`` put where the provider reads its
    credential: the key never leaves the gateway, the app never holds the provider's key.
@@ -22,7 +22,7 @@ import logging
 
 from mitmproxy import http
 
-from addon import metadata as md
+from addon import metadata as md, money
 from addon.credentials import CREDENTIAL_HEADERS
 from addon.keys import store
 from addon.keys.book import KeyBook
@@ -68,7 +68,7 @@ class KeyCheck:
     def __init__(self, book: KeyBook, catalog: CatalogService) -> None:
         self.book = book
         self.catalog = catalog
-        self._models: dict[str, store.KeyRecord] = {}  # flow id -> record whose model globs `request` checks
+        self._admitted: dict[str, store.KeyRecord] = {}  # flow id -> its key, between the two hooks
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or md.PROVIDER not in flow.metadata or md.ROUTE_ERROR in flow.metadata:
@@ -92,24 +92,27 @@ class KeyCheck:
             self._refuse(flow, 403, f"corral: gateway key {record.prefix} ({record.name}) may not use {provider}; "
                          f"it may use {', '.join(record.providers or ())}", "forbidden")
             return
-        if record.budget_usd is not None and await self._over_budget(flow, record):
-            return
-        if not self._swap(flow, provider):
-            return
-        if record.models is not None:
-            self._models[flow.id] = record
+        self._admitted[flow.id] = record
 
-    def request(self, flow: http.HTTPFlow) -> None:
-        record = self._models.pop(flow.id, None)
+    async def request(self, flow: http.HTTPFlow) -> None:
+        # The Router, before this addon, has read the model from the body by now.
+        record = self._admitted.pop(flow.id, None)
         if record is None or flow.response is not None:
             return
         model = flow.metadata.get(md.MODEL)
         if not record.allows_model(model):
             self._refuse(flow, 403, f"corral: gateway key {record.prefix} ({record.name}) may not use model "
                          f"{model!r}; it may use {', '.join(record.models or ())}", "forbidden")
+            return
+        if record.budget_usd is not None and await self._over_budget(flow, record):
+            return
+        self._swap(flow, flow.metadata[md.PROVIDER])
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._admitted.pop(flow.id, None)  # answered before `request` (e.g. by the cache)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._models.pop(flow.id, None)
+        self._admitted.pop(flow.id, None)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -123,8 +126,8 @@ class KeyCheck:
         reset = f"{end:%Y-%m-%dT%H:%M:%SZ}" if end is not None else "never"
         when = f"it resets at {end:%Y-%m-%d %H:%M} UTC" if end is not None else "it does not reset (period total)"
         adjective = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, "total")
-        message = (f"corral: gateway key {record.prefix} ({record.name}) has spent ${spent:.4f} of its "
-                   f"${record.budget_usd:.4f} {adjective} budget; {when}")
+        message = (f"corral: gateway key {record.prefix} ({record.name}) has spent {money.usd(spent)} of its "
+                   f"{money.usd(record.budget_usd)} {adjective} budget; {when}")
         self._refuse(flow, 429, message, "budget_exceeded", {
             "x-corral-budget-limit": f"{record.budget_usd:.6f}", "x-corral-budget-spent": f"{spent:.6f}",
             "x-corral-budget-period": period, "x-corral-budget-reset": reset,

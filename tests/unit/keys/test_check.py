@@ -36,6 +36,14 @@ class FakeBook(KeyBook):
         return self.spent_usd
 
 
+async def admit(check: KeyCheck, flow: http.HTTPFlow) -> None:
+    """Both hooks, as mitmproxy runs them (the Router reads the model in between)."""
+    await check.requestheaders(flow)
+    if flow.response is None:
+        flow.metadata.setdefault(md.MODEL, "gpt-4o-mini")
+        await check.request(flow)
+
+
 def flow_for(provider: str, fmt: str, url: str, headers: dict[str, str]) -> http.HTTPFlow:
     flow = tflow.tflow()
     flow.request = http.Request.make("POST", url, b"{}", headers)
@@ -74,7 +82,7 @@ def test_a_provider_key_is_not_a_gateway_key() -> None:
 async def test_the_provider_credential_replaces_the_key(provider, fmt, url, headers, header, value) -> None:
     check = KeyCheck(FakeBook(), CatalogService())
     flow = flow_for(provider, fmt, url, headers)
-    await check.requestheaders(flow)
+    await admit(check, flow)
     assert flow.response is None
     assert flow.request.headers[header] == value
     assert KEY not in repr(flow.request.headers.fields) and KEY not in flow.request.path
@@ -84,9 +92,8 @@ async def test_the_provider_credential_replaces_the_key(provider, fmt, url, head
 async def test_model_scope_is_checked_once_the_model_is_known() -> None:
     check = KeyCheck(FakeBook(), CatalogService())
     flow = flow_for("openai", "openai", CHAT, {"authorization": f"Bearer {KEY}"})
-    await check.requestheaders(flow)
     flow.metadata[md.MODEL] = "o3-mini"
-    check.request(flow)
+    await admit(check, flow)
     assert flow.response is not None and flow.response.status_code == 403
     assert json.loads(flow.response.content)["error"]["code"] == "forbidden"
 
@@ -95,11 +102,11 @@ async def test_over_budget_is_429_with_budget_headers() -> None:
     record = store.KeyRecord("0123abcd", "app", None, None, 0.01, "month", None, None)
     check = KeyCheck(FakeBook(record, spent=0.0123), CatalogService())
     flow = flow_for("anthropic", "anthropic", "https://api.anthropic.com/v1/messages", {"x-api-key": KEY})
-    await check.requestheaders(flow)
+    await admit(check, flow)
     assert flow.response is not None and flow.response.status_code == 429
     body = json.loads(flow.response.content)
     assert body["error"]["type"] == "rate_limit_error"
-    assert "$0.0123 of its $0.0100 monthly budget" in body["error"]["message"]
+    assert "spent $0.012 of its $0.010 monthly budget" in body["error"]["message"]
     headers = flow.response.headers
     assert headers["x-corral-budget-limit"] == "0.010000" and headers["x-corral-budget-spent"] == "0.012300"
     assert headers["x-corral-budget-reset"] == "2023-12-01T00:00:00Z"  # the fake clock's month ends then
@@ -111,7 +118,7 @@ async def test_no_provider_credential_never_forwards_the_key() -> None:
     book.credentials = {}
     check = KeyCheck(book, CatalogService())
     flow = flow_for("openai", "openai", CHAT, {"authorization": f"Bearer {KEY}"})
-    await check.requestheaders(flow)
+    await admit(check, flow)
     assert flow.response is not None and flow.response.status_code == 503
     assert b"[providers.openai] api_key" in flow.response.content
 
@@ -120,8 +127,8 @@ async def test_without_a_key_the_request_passes_unless_keys_are_required() -> No
     book = FakeBook()
     check = KeyCheck(book, CatalogService())
     flow = flow_for("openai", "openai", CHAT, {"authorization": "Bearer sk-own"})
-    await check.requestheaders(flow)
+    await admit(check, flow)
     assert flow.response is None and flow.request.headers["authorization"] == "Bearer sk-own"
     book.required = True
-    await check.requestheaders(flow)
+    await admit(check, flow)
     assert flow.response is not None and flow.response.status_code == 401
