@@ -27,6 +27,8 @@ CONFIG = {
     "keys": {"required": True, "cache_ttl": "0.2", "spend_ttl": "0"},
     "providers.openai": {"api_key": "env:CORRAL_TEST_OPENAI_KEY"},
     "providers.anthropic": {"api_key": "env:CORRAL_TEST_ANTHROPIC_KEY"},
+    # Per-key rate limits are the [[limits]] machinery: the gateway key is the flow's credential.
+    "limits": [{"name": "per-key-3rpm", "requests_per_minute": 3, "provider": "anthropic", "per": "credential"}],
 }
 ISSUED: list[str] = []  # every key the tests created, for the leak check at the end
 
@@ -166,6 +168,23 @@ def test_budget_is_exhausted_after_spend(gw: Gateway, mock: MockUpstream, tag: s
     gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 3)
     shown = json.loads(corral("keys", "show", key[:11], "--db", gw.db, "--config", "-", "--json").stdout)
     assert shown["spent_usd"] == pytest.approx(0.000048, abs=1e-6)
+
+
+def test_per_key_rate_limit_counts_each_gateway_key_apart(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    def ask(key: str):
+        return anthropic.Anthropic(base_url=gw.base("anthropic"), api_key=key, max_retries=0).messages.create(
+            model="claude-3-5-haiku-20241022", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock-exchange": "anthropic-messages-json-1", "x-test-id": tag},
+        )
+
+    first, second = create_key(gw, "--name", "rl-a"), create_key(gw, "--name", "rl-b")
+    for _ in range(3):
+        assert ask(first).content
+    with pytest.raises(anthropic.RateLimitError) as info:
+        ask(first)
+    assert "per-key-3rpm" in info.value.message
+    assert ask(second).content  # the same provider key upstream, but its own window
+    assert {r.headers["x-api-key"] for r in received(mock, tag)} == {ANTHROPIC_KEY}
 
 
 @reliability("secrets", "gateway keys in the database and log", "-", "a salted hash and the ck-<id> prefix only")
