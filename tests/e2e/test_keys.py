@@ -13,8 +13,11 @@ import sqlite3
 from collections.abc import Iterator
 
 import anthropic
+import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import types
 
 from tests.support.cli import corral
 from tests.support.gateway import Gateway
@@ -23,10 +26,12 @@ from tests.support.reliability import reliability
 
 OPENAI_KEY = "sk-provider-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-provider-9876543210"
+GEMINI_KEY = "AIza-provider-gemini-5555"
 CONFIG = {
     "keys": {"required": True, "cache_ttl": "0.2", "spend_ttl": "0"},
     "providers.openai": {"api_key": "env:CORRAL_TEST_OPENAI_KEY"},
     "providers.anthropic": {"api_key": "env:CORRAL_TEST_ANTHROPIC_KEY"},
+    "providers.gemini": {"api_key": "env:CORRAL_TEST_GEMINI_KEY"},
     # Per-key rate limits are the [[limits]] machinery: the gateway key is the flow's credential.
     "limits": [{"name": "per-key-3rpm", "requests_per_minute": 3, "provider": "anthropic", "per": "credential"}],
 }
@@ -36,7 +41,8 @@ ISSUED: list[str] = []  # every key the tests created, for the leak check at the
 @pytest.fixture(scope="module")
 def gw(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("keys")
-    env = {**os.environ, "CORRAL_TEST_OPENAI_KEY": OPENAI_KEY, "CORRAL_TEST_ANTHROPIC_KEY": ANTHROPIC_KEY}
+    env = {**os.environ, "CORRAL_TEST_OPENAI_KEY": OPENAI_KEY, "CORRAL_TEST_ANTHROPIC_KEY": ANTHROPIC_KEY,
+           "CORRAL_TEST_GEMINI_KEY": GEMINI_KEY}
     g = Gateway(mock.url, config=CONFIG, workdir=workdir).start(env=env)
     try:
         yield g
@@ -93,6 +99,20 @@ def test_anthropic_sdk_key_in_x_api_key_is_swapped(gw: Gateway, mock: MockUpstre
     assert seen.headers["x-api-key"] == ANTHROPIC_KEY
     assert "authorization" not in seen.headers
     assert key not in json.dumps(seen.headers)
+
+
+def test_gemini_key_in_the_sdk_header_or_the_query_is_swapped(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "app-gemini", "--providers", "gemini")
+    headers = {"x-mock-exchange": "gemini-generatecontent-json-1", "x-test-id": tag}
+    client = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=gw.base("gemini"), headers=headers))
+    assert client.models.generate_content(model="gemini-2.0-flash", contents="hello").text
+    # The REST form: the key in ?key= (curl, older clients).
+    reply = httpx.post(f"{gw.base('gemini')}/v1beta/models/gemini-2.0-flash:generateContent?key={key}",
+                       json={"contents": [{"parts": [{"text": "hello"}]}]}, headers=headers)
+    assert reply.status_code == 200
+    seen = received(mock, tag)
+    assert len(seen) == 2 and {r.headers["x-goog-api-key"] for r in seen} == {GEMINI_KEY}
+    assert all(key not in r.path and key not in json.dumps(r.headers) for r in seen)
 
 
 @reliability("isolation", "request without a gateway key when [keys] required", "401 in the provider's shape",
