@@ -63,14 +63,6 @@ def _jsonable(row: dict) -> dict:
     return out
 
 
-def _status(row: dict, now: datetime.datetime) -> str:
-    if row["revoked_at"] is not None:
-        return "revoked"
-    if row["expires_at"] is not None and now >= row["expires_at"]:
-        return "expired"
-    return "active"
-
-
 def _budget(row: dict) -> str:
     return "-" if row["budget_usd"] is None else f"{money.usd(row['budget_usd'])}/{row['period']}"
 
@@ -98,9 +90,10 @@ def run_list(args: argparse.Namespace) -> int:
     rows = store.rows(_db(args))
     now = store.utcnow()
     if args.json:
-        print(json.dumps([{**_jsonable(r), "status": _status(r, now)} for r in rows]))
+        print(json.dumps([{**_jsonable(r), "status": store.status(r, now)} for r in rows]))
         return 0
-    table = [[r["prefix"], r["name"], _status(r, now), ",".join(json.loads(r["providers"])) if r["providers"] else "*",
+    table = [[r["prefix"], r["name"], store.status(r, now),
+              ",".join(json.loads(r["providers"])) if r["providers"] else "*",
               ",".join(json.loads(r["models"])) if r["models"] else "*", _budget(r),
               f"{r['expires_at']:%Y-%m-%d %H:%M}" if r["expires_at"] else "-"] for r in rows]
     print(render_table(["key", "name", "status", "providers", "models", "budget", "expires (UTC)"], table))
@@ -125,7 +118,7 @@ def run_show(args: argparse.Namespace) -> int:
     except ValueError:
         raise SystemExit("corral: [keys] unpriced_usd: expected a number") from None
     spent = store.spent(db, row["id"], start, unpriced)
-    out = {**_jsonable(row), "status": _status(row, now), "spent_usd": round(spent, 6),
+    out = {**_jsonable(row), "status": store.status(row, now), "spent_usd": round(spent, 6),
            "period_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": f"{end:%Y-%m-%dT%H:%M:%SZ}" if end else None}
     if args.json:
         print(json.dumps(out))

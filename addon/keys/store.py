@@ -24,6 +24,7 @@ import peewee
 
 from addon.storage.models import Flow, GatewayKey
 
+DB = peewee.Database | peewee.DatabaseProxy  # the CLI and the keys thread pass a database, the viewer its proxy
 PREFIX = "ck-"
 PERIODS = ("day", "week", "month", "total")
 _TOKEN = re.compile(r"^ck-([0-9a-f]{8})_([A-Za-z0-9_-]{20,128})$")
@@ -145,7 +146,7 @@ def public(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("salt", "key_hash")}
 
 
-def rows(db: peewee.Database) -> list[dict]:
+def rows(db: DB) -> list[dict]:
     return [public(r) for r in GatewayKey.select().order_by(GatewayKey.created_at).dicts().execute(db)]
 
 
@@ -156,6 +157,27 @@ def find(db: peewee.Database, ref: str) -> dict | None:
     query = GatewayKey.select().where((GatewayKey.id == key_id[:8]) | (GatewayKey.name == ref)).dicts()
     found = list(query.execute(db))
     return public(found[0]) if len(found) == 1 else None
+
+
+def status(row: dict, now: datetime.datetime) -> str:
+    if row["revoked_at"] is not None:
+        return "revoked"
+    if row["expires_at"] is not None and now >= row["expires_at"]:
+        return "expired"
+    return "active"
+
+
+def summary(db: DB, unpriced_usd: float = 0.01) -> list[dict]:
+    """Every key (no hash, no salt) with its status and its spend in its current period: the viewer's
+    ``/api/keys``."""
+    now = utcnow()
+    out = []
+    for row in rows(db):
+        start, end = period_bounds(row["period"] or "total", now)
+        out.append({**row, "providers": _tuple(row["providers"]), "models": _tuple(row["models"]),
+                    "status": status(row, now), "spent_usd": round(spent(db, row["id"], start, unpriced_usd), 9),
+                    "period_start": start, "period_end": end})
+    return out
 
 
 def revoke(db: peewee.Database, key_id: str) -> bool:
@@ -174,7 +196,7 @@ def verify(db: peewee.Database, token: str) -> KeyRecord | None:
     return record_of(found[0])
 
 
-def spent(db: peewee.Database, key_id: str, since: datetime.datetime, unpriced_usd: float) -> float:
+def spent(db: DB, key_id: str, since: datetime.datetime, unpriced_usd: float) -> float:
     """USD the key's recorded flows cost since ``since``: their exact cost; an unpriced flow (tokens
     counted, no price known) counts ``unpriced_usd``, never nothing."""
     cost = peewee.Case(None, [(Flow.unpriced == True, unpriced_usd)], peewee.fn.COALESCE(Flow.cost_usd, 0.0))  # noqa: E712

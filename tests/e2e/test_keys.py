@@ -20,7 +20,7 @@ from google import genai
 from google.genai import types
 
 from tests.support.cli import corral
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, free_port
 from tests.support.mock_upstream import MockUpstream
 from tests.support.reliability import reliability
 
@@ -35,15 +35,17 @@ CONFIG = {
     # Per-key rate limits are the [[limits]] machinery: the gateway key is the flow's credential.
     "limits": [{"name": "per-key-3rpm", "requests_per_minute": 3, "provider": "anthropic", "per": "credential"}],
 }
+VIEWER_PORT = free_port()
 ISSUED: list[str] = []  # every key the tests created, for the leak check at the end
 
 
 @pytest.fixture(scope="module")
 def gw(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("keys")
+    config = {**CONFIG, "viewer": {"listen": f"127.0.0.1:{VIEWER_PORT}"}}
     env = {**os.environ, "CORRAL_TEST_OPENAI_KEY": OPENAI_KEY, "CORRAL_TEST_ANTHROPIC_KEY": ANTHROPIC_KEY,
            "CORRAL_TEST_GEMINI_KEY": GEMINI_KEY}
-    g = Gateway(mock.url, config=CONFIG, workdir=workdir).start(env=env)
+    g = Gateway(mock.url, config=config, workdir=workdir).start(env=env)
     try:
         yield g
     finally:
@@ -207,22 +209,33 @@ def test_per_key_rate_limit_counts_each_gateway_key_apart(gw: Gateway, mock: Moc
     assert {r.headers["x-api-key"] for r in received(mock, tag)} == {ANTHROPIC_KEY}
 
 
-@reliability("secrets", "gateway keys in the database and log", "-", "a salted hash and the ck-<id> prefix only")
-def test_no_full_key_in_database_or_log(gw: Gateway, tag: str) -> None:
-    key = create_key(gw, "--name", "leakcheck")
+@reliability("secrets", "gateway keys in the database, log and viewer API", "-",
+             "a salted hash and the ck-<id> prefix only")
+def test_no_full_key_in_database_log_or_viewer(gw: Gateway, tag: str) -> None:
+    key = create_key(gw, "--name", "leakcheck", "--budget-usd", "5", "--period", "month")
     assert chat(oai(gw, key), tag).choices
     gw.row_for(tag)
     assert len(ISSUED) >= 2
-    path = gw.db.removeprefix("sqlite:///")
-    if gw.is_postgres:
-        pytest.skip("the grep reads the SQLite file")
-    with sqlite3.connect(path) as conn:  # every table, every text column, and the WAL's bytes too
-        conn.execute("PRAGMA wal_checkpoint(FULL)")
-    raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+    listed = httpx.get(f"http://127.0.0.1:{VIEWER_PORT}/api/keys")
+    mine = [k for k in listed.json() if k["name"] == "leakcheck"]
+    assert len(mine) == 1 and mine[0]["prefix"] == key[:11] and mine[0]["status"] == "active"
+    assert mine[0]["spent_usd"] == pytest.approx(0.000024, abs=1e-6)
+    assert "key_hash" not in mine[0] and "salt" not in mine[0]
     log = gw.log()
     for issued in ISSUED:
         secret = issued.split("_", 1)[1]
-        assert secret.encode() not in raw
-        assert secret not in log
-    for provider_key in (OPENAI_KEY, ANTHROPIC_KEY):
-        assert provider_key.encode() not in raw and provider_key not in log
+        assert secret not in listed.text and secret not in log
+    for provider_key in (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY):
+        assert provider_key not in log
+    if gw.is_postgres:
+        rows = gw.query("SELECT * FROM gateway_keys") + gw.query("SELECT * FROM flows")
+        raw = json.dumps(rows, default=str).encode()
+    else:  # the SQLite file's bytes (every table, free pages too) and its WAL
+        path = gw.db.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(FULL)")
+        raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+    for issued in ISSUED:
+        assert issued.split("_", 1)[1].encode() not in raw
+    for provider_key in (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY):
+        assert provider_key.encode() not in raw
