@@ -1,4 +1,4 @@
-"""`corral keys create | list | show | revoke`: the gateway keys apps present instead of provider keys.
+"""`corral keys create | list | show | revoke | rotate`: the gateway keys apps present instead of provider keys.
 
 `create` prints the key once; the database keeps a salted hash and the ``ck-<id>`` prefix only
 (addon/keys/store.py). A running gateway notices a revocation within ``[keys] cache_ttl`` seconds.
@@ -20,7 +20,7 @@ from addon.storage import db as dbmod
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keys", help="gateway keys: create, list, show, revoke")
+    p = sub.add_parser("keys", help="gateway keys: create, list, show, revoke, rotate")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="issue a key (printed once)")
     common.add_config_args(create)
@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.set_defaults(func=run_create)
     for name, help_text, func in (("list", "every key (no secrets)", run_list),
                                   ("show", "one key and its spend this period", run_show),
-                                  ("revoke", "refuse a key from now on", run_revoke)):
+                                  ("revoke", "refuse a key from now on", run_revoke),
+                                  ("rotate", "a new secret for a key (printed once); the old one stops working",
+                                   run_rotate)):
         action = actions.add_parser(name, help=help_text)
         common.add_config_args(action)
         if name != "list":
@@ -137,4 +139,17 @@ def run_revoke(args: argparse.Namespace) -> int:
     row = _find(db, args.key)
     done = store.revoke(db, row["id"])
     print(f"corral: {row['prefix']} ({row['name']}) " + ("revoked" if done else "was already revoked"))
+    return 0
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    db = _db(args)
+    row = _find(db, args.key)
+    token = store.rotate(db, row["id"])
+    if args.json:
+        print(json.dumps({"prefix": row["prefix"], "name": row["name"], "key": token}))
+        return 0
+    print(f"rotated {row['prefix']} ({row['name']}): scope, budget and spend stay with it")
+    print(f"key: {token}")
+    print("This is the only time the key is shown; the old key stops working within [keys] cache_ttl seconds.")
     return 0

@@ -185,6 +185,14 @@ def revoke(db: peewee.Database, key_id: str) -> bool:
     return bool(query.execute(db))
 
 
+def rotate(db: peewee.Database, key_id: str) -> str:
+    """A new secret for the same key: the old key stops working, scope, budget and spend stay (same id)."""
+    salt = secrets.token_hex(16)
+    token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    GatewayKey.update(salt=salt, key_hash=key_hash(salt, token)).where(GatewayKey.id == key_id).execute(db)
+    return token
+
+
 def verify(db: peewee.Database, token: str) -> KeyRecord | None:
     """The key's record if ``token`` is a key this database issued (revoked and expired ones too), else None."""
     key_id = key_id_of(token)

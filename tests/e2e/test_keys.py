@@ -168,6 +168,24 @@ def test_revoked_key_gets_401(gw: Gateway, mock: MockUpstream, tag: str) -> None
         assert deadline_hits < 200, "revocation not seen"
 
 
+def test_rotated_key_replaces_the_old_one(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    old = create_key(gw, "--name", "to-rotate")
+    assert chat(oai(gw, old), tag).choices
+    result = corral("keys", "rotate", old[:11], "--db", gw.db, "--config", "-", "--json")
+    new = json.loads(result.stdout)["key"]
+    ISSUED.append(new)
+    assert new[:11] == old[:11] and new != old
+    assert chat(oai(gw, new), tag).choices  # a key the gateway never saw: read from the database at once
+    refused = 0
+    while refused == 0:  # the old key is refused once its cached verification (0.2 s here) runs out
+        try:
+            chat(oai(gw, old), tag)
+        except openai.AuthenticationError:
+            refused += 1
+        assert len(received(mock, tag)) < 200, "the rotated-out key kept working"
+    assert gw.row_for(tag)["gateway_key"] == old[3:11]
+
+
 @reliability("isolation", "gateway key over its USD budget", "429 in the provider's shape with x-corral-budget-*",
              "the refusal (status 429); nothing sent upstream")
 def test_budget_is_exhausted_after_spend(gw: Gateway, mock: MockUpstream, tag: str) -> None:

@@ -68,6 +68,15 @@ def test_revoked_and_expired_keys_are_refused(db: peewee.Database) -> None:
     assert revoked is not None and "revoked" in (revoked.refusal(now) or "")
 
 
+def test_rotation_keeps_the_id_and_retires_the_old_secret(db: peewee.Database) -> None:
+    old, row = store.create(db, "app", budget_usd=1.0, period="day")
+    new = store.rotate(db, row["id"])
+    assert new != old and new[:11] == old[:11]
+    assert store.verify(db, old) is None
+    record = store.verify(db, new)
+    assert record is not None and record.id == row["id"] and record.budget_usd == 1.0
+
+
 def test_model_globs_ignore_case_and_need_a_model() -> None:
     record = store.KeyRecord("abcd1234", "x", None, ("gpt-4o*",), None, None, None, None)
     assert record.allows_model("gpt-4o-mini") and record.allows_model("GPT-4o")
