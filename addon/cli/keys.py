@@ -114,7 +114,10 @@ def run_show(args: argparse.Namespace) -> int:
     db = _db(args)
     row = _find(db, args.key)
     now = store.utcnow()
-    start, end = store.period_bounds(row["period"] or "total", now)
+    try:
+        start, end = store.period_bounds(row["period"] or "total", now, settings.get("corral_keys_timezone", "UTC"))
+    except ValueError as e:
+        raise SystemExit(f"corral: [keys] timezone: {e}") from None
     try:
         unpriced = float(settings.get("corral_keys_unpriced_usd", 0.01))
     except ValueError:

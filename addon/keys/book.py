@@ -60,6 +60,7 @@ class KeyBook:
         self.cache_ttl = 1.0
         self.spend_ttl = 2.0
         self.unpriced_usd = 0.01
+        self.timezone = "UTC"
         self.credentials: dict[str, list[str]] = {}
         self._turn: dict[str, int] = {}
         self.url = ""
@@ -79,6 +80,8 @@ class KeyBook:
                           "Seconds a verified gateway key is trusted without the database (revocation delay).")
         loader.add_option("corral_keys_spend_ttl", str, "2",
                           "Seconds a key's spend read from the database is reused (this process adds its own flows).")
+        loader.add_option("corral_keys_timezone", str, "UTC",
+                          "Time zone of budget periods (calendar day, week from Monday, month), e.g. Europe/Berlin.")
         loader.add_option("corral_keys_unpriced_usd", str, "0.01",
                           "USD a flow with counted tokens but no known price adds to a key's spend.")
 
@@ -94,6 +97,12 @@ class KeyBook:
                                                   f"number >= 0, got {getattr(ctx.options, name)!r}")
                 setattr(self, name.removeprefix("corral_keys_"), value)
         self.required = ctx.options.corral_keys_required
+        if "corral_keys_timezone" in updated:
+            try:
+                store.zone(ctx.options.corral_keys_timezone)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"[keys] timezone: {e}") from None
+            self.timezone = ctx.options.corral_keys_timezone
         if "corral_providers" in updated:
             self.credentials = provider_credentials(ctx.options.corral_providers)
         if "corral_storage_db" in updated:
@@ -148,7 +157,7 @@ class KeyBook:
     async def spent(self, record: store.KeyRecord) -> float:
         """USD the key spent in its current period: the database's sum (refreshed every spend_ttl s) plus
         this process's flows not yet written."""
-        start, _ = store.period_bounds(record.period or "total", self.now())
+        start, _ = store.period_bounds(record.period or "total", self.now(), self.timezone)
         slot = (record.id, start)
         cached = self._spent.get(slot)
         if cached is None or cached[0] <= self.clock():

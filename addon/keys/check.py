@@ -122,7 +122,7 @@ class KeyCheck:
         if spent < record.budget_usd:
             return False
         period = record.period or "total"
-        _, end = store.period_bounds(period, self.book.now())
+        _, end = store.period_bounds(period, self.book.now(), self.book.timezone)
         reset = f"{end:%Y-%m-%dT%H:%M:%SZ}" if end is not None else "never"
         when = f"it resets at {end:%Y-%m-%d %H:%M} UTC" if end is not None else "it does not reset (period total)"
         adjective = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, "total")

@@ -6,7 +6,7 @@ and SHA-256(salt + key); the key is printed once by `corral keys create` and nev
 256-bit secret needs no slow hash: nothing can be guessed, and a check stays far below a millisecond.
 
 Every function here is synchronous (peewee): the gateway calls them on its keys thread (addon/keys/book.py),
-the CLI directly. Budget periods are calendar periods in UTC.
+the CLI directly. Budget periods are calendar periods of ``[keys] timezone`` (UTC by default).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hmac
 import json
 import re
 import secrets
+import zoneinfo
 from dataclasses import dataclass
 
 import peewee
@@ -60,18 +61,39 @@ def parse_duration(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
-def period_bounds(period: str, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime | None]:
-    """Start and end (None: never) of the UTC calendar period that contains ``now`` (naive UTC)."""
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+def zone(name: str) -> datetime.tzinfo:
+    """The time zone budget periods follow (``[keys] timezone``); ValueError for an unknown name.
+    UTC needs no time zone database (slim containers and Windows may have none)."""
+    if name.upper() == "UTC":
+        return datetime.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as UTC or Europe/Berlin)") from None
+
+
+def period_bounds(period: str, now: datetime.datetime,
+                  tz: str = "UTC") -> tuple[datetime.datetime, datetime.datetime | None]:
+    """Start and end (None: never), as naive UTC, of the calendar period of time zone ``tz`` that
+    contains ``now`` (naive UTC). Weeks start on Monday."""
+    if period not in ("day", "week", "month"):
+        return datetime.datetime(1970, 1, 1), None
+    local_zone = zone(tz)
+    local = now.replace(tzinfo=datetime.UTC).astimezone(local_zone).date()
     if period == "day":
-        return day, day + datetime.timedelta(days=1)
-    if period == "week":  # ISO weeks: Monday 00:00 UTC
-        start = day - datetime.timedelta(days=day.weekday())
-        return start, start + datetime.timedelta(days=7)
-    if period == "month":
-        start = day.replace(day=1)
-        return start, (start + datetime.timedelta(days=32)).replace(day=1)
-    return datetime.datetime(1970, 1, 1), None
+        start, end = local, local + datetime.timedelta(days=1)
+    elif period == "week":
+        start = local - datetime.timedelta(days=local.weekday())
+        end = start + datetime.timedelta(days=7)
+    else:
+        start = local.replace(day=1)
+        end = (start + datetime.timedelta(days=32)).replace(day=1)
+
+    def utc(day: datetime.date) -> datetime.datetime:  # local midnight of that day, in UTC
+        midnight = datetime.datetime(day.year, day.month, day.day, tzinfo=local_zone)
+        return midnight.astimezone(datetime.UTC).replace(tzinfo=None)
+
+    return utc(start), utc(end)
 
 
 @dataclass(frozen=True)
@@ -167,13 +189,13 @@ def status(row: dict, now: datetime.datetime) -> str:
     return "active"
 
 
-def summary(db: DB, unpriced_usd: float = 0.01) -> list[dict]:
+def summary(db: DB, unpriced_usd: float = 0.01, tz: str = "UTC") -> list[dict]:
     """Every key (no hash, no salt) with its status and its spend in its current period: the viewer's
     ``/api/keys``."""
     now = utcnow()
     out = []
     for row in rows(db):
-        start, end = period_bounds(row["period"] or "total", now)
+        start, end = period_bounds(row["period"] or "total", now, tz)
         out.append({**row, "providers": _tuple(row["providers"]), "models": _tuple(row["models"]),
                     "status": status(row, now), "spent_usd": round(spent(db, row["id"], start, unpriced_usd), 9),
                     "period_start": start, "period_end": end})

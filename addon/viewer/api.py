@@ -126,8 +126,9 @@ class AnalyticsHandler(Base):
 
 class KeysHandler(Base):
     async def get(self) -> None:
-        unpriced = getattr(ctx.options, "corral_keys_unpriced_usd", "0.01")
-        self.send(await run_query(lambda: keys_store.summary(database_proxy, float(unpriced))))
+        unpriced = float(getattr(ctx.options, "corral_keys_unpriced_usd", "0.01"))
+        tz = getattr(ctx.options, "corral_keys_timezone", "UTC")
+        self.send(await run_query(lambda: keys_store.summary(database_proxy, unpriced, tz)))
 
 
 class MetricsHandler(Base):

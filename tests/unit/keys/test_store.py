@@ -38,6 +38,22 @@ def test_period_bounds_are_utc_calendar_periods(period: str, now: D, start: D, e
     assert store.period_bounds(period, now) == (start, end)
 
 
+@pytest.mark.parametrize(("period", "now", "start", "end"), [
+    # Berlin is UTC+1 in winter: its day starts at 23:00 UTC the evening before.
+    ("day", D(2026, 12, 3, 23, 30), D(2026, 12, 3, 23), D(2026, 12, 4, 23)),
+    ("day", D(2026, 12, 3, 22, 59), D(2026, 12, 2, 23), D(2026, 12, 3, 23)),
+    # The month of March 2026 in Berlin: winter time at its start, summer time (UTC+2) at its end.
+    ("month", D(2026, 3, 15), D(2026, 2, 28, 23), D(2026, 3, 31, 22)),
+])
+def test_periods_follow_the_configured_time_zone(period: str, now: D, start: D, end: D) -> None:
+    assert store.period_bounds(period, now, "Europe/Berlin") == (start, end)
+
+
+def test_an_unknown_time_zone_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown time zone"):
+        store.period_bounds("day", D(2026, 12, 3), "Mars/Olympus")
+
+
 def test_only_a_salted_hash_is_stored_and_the_key_verifies(db: peewee.Database) -> None:
     token, row = store.create(db, "app", providers=["openai"], models=["gpt-4o*"])
     raw = db.execute_sql("SELECT * FROM gateway_keys").fetchall()
