@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import getpass
 import json
+import socket
 
 import peewee
 
@@ -53,6 +55,14 @@ def _db(args: argparse.Namespace, create: bool = False) -> peewee.Database:
         raise SystemExit(f"corral: {e}") from None
 
 
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        user = "?"
+    return f"{user}@{socket.gethostname()} (corral keys)"
+
+
 def _split(values: list[str] | None) -> list[str] | None:
     out = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
     return out or None
@@ -79,6 +89,8 @@ def run_create(args: argparse.Namespace) -> int:
     db = _db(args, create=True)
     token, row = store.create(db, args.name, _split(args.providers), _split(args.models), args.budget_usd,
                               args.period, expires)
+    store.audit(db, _actor(), "create", row["id"], {k: row[k] for k in (
+        "name", "providers", "models", "budget_usd", "period", "expires_at")})
     if args.json:
         print(json.dumps({**_jsonable(row), "key": token}))
         return 0
@@ -123,8 +135,10 @@ def run_show(args: argparse.Namespace) -> int:
     except ValueError:
         raise SystemExit("corral: [keys] unpriced_usd: expected a number") from None
     spent = store.spent(db, row["id"], start, unpriced)
+    history = [f"{a['at']:%Y-%m-%dT%H:%M:%SZ} {a['action']} by {a['actor']}" for a in store.audit_rows(db, row["id"])]
     out = {**_jsonable(row), "status": store.status(row, now), "spent_usd": round(spent, 6),
-           "period_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": f"{end:%Y-%m-%dT%H:%M:%SZ}" if end else None}
+           "period_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": f"{end:%Y-%m-%dT%H:%M:%SZ}" if end else None,
+           "audit": history}
     if args.json:
         print(json.dumps(out))
         return 0
@@ -132,6 +146,10 @@ def run_show(args: argparse.Namespace) -> int:
     out["budget_usd"] = money.usd(out["budget_usd"])
     out["spent_usd"] = money.usd(out["spent_usd"])
     for name, value in out.items():
+        if name == "audit":
+            for i, line in enumerate(value):
+                print(f"{name if i == 0 else '':<{width}}  {line}")
+            continue
         shown = ",".join(value) if isinstance(value, list) else ("-" if value is None else value)
         print(f"{name:<{width}}  {shown}")
     return 0
@@ -141,6 +159,8 @@ def run_revoke(args: argparse.Namespace) -> int:
     db = _db(args)
     row = _find(db, args.key)
     done = store.revoke(db, row["id"])
+    if done:
+        store.audit(db, _actor(), "revoke", row["id"])
     print(f"corral: {row['prefix']} ({row['name']}) " + ("revoked" if done else "was already revoked"))
     return 0
 
@@ -149,6 +169,7 @@ def run_rotate(args: argparse.Namespace) -> int:
     db = _db(args)
     row = _find(db, args.key)
     token = store.rotate(db, row["id"])
+    store.audit(db, _actor(), "rotate", row["id"])
     if args.json:
         print(json.dumps({"prefix": row["prefix"], "name": row["name"], "key": token}))
         return 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from addon.storage.models import Flow, GatewayKey
+from addon.storage.models import Flow, GatewayKey, KeyAudit
 
 DB = peewee.Database | peewee.DatabaseProxy  # the CLI and the keys thread pass a database, the viewer its proxy
 PREFIX = "ck-"
@@ -179,6 +179,18 @@ def find(db: peewee.Database, ref: str) -> dict | None:
     query = GatewayKey.select().where((GatewayKey.id == key_id[:8]) | (GatewayKey.name == ref)).dicts()
     found = list(query.execute(db))
     return public(found[0]) if len(found) == 1 else None
+
+
+def audit(db: peewee.Database, actor: str, action: str, key_id: str, detail: dict | None = None) -> None:
+    KeyAudit.insert(at=utcnow(), actor=actor, action=action, key_id=key_id,
+                    detail=json.dumps(detail, default=str) if detail else None).execute(db)
+
+
+def audit_rows(db: DB, key_id: str | None = None) -> list[dict]:
+    query = KeyAudit.select().order_by(KeyAudit.at, KeyAudit._meta.primary_key)
+    if key_id is not None:
+        query = query.where(KeyAudit.key_id == key_id)
+    return list(query.dicts().execute(db))
 
 
 def status(row: dict, now: datetime.datetime) -> str:

@@ -116,7 +116,20 @@ class GatewayKey(BaseModel):
         table_name = "gateway_keys"
 
 
-ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry, GatewayKey]
+class KeyAudit(BaseModel):
+    """One row per admin action on a gateway key (create, revoke, rotate): who, what, when."""
+
+    at = peewee.DateTimeField(index=True)
+    actor = peewee.CharField(max_length=255)  # `corral keys`: the OS user and host that ran it
+    action = peewee.CharField(max_length=32)
+    key_id = peewee.CharField(max_length=32, index=True)
+    detail = peewee.TextField(null=True)  # JSON: the settings of a created key (never the key)
+
+    class Meta:
+        table_name = "key_audit"
+
+
+ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry, GatewayKey, KeyAudit]
 
 # Field names `corral flows --json` prints, in order.
 FLOW_SUMMARY_FIELDS = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterator
 
 import peewee
@@ -118,3 +119,20 @@ def test_durations() -> None:
     for bad in ("0d", "30", "d", "-1d", "1y"):
         with pytest.raises(ValueError):
             store.parse_duration(bad)
+
+
+def test_admin_actions_are_audited_without_the_key(tmp_path) -> None:
+    from tests.support.cli import corral
+
+    url = f"sqlite:///{tmp_path / 'corral.db'}"
+    created = corral("keys", "create", "--name", "audited", "--budget-usd", "2", "--period", "month",
+                     "--db", url, "--config", "-", "--json")
+    key = json.loads(created.stdout)["key"]
+    assert corral("keys", "rotate", "audited", "--db", url, "--config", "-").returncode == 0
+    assert corral("keys", "revoke", "audited", "--db", url, "--config", "-").returncode == 0
+    database = dbmod.connect(url)
+    rows = store.audit_rows(database, key[3:11])
+    assert [r["action"] for r in rows] == ["create", "rotate", "revoke"]
+    assert all("(corral keys)" in r["actor"] for r in rows) and '"budget_usd": 2.0' in rows[0]["detail"]
+    assert key.split("_", 1)[1] not in repr(database.execute_sql("SELECT * FROM key_audit").fetchall())
+    database.close()
