@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import ssl
 from collections.abc import Iterator
 
 import anthropic
@@ -87,6 +88,20 @@ def test_openai_sdk_key_is_swapped_for_the_provider_key(gw: Gateway, mock: MockU
     row = gw.row_for(tag)
     assert row["gateway_key"] == key[3:11]
     assert row["status"] == 200
+
+
+def test_explicit_proxy_mode_swaps_the_key_too(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "app-explicit")
+    trust = ssl.create_default_context(cafile=str(gw.workdir / "certs" / "mitmproxy-ca-cert.pem"))
+    with httpx.Client(proxy=gw.url, verify=trust, trust_env=False) as http_client:
+        client = openai.OpenAI(api_key=key, max_retries=0, http_client=http_client)  # api.openai.com itself
+        assert chat(client, tag).choices
+        with pytest.raises(openai.AuthenticationError):
+            chat(openai.OpenAI(api_key="sk-not-a-gateway-key", max_retries=0, http_client=http_client), tag)
+    [seen] = received(mock, tag)
+    assert seen.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    row = gw.row_for(tag)
+    assert row["mode"] == "explicit" and row["gateway_key"] == key[3:11]
 
 
 def test_anthropic_sdk_key_in_x_api_key_is_swapped(gw: Gateway, mock: MockUpstream, tag: str) -> None:
