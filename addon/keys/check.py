@@ -73,6 +73,22 @@ class KeyCheck:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or md.PROVIDER not in flow.metadata or md.ROUTE_ERROR in flow.metadata:
             return
+        try:
+            await self._admit(flow)
+        except Exception:  # fail closed: an unchecked flow would carry the gateway key upstream
+            self._failed(flow)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        # The Router, before this addon, has read the model from the body by now.
+        record = self._admitted.pop(flow.id, None)
+        if record is None or flow.response is not None:
+            return
+        try:
+            await self._apply(flow, record)
+        except Exception:
+            self._failed(flow)
+
+    async def _admit(self, flow: http.HTTPFlow) -> None:
         token = presented_key(flow.request)
         if token is None:
             if self.book.required:
@@ -94,11 +110,7 @@ class KeyCheck:
             return
         self._admitted[flow.id] = record
 
-    async def request(self, flow: http.HTTPFlow) -> None:
-        # The Router, before this addon, has read the model from the body by now.
-        record = self._admitted.pop(flow.id, None)
-        if record is None or flow.response is not None:
-            return
+    async def _apply(self, flow: http.HTTPFlow, record: store.KeyRecord) -> None:
         model = flow.metadata.get(md.MODEL)
         if not record.allows_model(model):
             self._refuse(flow, 403, f"corral: gateway key {record.prefix} ({record.name}) may not use model "
@@ -154,6 +166,12 @@ class KeyCheck:
                 del request.headers["authorization"]
             request.headers[header] = template.format(credential)
         return True
+
+    def _failed(self, flow: http.HTTPFlow) -> None:
+        logger.exception("corral: gateway key check failed for %s", flow.metadata.get(md.PROVIDER))
+        flow.response = None
+        self._refuse(flow, 503, "corral: the gateway key could not be checked (see the gateway's log)",
+                     "upstream_unavailable")
 
     @staticmethod
     def _refuse(flow: http.HTTPFlow, status: int, message: str, kind: str,

@@ -132,3 +132,23 @@ async def test_without_a_key_the_request_passes_unless_keys_are_required() -> No
     book.required = True
     await admit(check, flow)
     assert flow.response is not None and flow.response.status_code == 401
+
+
+async def test_a_failing_check_fails_closed() -> None:
+    class Broken(FakeBook):
+        async def verify(self, token: str) -> store.KeyRecord | None:
+            raise OSError("database is locked")
+
+    flow = flow_for("openai", "openai", CHAT, {"authorization": f"Bearer {KEY}"})
+    await admit(KeyCheck(Broken(), CatalogService()), flow)
+    assert flow.response is not None and flow.response.status_code == 503
+
+    class BrokenSpend(FakeBook):
+        async def spent(self, record: store.KeyRecord) -> float:
+            raise OSError("database is locked")
+
+    budgeted = store.KeyRecord("0123abcd", "app", None, None, 1.0, "day", None, None)
+    flow = flow_for("openai", "openai", CHAT, {"authorization": f"Bearer {KEY}"})
+    await admit(KeyCheck(BrokenSpend(budgeted), CatalogService()), flow)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.request.headers["authorization"] == f"Bearer {KEY}"  # never swapped, never sent
