@@ -11,6 +11,9 @@ The key is read wherever the client's SDK puts one: ``Authorization: Bearer``, `
 4. the gateway key is removed and ``[providers.<name>] api_key`` put where the provider reads its
    credential: the key never leaves the gateway, the app never holds the provider's key.
 
+A request routed only from its body (the unified endpoint, ``POST /v1/chat/completions``) gets the whole
+check in ``request``, after the Router and UnifiedRequest have made it the provider's native request.
+
 Answers use the provider's error shape (the Router, before this addon, set the flow's format). The
 record keeps the key's id (``corral.gateway_key``); ``corral.credential`` stays the fingerprint of what
 the client presented, so per-credential limits and cache namespaces apply per gateway key.
@@ -69,10 +72,12 @@ class KeyCheck:
         self.book = book
         self.catalog = catalog
         self._admitted: dict[str, store.KeyRecord] = {}  # flow id -> its key, between the two hooks
+        self._checked: set[str] = set()  # flows requestheaders decided on (routed from the head)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or md.PROVIDER not in flow.metadata or md.ROUTE_ERROR in flow.metadata:
             return
+        self._checked.add(flow.id)
         try:
             await self._admit(flow)
         except Exception:  # fail closed: an unchecked flow would carry the gateway key upstream
@@ -81,10 +86,17 @@ class KeyCheck:
     async def request(self, flow: http.HTTPFlow) -> None:
         # The Router, before this addon, has read the model from the body by now.
         record = self._admitted.pop(flow.id, None)
-        if record is None or flow.response is not None:
+        checked = flow.id in self._checked
+        self._checked.discard(flow.id)
+        if flow.response is not None:
             return
         try:
-            await self._apply(flow, record)
+            if record is None and not checked and md.PROVIDER in flow.metadata and md.ROUTE_ERROR not in flow.metadata:
+                # Routed only now, from the body (the unified endpoint): the whole check happens here.
+                await self._admit(flow)
+                record = self._admitted.pop(flow.id, None)
+            if record is not None and flow.response is None:
+                await self._apply(flow, record)
         except Exception:
             self._failed(flow)
 
@@ -122,9 +134,11 @@ class KeyCheck:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._admitted.pop(flow.id, None)  # answered before `request` (e.g. by the cache)
+        self._checked.discard(flow.id)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._admitted.pop(flow.id, None)
+        self._checked.discard(flow.id)
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -104,6 +104,25 @@ def test_explicit_proxy_mode_swaps_the_key_too(gw: Gateway, mock: MockUpstream, 
     assert row["mode"] == "explicit" and row["gateway_key"] == key[3:11]
 
 
+def test_unified_endpoint_swaps_the_key_for_the_translated_provider(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "app-unified", "--providers", "anthropic", "--models", "claude-3-5*")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0,
+                           default_headers={"x-mock-exchange": "anthropic-messages-json-1", "x-test-id": tag})
+    result = client.chat.completions.create(model="anthropic/claude-3-5-haiku-20241022", max_tokens=64,
+                                            messages=[{"role": "user", "content": "hi"}])
+    assert result.choices
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client.chat.completions.create(model="anthropic/claude-3-opus-20240229", max_tokens=64,
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert "may not use model 'claude-3-opus-20240229'" in info.value.message
+    with pytest.raises(openai.AuthenticationError):  # routed from the body: still no way around the key
+        openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-no-gateway-key", max_retries=0).chat.completions.create(
+            model="anthropic/claude-3-5-haiku-20241022", max_tokens=8, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-test-id": tag})
+    [seen] = received(mock, tag)
+    assert seen.headers["x-api-key"] == ANTHROPIC_KEY and "authorization" not in seen.headers
+
+
 def test_anthropic_sdk_key_in_x_api_key_is_swapped(gw: Gateway, mock: MockUpstream, tag: str) -> None:
     key = create_key(gw, "--name", "app-anthropic", "--providers", "anthropic")
     client = anthropic.Anthropic(base_url=gw.base("anthropic"), api_key=key, max_retries=0)
