@@ -174,7 +174,11 @@ class KeyBook:
         pending = list(self._pending.get(key_id, {}))
 
         def query(db: peewee.Database) -> tuple[float, set[str]]:
-            return store.spent(db, key_id, start, self.unpriced_usd), store.recorded_ids(db, pending)
+            # Which pending flows are written first, then the sum: a row the writer commits in between
+            # is counted twice until the next refresh, never not at all (one snapshot on SQLite anyway).
+            with db.atomic():
+                written = store.recorded_ids(db, pending)
+                return store.spent(db, key_id, start, self.unpriced_usd), written
 
         total, written = await asyncio.get_running_loop().run_in_executor(
             self._executor, lambda: query(self._database()))

@@ -115,3 +115,19 @@ def test_provider_credentials_come_from_the_environment(monkeypatch: pytest.Monk
     monkeypatch.delenv("K2")
     with pytest.raises(exceptions.OptionsError, match="K2 is not set"):
         provider_credentials('{"openai": {"api_key": "env:K2"}}')
+
+
+async def test_a_row_written_during_a_refresh_is_never_lost(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    book, _, db = setup
+    token, _ = store.create(db, "racy", budget_usd=1.0, period="total")
+    record = await book.verify(token)
+    assert record is not None
+    book.add_spend(record.id, "f1", 0.3)
+    real_ids = store.recorded_ids
+
+    def the_writer_commits_mid_refresh(database: peewee.Database, flow_ids: list[str]) -> set[str]:
+        record_flow(db, "f1", record.id, book.now(), 0.3)
+        return real_ids(database, flow_ids)
+
+    monkeypatch.setattr(store, "recorded_ids", the_writer_commits_mid_refresh)
+    assert await book.spent(record) >= 0.3  # counted twice until the next refresh, never not at all
