@@ -20,6 +20,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.include_usage_requested | bool | router | OpenAI-compatible: the client set stream_options.include_usage |
 | corral.include_usage_endpoint | bool | router | the endpoint's request schema has stream_options.include_usage (catalog `include_usage_paths`): the only place the meter may add it |
 | corral.request_parse_error | str | router | request body is not what the family expects (passed on unchanged) |
+| corral.request_params | dict[str, float] | router | sampling settings the request body states: max_tokens (max_completion_tokens, max_output_tokens), temperature, top_p; absent when none |
 | corral.stream | bool | meter | the response was streamed (any framing) |
 | corral.include_usage_injected | bool | meter | Corral asked upstream for stream usage the client did not ask for |
 | corral.request_edit | dict | meter | the one edit made to the client's request bytes: {at, removed, added} (str); the recorder undoes it to store what the client sent |
@@ -31,6 +32,8 @@ addons themselves, keyed by ``flow.id``.
 | corral.complete | bool | meter | the body/stream reached its own end marker |
 | corral.response_error | str | meter | provider error (error status body, or error inside a 200 stream) |
 | corral.parse_error | str | meter | response body could not be parsed, or decoded past `[gateway] parse_limit` ("response too large to decode"); passed on unchanged |
+| corral.finish_reason | str | meter | why the model stopped (stop, length, end_turn, ...), when the response says |
+| corral.response_id | str | meter | the provider's id of the response (chatcmpl-..., msg_...), OpenAI-compatible and Anthropic |
 | corral.text | str | meter | reassembled output text, for the viewer: at most `[storage] body_limit` characters, then a clip marker |
 | corral.cache | "hit"/"miss"/"refresh"/"skip"/"off" | cache | cache outcome; absent means off. On "hit" the cache publishes model/usage/stream/complete itself; the meter, limits and retries leave the flow alone (with replay_pace=original it goes to the in-process replay server on 127.0.0.1, not upstream) |
 | corral.saved_cost_usd | float | cache | cost of the original response a hit replayed |
@@ -68,6 +71,9 @@ STREAM = "corral.stream"
 STREAM_REQUESTED = "corral.stream_requested"
 INCLUDE_USAGE_REQUESTED = "corral.include_usage_requested"
 REQUEST_PARSE_ERROR = "corral.request_parse_error"
+REQUEST_PARAMS = "corral.request_params"
+FINISH_REASON = "corral.finish_reason"
+RESPONSE_ID = "corral.response_id"
 INCLUDE_USAGE_INJECTED = "corral.include_usage_injected"
 INCLUDE_USAGE_ENDPOINT = "corral.include_usage_endpoint"
 REQUEST_EDIT = "corral.request_edit"

@@ -134,6 +134,10 @@ def publish(flow: http.HTTPFlow, result: ParseResult) -> None:
         meta[md.PARSE_ERROR] = result.parse_error
     if result.text:
         meta[md.TEXT] = result.text
+    if result.finish_reason:
+        meta[md.FINISH_REASON] = result.finish_reason
+    if result.response_id:
+        meta[md.RESPONSE_ID] = result.response_id
 
 
 class Meter:

@@ -163,6 +163,8 @@ class Router:
                 flow.metadata[md.INCLUDE_USAGE_REQUESTED] = True
             if info.parse_error:
                 flow.metadata[md.REQUEST_PARSE_ERROR] = info.parse_error
+            if info.params:
+                flow.metadata[md.REQUEST_PARAMS] = info.params
 
     # --- helpers -----------------------------------------------------------------------------
 

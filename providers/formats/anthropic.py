@@ -73,6 +73,7 @@ class AnthropicFamily:
         found = error_from(doc) if status >= 400 or error_envelope(doc) else None
         result.error = response_error(status, found, doc.get("message"))
         result.model = as_str(doc.get("model"))
+        result.response_id = as_str(doc.get("id"))
         apply_usage(result.usage, doc.get("usage"))
         result.text = block_text(doc.get("content"), "text")
         result.finish_reason = as_str(doc.get("stop_reason"))
@@ -101,6 +102,7 @@ class AnthropicEvents:
         if etype == "message_start":
             msg = obj.get("message")
             r.model = as_str(dig(msg, "model")) or r.model
+            r.response_id = as_str(dig(msg, "id")) or r.response_id
             apply_usage(r.usage, dig(msg, "usage"))
         elif etype == "content_block_delta":
             text = dig(obj, "delta", "text")

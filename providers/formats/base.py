@@ -45,6 +45,8 @@ class RequestInfo:
     # OpenAI-compatible only: the client asked for stream_options.include_usage itself.
     include_usage: bool | None = None
     parse_error: str | None = None
+    # Sampling settings the body states (max_tokens, temperature, top_p), for telemetry.
+    params: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class ParseResult:
     # Reassembled output text (assistant message), for the viewer; None when not applicable.
     text: str | None = None
     finish_reason: str | None = None
+    response_id: str | None = None  # the provider's id of this response (chatcmpl-..., msg_...)
 
 
 class StreamParser(Protocol):

@@ -96,7 +96,16 @@ def model_and_stream(body: bytes, stream_default: bool = False) -> RequestInfo:
     if obj is None:
         return RequestInfo(parse_error=err)
     stream = obj.get("stream", stream_default) is True
-    return RequestInfo(model=as_str(obj.get("model")), stream=stream, parse_error=err)
+    return RequestInfo(model=as_str(obj.get("model")), stream=stream, parse_error=err, params=sampling_params(obj))
+
+
+SAMPLING_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "temperature", "top_p")
+
+
+def sampling_params(obj: dict[str, Any]) -> dict[str, float]:
+    """The body's top-level sampling settings that are numbers (OpenAI-compatible and Anthropic names)."""
+    return {k: v for k in SAMPLING_PARAMS
+            if isinstance(v := obj.get(k), int | float) and not isinstance(v, bool)}
 
 
 def request_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:

@@ -21,6 +21,7 @@ from providers.formats.common import (
     path_only,
     request_object,
     response_error,
+    sampling_params,
 )
 
 # Azure puts the deployment (its model alias) in the path and may omit "model" from the body.
@@ -84,6 +85,7 @@ class OpenAIFamily:
         info.parse_error = err
         info.model = as_str(obj.get("model")) or (m.group(1) if m else None)
         info.stream = obj.get("stream") is True
+        info.params = sampling_params(obj)
         if info.stream:
             info.include_usage = dig(obj, "stream_options", "include_usage") is True
         return info
@@ -98,6 +100,7 @@ class OpenAIFamily:
         found = error_from(doc.get("error")) if status >= 400 or error_envelope(doc) else None
         result.error = response_error(status, found, doc.get("message") or doc.get("detail"))
         result.model = as_str(doc.get("model"))
+        result.response_id = as_str(doc.get("id"))
         usage = usage_from(doc.get("usage")) or usage_from(dig(doc, "x_groq", "usage"))
         if usage is not None:
             result.usage = usage
@@ -151,6 +154,7 @@ class OpenAIStreamParser(FramedStreamParser):
         if err:
             r.error = err
         r.model = as_str(obj.get("model")) or r.model  # Azure's first chunk has model ""
+        r.response_id = r.response_id or as_str(obj.get("id"))
         usage = usage_from(obj.get("usage")) or usage_from(dig(obj, "x_groq", "usage"))
         if usage is not None:
             self.set_usage(usage)
@@ -169,6 +173,7 @@ class OpenAIStreamParser(FramedStreamParser):
         resp = obj.get("response")
         if isinstance(resp, dict):
             r.model = as_str(resp.get("model")) or r.model
+            r.response_id = r.response_id or as_str(resp.get("id"))
             usage = usage_from(resp.get("usage"))
             if usage is not None:
                 self.set_usage(usage)
