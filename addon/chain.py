@@ -19,8 +19,8 @@ Each addon reads only metadata written by the ones before it (addon/metadata.py 
 - KeyCheck right after the Router and RequestGuard (it answers in the provider's shape) and before the
   cache and limits: a refused key costs nothing, and the provider credential is in place before anything
   goes upstream. KeySpend after the Recorder, whose cost it adds to the key's spend.
-- Recorder after everything that writes metadata about the exchange; Annotator and Metrics after the
-  Recorder, whose cost they show and count.
+- Recorder after everything that writes metadata about the exchange; Annotator, Telemetry and Metrics
+  after the Recorder, whose cost they show, trace and count.
 docs/architecture.md draws the chain and the path of one request through the hooks.
 """
 
@@ -63,6 +63,7 @@ from addon.request_guard import RequestGuard
 from addon.router import Router
 from addon.services import CatalogService, PricingService, SecretsService, SharedState
 from addon.state import StateHeader
+from addon.telemetry.tracing import Telemetry
 from addon.unified.request import UnifiedRequest
 from addon.unified.response import UnifiedResponse
 from addon.viewer.metrics import Metrics
@@ -165,6 +166,7 @@ def build() -> list[object]:
         Recorder(pricing),  # one row per flow, written off the loop in batches
         UnifiedResponse(),  # after the Recorder (and around every tee): the client's copy in OpenAI's shape
         KeySpend(keys),  # after the Recorder: a gateway key's spend grows by the cost it recorded
+        Telemetry(registry),  # [telemetry]: one OpenTelemetry span per flow over OTLP (after the Recorder: cost)
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
         Viewer(registry),  # web UI, read-only JSON API and /metrics on [viewer] listen
         Metrics(registry),  # Prometheus counters from the flow's metadata; last, so it sees everything
