@@ -1,0 +1,186 @@
+"""[telemetry]: spans of real SDK calls through a real gateway, as an OTLP/HTTP collector receives them.
+
+The collector (tests/support/otlp_collector.py) decodes the exporter's protobuf; each test sends its own
+``traceparent`` and finds its span by that trace id, which also proves the caller's trace is continued.
+Every attribute is checked against the row the Recorder wrote for the same flow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.support.gateway import Gateway, free_port
+from tests.support.mock_upstream import MockUpstream
+from tests.support.otlp_collector import OTLPCollector
+from tests.support.reliability import reliability
+from tests.support.waiting import until
+
+SPAN_KIND_CLIENT = 3
+STATUS_ERROR = 2
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[OTLPCollector]:
+    with OTLPCollector() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def traced(mock: MockUpstream, collector: OTLPCollector, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    config = {
+        "telemetry": {"otlp_endpoint": collector.url, "service_name": "corral-test"},
+        "telemetry.headers": {"x-collector-token": "t0k"},
+    }
+    gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry"))
+    # Export every 50 ms instead of every 5 s, so spans arrive while the test waits.
+    gw.start(env={**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def traceparent() -> tuple[str, str, str]:
+    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, parent, f"00-{trace_id}-{parent}-01"
+
+
+def client(gw: Gateway, tag: str, header: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base("openai/v1"), api_key="sk-test-telemetry", max_retries=0,
+                         default_headers={"x-test-id": tag, "traceparent": header})
+
+
+def test_json_call_span_carries_the_genai_attributes_of_the_recorded_row(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue("openai-chat-json-1")
+    trace_id, parent, header = traceparent()
+    answer = client(traced, tag, header).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Dragons?"}],
+        max_tokens=50, temperature=0.2, top_p=0.9,
+    )
+    row = traced.row_for(tag)
+    [span] = collector.trace(trace_id)
+
+    assert span["parent_span_id"] == parent  # the caller's trace goes on through the gateway
+    assert span["kind"] == SPAN_KIND_CLIENT
+    assert span["name"] == "chat gpt-4o-mini"
+    assert span["resource"]["service.name"] == "corral-test"
+    a = span["attributes"]
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.provider.name"] == a["gen_ai.system"] == "openai"
+    assert a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert a["gen_ai.request.max_tokens"] == 50
+    assert a["gen_ai.request.temperature"] == 0.2
+    assert a["gen_ai.request.top_p"] == 0.9
+    assert a["gen_ai.response.model"] == row["model"] == answer.model
+    assert a["gen_ai.response.id"] == answer.id
+    assert a["gen_ai.response.finish_reasons"] == [answer.choices[0].finish_reason]
+    assert a["gen_ai.usage.input_tokens"] == row["input_tokens"] == answer.usage.prompt_tokens
+    assert a["gen_ai.usage.output_tokens"] == row["output_tokens"] == answer.usage.completion_tokens
+    assert (a["server.address"], a["server.port"]) == ("127.0.0.1", fresh_mock.port)
+    assert a["http.response.status_code"] == row["status"] == 200
+    assert "error.type" not in a and span["status_code"] != STATUS_ERROR
+    assert a["corral.cost_usd"] == pytest.approx(row["cost_usd"])
+    assert a["corral.credential"] == row["credential"]
+    assert a["corral.mode"] == row["mode"] == "reverse"
+    assert a["corral.complete"] is True and a["corral.stream"] is False
+    assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a  # capture_content is off
+    # The span covers the exchange the row times: same timestamps.
+    assert (span["end_ns"] - span["start_ns"]) / 1e6 == pytest.approx(row["duration_ms"], abs=0.01)
+    assert collector.requests[-1]["x-collector-token"] == "t0k"  # [telemetry.headers] reach the collector
+
+
+def test_stream_span_has_time_to_first_token_and_the_stream_usage(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue("openai-chat-stream-1")
+    trace_id, parent, header = traceparent()
+    stream = client(traced, tag, header).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    row = traced.row_for(tag)
+    [span] = collector.trace(trace_id)
+    a = span["attributes"]
+    assert span["parent_span_id"] == parent
+    assert a["gen_ai.request.stream"] is True and a["corral.stream"] is True
+    assert a["gen_ai.usage.input_tokens"] == row["input_tokens"] is not None
+    assert a["gen_ai.usage.output_tokens"] == row["output_tokens"] is not None
+    assert a["gen_ai.response.id"] == chunks[0].id
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert a["gen_ai.response.finish_reasons"] == finish[-1:]
+    [event] = [e for e in span["events"] if e["name"] == "corral.first_token"]
+    assert span["start_ns"] < event["time_ns"] <= span["end_ns"]
+    assert a["gen_ai.response.time_to_first_chunk"] == pytest.approx((event["time_ns"] - span["start_ns"]) / 1e9,
+                                                                      abs=1e-6)
+    assert a["gen_ai.response.time_to_first_chunk"] * 1000 == pytest.approx(row["ttfb_ms"], abs=0.01)
+
+
+def test_upstream_error_span_is_marked_failed(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue("openai-chat-error-1")
+    trace_id, _, header = traceparent()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(traced, tag, header).chat.completions.create(model="gpt-4o-mini",
+                                                            messages=[{"role": "user", "content": "x"}])
+    row = traced.row_for(tag)
+    [span] = collector.trace(trace_id)
+    a = span["attributes"]
+    assert a["http.response.status_code"] == row["status"] == caught.value.status_code
+    assert a["error.type"] == str(caught.value.status_code)
+    assert span["status_code"] == STATUS_ERROR
+    assert a["corral.response_error"] == row["error"]
+
+
+def test_without_traceparent_the_span_starts_a_trace(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue("openai-chat-json-1")
+    answer = openai.OpenAI(base_url=traced.base("openai/v1"), api_key="sk-x", max_retries=0).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    span = until(lambda: next((s for s in list(collector.spans)
+                               if s["attributes"].get("gen_ai.response.id") == answer.id
+                               and not s["parent_span_id"]), None))
+    assert len(span["trace_id"]) == 32 and span["trace_id"] != "0" * 32
+    assert fresh_mock.requests[-1].headers.get("traceparent") is None  # propagate_upstream is off
+
+
+@reliability("upstream faults", "OTLP collector down", "answers unchanged, no error",
+             "rows as usual; spans dropped and counted (corral_telemetry_spans_dropped_total)")
+def test_collector_down_costs_clients_nothing_and_drops_are_counted(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    viewer_port = free_port()
+    config = {"telemetry": {"otlp_endpoint": f"http://127.0.0.1:{free_port()}", "queue_size": 2},  # nothing there
+              "viewer": {"listen": f"127.0.0.1:{viewer_port}"}}
+    gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry-down"))
+    gw.start(env={**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+    try:
+        sdk = openai.OpenAI(base_url=gw.base("openai/v1"), api_key="sk-x", max_retries=0)
+        for _ in range(6):
+            fresh_mock.enqueue("openai-chat-json-1")
+            answer = sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+            assert answer.choices[0].message is not None
+        assert len(gw.wait_rows(lambda r: r["status"] == 200, count=6)) == 6
+
+        def dropped() -> float:
+            text = httpx.get(f"http://127.0.0.1:{viewer_port}/metrics").text
+            line = next((ln for ln in text.splitlines() if ln.startswith("corral_telemetry_spans_dropped_total")), "")
+            value = float(line.split()[-1]) if line else 0.0
+            return value if value >= 6 else 0.0
+
+        assert until(dropped, timeout=20) == 6  # every span: pushed out of the full queue, or refused
+        assert "Traceback" not in gw.log()
+    finally:
+        gw.stop()
+    assert json.dumps(gw.log()).count("dropping until it does") >= 1  # one warning per outage, not per span

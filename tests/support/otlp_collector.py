@@ -1,0 +1,111 @@
+"""A real OTLP/HTTP trace receiver on loopback: what a collector sees of the gateway's spans.
+
+It decodes each ``POST /v1/traces`` body (an ExportTraceServiceRequest, protobuf, gzip or not) with
+the OpenTelemetry protobuf definitions, as the OpenTelemetry Collector does, and keeps every span as a
+plain dict for the test to check. ``status`` lets a test make the collector refuse (503).
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.support.waiting import until
+
+
+def value_of(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [value_of(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: value_of(kv.value) for kv in v.kvlist_value.values}
+    return getattr(v, kind) if kind else None
+
+
+def decode(body: bytes) -> list[dict[str, Any]]:
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    spans = []
+    for rs in request.resource_spans:
+        resource = {kv.key: value_of(kv.value) for kv in rs.resource.attributes}
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                spans.append({
+                    "name": s.name,
+                    "trace_id": s.trace_id.hex(),
+                    "span_id": s.span_id.hex(),
+                    "parent_span_id": s.parent_span_id.hex(),
+                    "kind": s.kind,
+                    "start_ns": s.start_time_unix_nano,
+                    "end_ns": s.end_time_unix_nano,
+                    "attributes": {kv.key: value_of(kv.value) for kv in s.attributes},
+                    "events": [{"name": e.name, "time_ns": e.time_unix_nano} for e in s.events],
+                    "status_code": s.status.code,
+                    "status_message": s.status.message,
+                    "resource": resource,
+                    "scope": ss.scope.name,
+                })
+    return spans
+
+
+class OTLPCollector:
+    """Use as a context manager; ``url`` is the base URL to configure (``/v1/traces`` is the path)."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.requests: list[dict[str, str]] = []  # headers of each export request
+        self.status = 200
+        self._lock = threading.Lock()
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with collector._lock:
+                    collector.requests.append({k.lower(): v for k, v in self.headers.items()})
+                    status = collector.status
+                    if status == 200 and self.path == "/v1/traces":
+                        collector.spans.extend(decode(body))
+                reply = ExportTraceServiceResponse().SerializeToString() if status == 200 else b""
+                self.send_response(status if self.path == "/v1/traces" else 404)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="otlp-collector", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> OTLPCollector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def trace(self, trace_id: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """The spans of trace ``trace_id`` once ``count`` of them arrived."""
+        def found() -> list[dict[str, Any]]:
+            with self._lock:
+                spans = [s for s in self.spans if s["trace_id"] == trace_id]
+            return spans if len(spans) >= count else []
+        return until(found, timeout=timeout, message=f"no {count} spans of trace {trace_id} reached the collector")
