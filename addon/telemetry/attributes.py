@@ -189,8 +189,9 @@ def content_attributes(flow: http.HTTPFlow, request_json: Any) -> dict[str, Attr
     if isinstance(request_json, dict) and isinstance(request_json.get("system"), str):
         out["gen_ai.system_instructions"] = _clip(json.dumps([{"type": "text", "content": request_json["system"]}]))
     text = flow.metadata.get(md.TEXT)
-    if isinstance(text, str):
-        message: dict[str, Any] = {"role": "assistant", "parts": [{"type": "text", "content": text}]}
+    if isinstance(text, str) or flow.metadata.get(md.FINISH_REASON):  # a tool call only: no text part
+        parts = [{"type": "text", "content": text}] if isinstance(text, str) else []
+        message: dict[str, Any] = {"role": "assistant", "parts": parts}
         if flow.metadata.get(md.FINISH_REASON):
             message["finish_reason"] = flow.metadata[md.FINISH_REASON]
         out["gen_ai.output.messages"] = _clip(json.dumps([message], ensure_ascii=False))

@@ -184,3 +184,29 @@ def test_collector_down_costs_clients_nothing_and_drops_are_counted(
     finally:
         gw.stop()
     assert json.dumps(gw.log()).count("dropping until it does") >= 1  # one warning per outage, not per span
+
+
+def test_propagate_upstream_and_capture_content(
+    mock: MockUpstream, fresh_mock: MockUpstream, collector: OTLPCollector, tmp_path_factory: pytest.TempPathFactory,
+    tag: str,
+) -> None:
+    config = {"telemetry": {"otlp_endpoint": collector.url, "propagate_upstream": True, "capture_content": True}}
+    gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry-content"))
+    gw.start(env={**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        fresh_mock.enqueue("openai-chat-json-2")  # answers "YES"
+        trace_id, _, header = traceparent()
+        answer = client(gw, tag, header).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Dragons?"}])
+        [span] = collector.trace(trace_id)
+    finally:
+        gw.stop()
+    # The provider got the gateway span's context: same trace, the gateway's span as its parent.
+    assert fresh_mock.requests[-1].headers["traceparent"] == f"00-{trace_id}-{span['span_id']}-01"
+    a = span["attributes"]
+    assert json.loads(a["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Dragons?"}]}]
+    [out] = json.loads(a["gen_ai.output.messages"])
+    assert out["role"] == "assistant" and out["finish_reason"] == answer.choices[0].finish_reason
+    assert out["parts"] == [{"type": "text", "content": answer.choices[0].message.content}] == [
+        {"type": "text", "content": "YES"}]
