@@ -43,6 +43,7 @@ from addon.cache.backend import ResponseCache
 from addon.cache.lookup import CacheLookup
 from addon.cache.store import CacheStore
 from addon.config import ConfigFile
+from addon.config_reload import ConfigReload
 from addon.fixtures.book import FixtureBook
 from addon.fixtures.player import FixturePlayer
 from addon.fixtures.taker import FixtureTaker
@@ -142,6 +143,7 @@ def build() -> list[object]:
     registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
+        ConfigReload(),  # corral.toml changed (polled, or SIGHUP): the changed options updated, or refused whole
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
         SecretsService(),  # [secrets]: more names redacted wherever a request is stored or shown
         keys,

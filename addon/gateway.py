@@ -22,6 +22,7 @@ from mitmproxy.addons import (
 )
 
 from addon import chain, config, netaddr, paths
+from addon.config_reload import ConfigReload
 from addon.recorder import Recorder
 from addon.viewer.server import Viewer
 
@@ -145,6 +146,10 @@ def _configure(
     # rollback's "recording to ..." would read as if the gateway had started.
     opts.update(termlog_verbosity="warn")
     corral = chain.addon()
+    reloader = next((c for c in corral.children if isinstance(c, ConfigReload)), None)
+    if reloader is not None:  # the command line wins over the file, also when the file changes later
+        reloader.pinned = {s.partition("=")[0] for s in specs} | {
+            name for name, source in (sources or {}).items() if source.startswith("--")}
     gateway.addons.add(corral)
     viewer = next((c for c in corral.children if isinstance(c, Viewer)), None)
     gateway.addons.add(Banner(gateway, viewer, banner or []))
@@ -181,6 +186,9 @@ async def _run(*args: Any) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    reloader = next((c for c in corral.children if isinstance(c, ConfigReload)), None)
+    if reloader is not None:  # before the listener opens: an early SIGHUP must not end the process
+        loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup)
     await gateway.run()
     return 0
 

@@ -1,0 +1,101 @@
+"""corral.toml changed under a running gateway: applied without a restart, open streams untouched,
+an invalid file refused as a whole."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support.gateway import Gateway, write_config
+from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.reliability import reliability
+from tests.support.waiting import until
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "reload?"}]}
+
+
+def rewrite(gw: Gateway, upstream: str, extra: dict[str, Any]) -> None:
+    """The new file, swapped in whole as editors and config tools do."""
+    tmp = gw.config_path.with_suffix(".new")
+    write_config(tmp, upstream, extra)
+    os.replace(tmp, gw.config_path)
+
+
+def log_count(gw: Gateway, text: str) -> int:
+    return gw.log().count(text)
+
+
+@reliability("load and shutdown", "corral.toml changed while a stream is open", "stream completes unchanged",
+             "row complete; new flows use the new settings; an invalid file changes nothing")
+def test_reload_applies_new_settings_and_keeps_the_open_stream(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory, tag: str
+) -> None:
+    base = {"config": {"reload_interval": 0.05}, "viewer": {"listen": ""}}
+    gw = Gateway(mock.url, config={**base, "cache": {"enabled": False}}, workdir=tmp_path_factory.mktemp("reload"))
+    with gw:
+        hold = threading.Event()
+        fresh_mock.enqueue(Reply.from_exchange("openai-chat-stream-1", hold=hold))
+        sdk = openai.OpenAI(base_url=gw.base("openai/v1"), api_key="sk-x", max_retries=0,
+                            default_headers={"x-test-id": tag})
+        stream = sdk.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                             messages=[{"role": "user", "content": "hi"}])
+        chunks = iter(stream)
+        first = next(chunks)  # the stream is open, the rest held back by the mock
+
+        rewrite(gw, mock.url, {**base, "cache": {"enabled": True}})
+        until(lambda: log_count(gw, "configuration reloaded") == 1, message="no reload in the log:\n" + gw.log())
+        assert "[cache] enabled" in gw.log()
+
+        hold.set()
+        rest = list(chunks)
+        assert first.id and rest and rest[-1].choices[0].finish_reason is not None
+        row = gw.row_for(tag)
+        assert row["complete"] and row["error"] is None and row["status"] == 200
+
+        # New flows: the cache is on now.
+        fresh_mock.enqueue("openai-chat-json-2")
+        with httpx.Client(base_url=gw.base("openai/v1"), headers={"authorization": "Bearer sk-x"}) as http:
+            assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "miss"
+            assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "hit"
+
+            # Refused as a whole: the cache switch-off next to a value the telemetry addon refuses.
+            rewrite(gw, mock.url, {**base, "cache": {"enabled": False}, "telemetry": {"sample_ratio": 5}})
+            message = "reload refused, the running configuration stays"
+            until(lambda: log_count(gw, message) == 1, message="no refusal in the log:\n" + gw.log())
+            [line] = [ln for ln in gw.log().splitlines() if message in ln]
+            assert "[telemetry] sample_ratio: expected a number from 0 to 1" in line
+            assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "hit"  # still on
+
+            # A misspelt key: refused with the message a start gives.
+            rewrite(gw, mock.url, {**base, "cache": {"enabled": False, "tll": 5}})
+            until(lambda: log_count(gw, message) == 2, message="no refusal in the log:\n" + gw.log())
+            assert "unknown setting [cache] tll (did you mean [cache] ttl?)" in gw.log()
+            assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "hit"
+        assert log_count(gw, "configuration reloaded") == 1
+    assert fresh_mock.request_count == 2  # the stream and the one miss: every hit stayed in the gateway
+
+
+def test_sighup_reloads_and_the_command_line_still_wins(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = {"config": {"reload_interval": 0}, "viewer": {"listen": ""}}  # no polling: only the signal reloads
+    gw = Gateway(mock.url, config={**base, "cache": {"enabled": True, "ttl": 60}},
+                 sets=["corral_cache_enabled=true"], workdir=tmp_path_factory.mktemp("sighup"))
+    with gw:
+        rewrite(gw, mock.url, {**base, "cache": {"enabled": False, "ttl": 120}})
+        assert gw.proc is not None
+        gw.proc.send_signal(__import__("signal").SIGHUP)
+        until(lambda: log_count(gw, "configuration reloaded") == 1, message="no reload in the log:\n" + gw.log())
+        line = next(ln for ln in gw.log().splitlines() if "configuration reloaded" in ln)
+        assert line.endswith(": [cache] ttl")  # --set corral_cache_enabled wins over the file's change
+        fresh_mock.enqueue("openai-chat-json-2")
+        with httpx.Client(base_url=gw.base("openai/v1"), headers={"authorization": "Bearer sk-x"}) as http:
+            assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "miss"
+            assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "hit"
+    assert Path(gw.config_path).exists()
