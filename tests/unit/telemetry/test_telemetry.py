@@ -76,3 +76,22 @@ def test_corral_error_kind_wins_over_the_status() -> None:
     assert out["error.type"] == "upstream_unavailable"
     assert (out["server.address"], out["server.port"]) == ("api.openai.com", 443)
     assert "gen_ai.response.model" not in out  # no response was parsed: the model is only the request's
+
+
+def test_standard_environment_variables_turn_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    t = Telemetry(CollectorRegistry())
+    with taddons.context(t) as tctx:
+        tctx.configure(t, corral_telemetry_sample_ratio="0.5")
+        try:
+            assert t.pipeline is not None
+            assert t.pipeline.settings.service_name == "from-env" and t.pipeline.settings.sample_ratio == 0.5
+            exporter = t.pipeline.processor.span_exporter.inner
+            assert exporter._endpoint == "http://127.0.0.1:9/v1/traces"  # the SDK read the variables itself
+            monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+            tctx.configure(t, corral_telemetry_sample_ratio="1")
+            assert t.pipeline is None
+        finally:
+            if t.pipeline is not None:
+                t.pipeline.shutdown(background=False)
