@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.gateway import Gateway, free_port
+from tests.support.gateway import Gateway, free_port, new_tag
 from tests.support.mock_upstream import MockUpstream
 from tests.support.otlp_collector import OTLPCollector
 from tests.support.reliability import reliability
@@ -37,6 +37,11 @@ def traced(mock: MockUpstream, collector: OTLPCollector, tmp_path_factory: pytes
     config = {
         "telemetry": {"otlp_endpoint": collector.url, "service_name": "corral-test"},
         "telemetry.headers": {"x-collector-token": "t0k"},
+        "cache": {"enabled": True},  # every test sends its own messages: only the cache test repeats one
+        'prices."mistral/gpt-4o-mini-2024-07-18"': {"input": 1.0, "output": 2.0},  # the mock's answer, priced
+        "limits": [{"name": "groq-1rpm", "requests_per_minute": 1, "provider": "groq", "per": "credential"}],
+        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens
+        "retries.providers.deadend": {"backoff": 0.01, "backoff_max": 0.02},
     }
     gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry"))
     # Export every 50 ms instead of every 5 s, so spans arrive while the test waits.
@@ -132,7 +137,7 @@ def test_upstream_error_span_is_marked_failed(
     trace_id, _, header = traceparent()
     with pytest.raises(openai.APIStatusError) as caught:
         client(traced, tag, header).chat.completions.create(model="gpt-4o-mini",
-                                                            messages=[{"role": "user", "content": "x"}])
+                                                            messages=[{"role": "user", "content": f"error {tag}"}])
     row = traced.row_for(tag)
     [span] = collector.trace(trace_id)
     a = span["attributes"]
@@ -147,12 +152,72 @@ def test_without_traceparent_the_span_starts_a_trace(
 ) -> None:
     fresh_mock.enqueue("openai-chat-json-1")
     answer = openai.OpenAI(base_url=traced.base("openai/v1"), api_key="sk-x", max_retries=0).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"root {tag}"}])
     span = until(lambda: next((s for s in list(collector.spans)
                                if s["attributes"].get("gen_ai.response.id") == answer.id
                                and not s["parent_span_id"]), None))
     assert len(span["trace_id"]) == 32 and span["trace_id"] != "0" * 32
     assert fresh_mock.requests[-1].headers.get("traceparent") is None  # propagate_upstream is off
+
+
+def sdk(gw: Gateway, prefix: str, tag: str, header: str, api_key: str = "sk-test-telemetry") -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base(prefix), api_key=api_key, max_retries=0,
+                         default_headers={"x-test-id": tag, "traceparent": header})
+
+
+def test_cache_hit_span_says_hit_with_the_saved_cost(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue("openai-chat-json-2")
+    messages = [{"role": "user", "content": f"cache me {tag}"}]
+    first_trace, _, first = traceparent()
+    sdk(traced, "mistral/v1", new_tag(), first).chat.completions.create(model="mistral-small-latest",
+                                                                         messages=messages)
+    trace_id, _, header = traceparent()
+    sdk(traced, "mistral/v1", tag, header).chat.completions.create(model="mistral-small-latest", messages=messages)
+    row = traced.row_for(tag)
+    [miss] = collector.trace(first_trace)
+    [hit] = collector.trace(trace_id)
+    assert miss["attributes"]["corral.cache"] == "miss" and hit["attributes"]["corral.cache"] == row["cache"] == "hit"
+    a = hit["attributes"]
+    assert a["gen_ai.provider.name"] == "mistral_ai"
+    assert a["corral.cost_usd"] == row["cost_usd"] == 0
+    assert a["corral.saved_cost_usd"] == pytest.approx(row["saved_cost_usd"])
+    assert a["gen_ai.usage.input_tokens"] == row["input_tokens"] == miss["attributes"]["gen_ai.usage.input_tokens"]
+    assert fresh_mock.request_count == 1
+
+
+def test_rate_limited_span_is_an_error_of_that_kind(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue("openai-chat-json-2")
+    key = "sk-ratelimit-" + new_tag()
+    _, _, first = traceparent()
+    sdk(traced, "groq/openai/v1", new_tag(), first, key).chat.completions.create(
+        model="llama-3.1-8b-instant", messages=[{"role": "user", "content": f"one {tag}"}])
+    trace_id, _, header = traceparent()
+    with pytest.raises(openai.RateLimitError):
+        sdk(traced, "groq/openai/v1", tag, header, key).chat.completions.create(
+            model="llama-3.1-8b-instant", messages=[{"role": "user", "content": f"two {tag}"}])
+    row = traced.row_for(tag)
+    [span] = collector.trace(trace_id)
+    a = span["attributes"]
+    assert a["http.response.status_code"] == row["status"] == 429
+    assert a["error.type"] == "rate_limited" and span["status_code"] == STATUS_ERROR
+
+
+def test_retried_call_span_counts_the_retries(traced: Gateway, collector: OTLPCollector, tag: str) -> None:
+    trace_id, _, header = traceparent()
+    with pytest.raises(openai.APIStatusError):
+        sdk(traced, "deadend/v1", tag, header).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    row = traced.row_for(tag)
+    [span] = collector.trace(trace_id)
+    a = span["attributes"]
+    assert a["corral.retries"] == row["retries"] > 0
+    assert a["http.response.status_code"] == row["status"] == 502
+    assert a["error.type"] == "upstream_unavailable"
+    assert a["corral.gateway_error"] == row["error"]
 
 
 @reliability("upstream faults", "OTLP collector down", "answers unchanged, no error",
