@@ -99,3 +99,46 @@ def test_sighup_reloads_and_the_command_line_still_wins(
             assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "miss"
             assert http.post("/chat/completions", json=BODY).headers["x-corral-cache"] == "hit"
     assert Path(gw.config_path).exists()
+
+
+def test_reload_during_32_open_streams_then_a_tighter_limit_applies(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory, tag: str
+) -> None:
+    base = {"config": {"reload_interval": 0.05}, "viewer": {"listen": ""}}
+    gw = Gateway(mock.url, config=base, workdir=tmp_path_factory.mktemp("reload32"))
+    with gw:
+        hold = threading.Event()
+        fresh_mock.enqueue(*[Reply.from_exchange("openai-chat-stream-1", hold=hold) for _ in range(32)])
+        opened = threading.Barrier(33)
+        results: list[str | None] = [None] * 32
+
+        def stream(i: int) -> None:
+            sdk = openai.OpenAI(base_url=gw.base("openai/v1"), api_key=f"sk-stream-{i}", max_retries=0,
+                                default_headers={"x-test-id": tag})
+            chunks = iter(sdk.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                      messages=[{"role": "user", "content": f"s{i}"}]))
+            next(chunks)
+            opened.wait(timeout=30)
+            rest = list(chunks)
+            results[i] = rest[-1].choices[0].finish_reason if rest and rest[-1].choices else "no end"
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        opened.wait(timeout=30)  # 32 streams open, each held after its first chunk
+        limit = {"name": "tight", "requests_per_minute": 1, "provider": "openai", "per": "credential"}
+        rewrite(gw, mock.url, {**base, "limits": [limit]})
+        until(lambda: log_count(gw, "configuration reloaded") == 1, message="no reload in the log:\n" + gw.log())
+        hold.set()
+        for t in threads:
+            t.join(timeout=30)
+        assert results == ["stop"] * 32  # every stream reached its end after the reload
+        rows = gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), count=32)
+        assert len(rows) == 32 and all(r["complete"] and r["status"] == 200 for r in rows)  # once each
+
+        # The next requests: the new limit counts them (the streams began before it existed).
+        fresh_mock.enqueue("openai-chat-json-2")
+        with httpx.Client(base_url=gw.base("openai/v1"), headers={"authorization": "Bearer sk-new"}) as http:
+            assert http.post("/chat/completions", json=BODY).status_code == 200
+            refused = http.post("/chat/completions", json={**BODY, "messages": [{"role": "user", "content": "2"}]})
+            assert refused.status_code == 429 and refused.headers["x-corral-ratelimit-name"] == "tight"
