@@ -187,6 +187,14 @@ class Spans:
     def inject(self, span: Any, headers: Any) -> None:
         self.propagator.inject(headers, context=self.trace.set_span_in_context(span))
 
+    def child(self, pipeline: Pipeline, parent: Any, name: str, start_ns: int, end_ns: int,
+              attributes: dict[str, Any]) -> None:
+        """A finished INTERNAL span under ``parent`` (a part of the flow Corral itself spent time on)."""
+        span = pipeline.tracer.start_span(name, context=self.trace.set_span_in_context(parent),
+                                          kind=self.trace.SpanKind.INTERNAL, start_time=start_ns,
+                                          attributes=attributes)
+        span.end(end_time=end_ns)
+
     def end(self, span: Any, attributes: dict[str, Any], error: str | None, first_token_ns: int | None,
             end_ns: int) -> None:
         span.set_attributes(attributes)

@@ -216,6 +216,12 @@ class Telemetry:
             resp = flow.response
             end = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or (
                 flow.error.timestamp if flow.error is not None else None) or time.time()
+            wait = flow.metadata.get(md.WAIT_MS)
+            if wait and self.pipeline is not None:
+                # The limiter holds the flow once its body is in, before it goes upstream.
+                held_from = flow.request.timestamp_end or flow.request.timestamp_start
+                self.spans_api.child(self.pipeline, span, "corral.ratelimit.wait", _ns(held_from),
+                                     _ns(held_from + wait / 1000), {"corral.ratelimit.wait_ms": wait})
             error = values.get("error.type")
             self.spans_api.end(span, values, str(error) if error else None, first_ns, _ns(end))
         except Exception:

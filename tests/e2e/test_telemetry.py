@@ -39,7 +39,9 @@ def traced(mock: MockUpstream, collector: OTLPCollector, tmp_path_factory: pytes
         "telemetry.headers": {"x-collector-token": "t0k"},
         "cache": {"enabled": True},  # every test sends its own messages: only the cache test repeats one
         'prices."mistral/gpt-4o-mini-2024-07-18"': {"input": 1.0, "output": 2.0},  # the mock's answer, priced
-        "limits": [{"name": "groq-1rpm", "requests_per_minute": 1, "provider": "groq", "per": "credential"}],
+        "limits": [{"name": "groq-1rpm", "requests_per_minute": 1, "provider": "groq", "per": "credential"},
+                   {"name": "together-1rps", "requests_per_second": 1, "provider": "together", "per": "credential",
+                    "behaviour": "queue"}],
         "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens
         "retries.providers.deadend": {"backoff": 0.01, "backoff_max": 0.02},
     }
@@ -204,6 +206,27 @@ def test_rate_limited_span_is_an_error_of_that_kind(
     a = span["attributes"]
     assert a["http.response.status_code"] == row["status"] == 429
     assert a["error.type"] == "rate_limited" and span["status_code"] == STATUS_ERROR
+
+
+def test_queued_call_has_a_child_span_for_its_wait(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue("openai-chat-json-2", "openai-chat-json-2")
+    key = "sk-queue-" + new_tag()
+    _, _, first = traceparent()
+    sdk(traced, "together/v1", new_tag(), first, key).chat.completions.create(
+        model="meta-llama/Llama-3-8b", messages=[{"role": "user", "content": f"one {tag}"}])
+    trace_id, _, header = traceparent()
+    sdk(traced, "together/v1", tag, header, key).chat.completions.create(  # held until the next second
+        model="meta-llama/Llama-3-8b", messages=[{"role": "user", "content": f"two {tag}"}])
+    row = traced.row_for(tag)
+    spans = collector.trace(trace_id, count=2)
+    flow_span, wait = sorted(spans, key=lambda s: s["name"] == "corral.ratelimit.wait")
+    assert wait["name"] == "corral.ratelimit.wait" and wait["parent_span_id"] == flow_span["span_id"]
+    assert row["wait_ms"] > 0
+    assert flow_span["attributes"]["corral.ratelimit.wait_ms"] == pytest.approx(row["wait_ms"])
+    assert (wait["end_ns"] - wait["start_ns"]) / 1e6 == pytest.approx(row["wait_ms"], abs=0.01)
+    assert flow_span["start_ns"] <= wait["start_ns"] and wait["end_ns"] <= flow_span["end_ns"]
 
 
 def test_retried_call_span_counts_the_retries(traced: Gateway, collector: OTLPCollector, tag: str) -> None:
