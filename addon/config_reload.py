@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, exceptions
+from mitmproxy import ctx, exceptions, http
 
-from addon import config, paths
+from addon import config, metadata as md, netaddr, paths
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ RESTART_ONLY = frozenset({
     "corral_gateway_certs", "corral_config_reload_interval",
 })
 MISSING = object()
+RELOAD_ENDPOINT = "/reload"  # POST http://<listen>/_corral/reload: `corral reload` (loopback clients only)
 
 
 def file_values(path: Path, options: Any) -> tuple[dict[str, Any], dict[str, str]]:
@@ -65,7 +67,7 @@ class ConfigReload:
         self.pinned: set[str] = set()  # options the command line set (`corral start` flags, --set): kept
         self.seen: tuple[int, int, int] | None = None
         self.task: asyncio.Task[None] | None = None
-        self.sighup_task: asyncio.Task[bool] | None = None
+        self.sighup_task: asyncio.Task[tuple[bool, str]] | None = None
         self.lock = asyncio.Lock()
         self.reloads = 0  # successful reloads, for tests and the log
 
@@ -118,6 +120,22 @@ class ConfigReload:
         logger.info("corral: SIGHUP: reloading %s", self.path)
         self.sighup_task = asyncio.get_running_loop().create_task(self.reload())
 
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(md.INTERNAL) != RELOAD_ENDPOINT or flow.response is not None:
+            return
+        peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        body: dict[str, object]
+        if not netaddr.is_loopback(peer):
+            status, body = 403, {"error": "corral: loopback only"}
+        elif flow.request.method != "POST":
+            status, body = 405, {"error": "corral: POST to reload"}
+        elif self.path is None:
+            status, body = 409, {"reloaded": False, "message": "no configuration file to reload"}
+        else:
+            ok, message = await self.reload()
+            status, body = (200 if ok else 422), {"reloaded": ok, "message": message}
+        flow.response = http.Response.make(status, json.dumps(body), {"content-type": "application/json"})
+
     async def _watch(self) -> None:
         assert self.path is not None
         while True:
@@ -129,10 +147,11 @@ class ConfigReload:
             if signature is not None and signature != self.seen:
                 await self.reload()
 
-    async def reload(self) -> bool:
-        """Re-read the file and apply what changed; False (and the old settings kept) when refused."""
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the file and apply what changed: (True, what changed), or (False, why) with the old
+        settings kept."""
         if self.path is None:
-            return False
+            return False, "no configuration file"
         async with self.lock:
             path = self.path
             self.seen = await asyncio.to_thread(_signature, path)
@@ -143,13 +162,13 @@ class ConfigReload:
                     ctx.options.update(**changes)
             except exceptions.OptionsError as e:
                 logger.error("corral: reload refused, the running configuration stays: %s", e)
-                return False
+                return False, f"reload refused, the running configuration stays: {e}"
             shown = self.where | where
             self.applied, self.where = values, where
             self.reloads += 1
             names = ", ".join(config.where_of(n, shown.get(n, n)) for n in sorted(changes)) or "nothing"
             logger.warning("corral: configuration reloaded from %s: %s", path, names)
-            return True
+            return True, f"configuration reloaded from {path}: {names}"
 
     def _changes(self, values: dict[str, Any]) -> dict[str, Any]:
         opts = ctx.options._options

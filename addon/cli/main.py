@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from addon.cli import cache, certs, env, export, fixtures, flows, keys, limits, paths, providers, run, start, stats
+from addon.cli import cache, certs, env, export, fixtures, flows, keys, limits, paths, providers, reload, run, start, stats
 
-COMMANDS = [start, run, flows, providers, env, certs, keys, limits, cache, stats, export, fixtures, paths]
+COMMANDS = [start, run, flows, providers, env, certs, keys, limits, cache, stats, export, fixtures, paths, reload]
 
 
 def main(argv: list[str] | None = None) -> int:

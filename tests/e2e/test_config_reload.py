@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.cli import corral
 from tests.support.gateway import Gateway, write_config
 from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.reliability import reliability
@@ -142,3 +143,22 @@ def test_reload_during_32_open_streams_then_a_tighter_limit_applies(
             assert http.post("/chat/completions", json=BODY).status_code == 200
             refused = http.post("/chat/completions", json={**BODY, "messages": [{"role": "user", "content": "2"}]})
             assert refused.status_code == 429 and refused.headers["x-corral-ratelimit-name"] == "tight"
+
+
+def test_corral_reload_command_answers_with_the_outcome(
+    mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = {"config": {"reload_interval": 0}, "viewer": {"listen": ""}}  # only the command reloads
+    gw = Gateway(mock.url, config={**base, "cache": {"ttl": 60}}, workdir=tmp_path_factory.mktemp("reload-cli"))
+    with gw:
+        args = ("reload", "--config", str(gw.config_path), "--listen", f"127.0.0.1:{gw.port}")
+        rewrite(gw, mock.url, {**base, "cache": {"ttl": 120}})
+        out = corral(*args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.strip() == f"corral: configuration reloaded from {gw.config_path}: [cache] ttl"
+        rewrite(gw, mock.url, {**base, "cache": {"ttl": "a day"}})
+        out = corral(*args)
+        assert out.returncode == 1
+        assert out.stdout.strip() == (f"corral: reload refused, the running configuration stays: {gw.config_path}: "
+                                      '[cache] ttl: expected an integer, got "a day" (a string)')
+        assert httpx.get(f"{gw.url}/_corral/reload").status_code == 405  # a GET changes nothing
