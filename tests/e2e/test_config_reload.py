@@ -15,6 +15,7 @@ import pytest
 from tests.support.cli import corral
 from tests.support.gateway import Gateway, write_config
 from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.otlp_collector import OTLPCollector
 from tests.support.reliability import reliability
 from tests.support.waiting import until
 
@@ -162,3 +163,24 @@ def test_corral_reload_command_answers_with_the_outcome(
         assert out.stdout.strip() == (f"corral: reload refused, the running configuration stays: {gw.config_path}: "
                                       '[cache] ttl: expected an integer, got "a day" (a string)')
         assert httpx.get(f"{gw.url}/_corral/reload").status_code == 405  # a GET changes nothing
+
+
+def test_telemetry_switched_on_by_a_reload(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = {"config": {"reload_interval": 0.05}, "viewer": {"listen": ""}}
+    with OTLPCollector() as collector:
+        gw = Gateway(mock.url, config=base, workdir=tmp_path_factory.mktemp("reload-otel"))
+        gw.start(env={**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+        try:
+            rewrite(gw, mock.url, {**base, "telemetry": {"otlp_endpoint": collector.url}})
+            until(lambda: log_count(gw, "configuration reloaded") == 1, message="no reload in the log:\n" + gw.log())
+            fresh_mock.enqueue("openai-chat-json-2")
+            trace_id = "0af7651916cd43dd8448eb211c80319c"
+            sdk = openai.OpenAI(base_url=gw.base("openai/v1"), api_key="sk-x", max_retries=0,
+                                default_headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
+            sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "otel?"}])
+            [span] = collector.trace(trace_id)
+            assert span["attributes"]["gen_ai.request.model"] == "gpt-4o-mini"
+        finally:
+            gw.stop()
