@@ -105,9 +105,17 @@ class Supervisor:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
+    def _forward(self, signum: int, _frame: object) -> None:
+        """SIGHUP (reload corral.toml): every worker reloads."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._forward)
         for index in range(1, self.count + 1):
             self._spawn(index)
         code = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 from typing import Any
 
 from addon import ca, paths, workers
@@ -99,6 +100,8 @@ def _config_option(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if hasattr(signal, "SIGHUP"):  # a reload asked for while still starting must not end the process
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the gateway's loop takes SIGHUP over before it listens
     from addon import gateway  # mitmproxy's master: imported only here, so other commands start fast
 
     settings = common.resolve(args)

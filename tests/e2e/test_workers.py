@@ -66,7 +66,7 @@ def workers_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gatew
     with MockUpstream(chunk_delay=0.0) as mock:
         mock.default = JSON_NAME
         gw = Gateway(mock.url, workdir=tmp_path_factory.mktemp("workers"), args=["--workers", "2"],
-                     config={"gateway": {"worker_startup_grace": GRACE}},
+                     config={"gateway": {"worker_startup_grace": GRACE}, "config": {"reload_interval": 0}},
                      sets=[f"corral_viewer_listen=127.0.0.1:{viewer_port}"])
         started = time.monotonic()
         gw.start()
@@ -95,6 +95,18 @@ def test_two_workers_record_every_request_exactly_once(workers_gw) -> None:
     per_worker = {w: sum(r["worker"] == w for r in rows) for w in (1, 2)}
     assert per_worker[1] > 0 and per_worker[2] > 0, per_worker  # both processes served traffic
     assert per_worker[1] + per_worker[2] == total
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(workers_gw) -> None:
+    gw, _, _ = workers_gw
+    text = gw.config_path.read_text()
+    gw.config_path.write_text(text + "\n[cache]\nttl = 77\n")
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    until(lambda: gw.log().count("configuration reloaded") == 2, timeout=20,
+          message="both workers should reload:\n" + gw.log())
+    assert gw.log().count("[cache] ttl") == 2
+    assert _listeners(gw.port) == 2  # nobody died of the signal
 
 
 def test_a_crashed_worker_is_restarted_and_sigterm_stops_all(workers_gw) -> None:
@@ -129,3 +141,4 @@ def test_5000_requests_on_two_workers_give_exactly_5000_rows(tmp_path) -> None:
     assert statuses.count(200) == total
     [counts] = gw.query("SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, COUNT(DISTINCT worker) AS workers FROM flows")
     assert counts == {"n": total, "ids": total, "workers": 2}
+
