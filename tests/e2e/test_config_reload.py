@@ -184,3 +184,20 @@ def test_telemetry_switched_on_by_a_reload(
             assert span["attributes"]["gen_ai.request.model"] == "gpt-4o-mini"
         finally:
             gw.stop()
+
+
+def test_an_unchanged_limit_keeps_its_window_across_a_reload(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = {"config": {"reload_interval": 0.05}, "viewer": {"listen": ""}}
+    kept = {"name": "kept", "requests_per_minute": 1, "provider": "openai", "per": "credential"}
+    added = {"name": "added", "requests_per_minute": 100, "provider": "anthropic"}
+    gw = Gateway(mock.url, config={**base, "limits": [kept]}, workdir=tmp_path_factory.mktemp("reload-window"))
+    with gw:
+        fresh_mock.enqueue("openai-chat-json-2")
+        with httpx.Client(base_url=gw.base("openai/v1"), headers={"authorization": "Bearer sk-window"}) as http:
+            assert http.post("/chat/completions", json=BODY).status_code == 200  # the window is full now
+            rewrite(gw, mock.url, {**base, "limits": [kept, added]})
+            until(lambda: log_count(gw, "configuration reloaded") == 1, message="no reload in the log:\n" + gw.log())
+            refused = http.post("/chat/completions", json={**BODY, "messages": [{"role": "user", "content": "2"}]})
+            assert refused.status_code == 429 and refused.headers["x-corral-ratelimit-name"] == "kept"
