@@ -34,6 +34,7 @@ class Settings:
     service_name: str
     sample_ratio: float
     queue_size: int
+    metrics: bool = False  # also gen_ai.client.* histograms over OTLP
 
 
 class Counts:
@@ -130,11 +131,55 @@ def make_exporter(settings: Settings) -> SpanExporter:
                             headers=settings.headers or None)
 
 
-def traces_url(endpoint: str) -> str:
+def traces_url(endpoint: str, signal: str = "traces") -> str:
     """``[telemetry] otlp_endpoint`` is the collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is:
-    the traces path is added unless the URL already names one."""
+    the signal's path is added unless the URL already names one."""
     base = endpoint.rstrip("/")
-    return base if base.endswith("/v1/traces") else base + "/v1/traces"
+    for known in ("/v1/traces", "/v1/metrics"):
+        base = base.removesuffix(known)
+    return f"{base}/v1/{signal}"
+
+
+# Bucket boundaries the GenAI semantic conventions advise for these two histograms.
+TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
+DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+
+
+class GenAIMetrics:
+    """gen_ai.client.token.usage and gen_ai.client.operation.duration, exported periodically
+    (OTEL_METRIC_EXPORT_INTERVAL, 60 s) by the SDK's reader thread."""
+
+    def __init__(self, settings: Settings, resource: Resource) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+
+        exporter: MetricExporter
+        if settings.protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+
+            exporter = GrpcMetrics(endpoint=settings.endpoint or None, headers=settings.headers or None)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            exporter = OTLPMetricExporter(
+                endpoint=traces_url(settings.endpoint, "metrics") if settings.endpoint else None,
+                headers=settings.headers or None)
+        self.provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
+        meter = self.provider.get_meter("corral")
+        self.tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}",
+                                             description="Tokens used per operation, by gen_ai.token.type",
+                                             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
+        self.duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s",
+                                               description="Duration of GenAI operations through the gateway",
+                                               explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+
+    def record(self, seconds: float, input_tokens: int | None, output_tokens: int | None,
+               attributes: dict[str, Any]) -> None:
+        self.duration.record(seconds, attributes)
+        if input_tokens is not None:
+            self.tokens.record(input_tokens, {**attributes, "gen_ai.token.type": "input"})
+        if output_tokens is not None:
+            self.tokens.record(output_tokens, {**attributes, "gen_ai.token.type": "output"})
 
 
 class Pipeline:
@@ -149,6 +194,7 @@ class Pipeline:
         self.processor = CountingBatchProcessor(CountingExporter(make_exporter(settings), counts), settings.queue_size)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("corral")
+        self.metrics = GenAIMetrics(settings, resource) if settings.metrics else None
 
     def shutdown(self, background: bool) -> None:
         """Flush what is queued (bounded wait) and stop the export thread; in a thread of its own when
@@ -156,6 +202,8 @@ class Pipeline:
         def stop() -> None:
             try:
                 self.processor.stop(SHUTDOWN_WAIT_MS)
+                if self.metrics is not None:
+                    self.metrics.provider.shutdown(timeout_millis=SHUTDOWN_WAIT_MS)
             except Exception as e:
                 logger.warning("telemetry: shutting down the exporter failed: %s", e)
         if background:

@@ -29,7 +29,11 @@ PROTOCOLS = ("http/protobuf", "grpc")
 OPTIONS = frozenset({
     "corral_telemetry_otlp_endpoint", "corral_telemetry_protocol", "corral_telemetry_headers",
     "corral_telemetry_service_name", "corral_telemetry_sample_ratio", "corral_telemetry_queue_size",
+    "corral_telemetry_metrics",
 })
+# Span attributes the GenAI metrics carry (the conventions' metric attributes; never content or ids).
+METRIC_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+                     "gen_ai.response.model", "server.address", "server.port", "error.type")
 
 
 def _ns(seconds: float) -> int:
@@ -93,6 +97,11 @@ class Telemetry:
         loader.add_option(
             "corral_telemetry_propagate_upstream", bool, False,
             "Send the gateway span's traceparent/tracestate to the provider.",
+        )
+        loader.add_option(
+            "corral_telemetry_metrics", bool, False,
+            "Also export gen_ai.client.token.usage and gen_ai.client.operation.duration over OTLP "
+            "(every OTEL_METRIC_EXPORT_INTERVAL ms, 60 s).",
         )
         loader.add_option(
             "corral_telemetry_queue_size", int, 2048,
@@ -160,7 +169,8 @@ class Telemetry:
         return Settings(endpoint=endpoint, protocol=protocol, headers=headers,
                         service_name=(opts.corral_telemetry_service_name or os.environ.get("OTEL_SERVICE_NAME")
                                       or "corral"),
-                        sample_ratio=ratio, queue_size=opts.corral_telemetry_queue_size)
+                        sample_ratio=ratio, queue_size=opts.corral_telemetry_queue_size,
+                        metrics=opts.corral_telemetry_metrics)
 
     def _count(self, kind: str, n: int) -> None:
         (self.exported if kind == "exported" else self.dropped).inc(n)
@@ -222,6 +232,12 @@ class Telemetry:
                 held_from = flow.request.timestamp_end or flow.request.timestamp_start
                 self.spans_api.child(self.pipeline, span, "corral.ratelimit.wait", _ns(held_from),
                                      _ns(held_from + wait / 1000), {"corral.ratelimit.wait_ms": wait})
+            if self.pipeline is not None and self.pipeline.metrics is not None:
+                usage = flow.metadata.get(md.USAGE) or {}
+                known = {**getattr(span, "attributes", {}), **values}
+                self.pipeline.metrics.record(end - flow.request.timestamp_start, usage.get("input_tokens"),
+                                             usage.get("output_tokens"),
+                                             {k: known[k] for k in METRIC_ATTRIBUTES if k in known})
             error = values.get("error.type")
             self.spans_api.end(span, values, str(error) if error else None, first_ns, _ns(end))
         except Exception:

@@ -298,3 +298,38 @@ def test_propagate_upstream_and_capture_content(
     assert out["role"] == "assistant" and out["finish_reason"] == answer.choices[0].finish_reason
     assert out["parts"] == [{"type": "text", "content": answer.choices[0].message.content}] == [
         {"type": "text", "content": "YES"}]
+
+
+def test_genai_metrics_over_otlp(
+    mock: MockUpstream, fresh_mock: MockUpstream, collector: OTLPCollector, tmp_path_factory: pytest.TempPathFactory,
+    tag: str,
+) -> None:
+    config = {"telemetry": {"otlp_endpoint": collector.url, "metrics": True}}
+    gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry-metrics"))
+    gw.start(env={**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "100"})
+    try:
+        fresh_mock.enqueue("openai-chat-json-2")
+        answer = client(gw, tag, traceparent()[2]).chat.completions.create(
+            model=f"gpt-4o-mini-{tag}", messages=[{"role": "user", "content": "metrics?"}])
+        row = gw.row_for(tag)
+
+        def points(name: str) -> list[dict]:
+            return [p for p in list(collector.metrics)
+                    if p["name"] == name and p["attributes"].get("gen_ai.request.model") == f"gpt-4o-mini-{tag}"]
+
+        def latest_by_type() -> dict[str, dict]:
+            found = {p["attributes"]["gen_ai.token.type"]: p for p in points("gen_ai.client.token.usage")}
+            return found if len(found) == 2 else {}
+
+        by_type = until(latest_by_type)
+        duration = until(lambda: points("gen_ai.client.operation.duration")[-1:])
+    finally:
+        gw.stop()
+    assert by_type["input"]["sum"] == row["input_tokens"] == answer.usage.prompt_tokens
+    assert by_type["output"]["sum"] == row["output_tokens"] == answer.usage.completion_tokens
+    assert by_type["input"]["unit"] == "{token}" and duration[0]["unit"] == "s"
+    attributes = duration[0]["attributes"]
+    assert attributes["gen_ai.operation.name"] == "chat" and attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.response.model"] == row["model"] and "error.type" not in attributes
+    assert duration[0]["count"] == 1
+    assert duration[0]["sum"] * 1000 == pytest.approx(row["duration_ms"], abs=0.01)

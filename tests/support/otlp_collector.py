@@ -12,6 +12,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -56,11 +60,28 @@ def decode(body: bytes) -> list[dict[str, Any]]:
     return spans
 
 
+def decode_metrics(body: bytes) -> list[dict[str, Any]]:
+    """Histogram data points of an ExportMetricsServiceRequest: name, unit, attributes, count, sum."""
+    request = ExportMetricsServiceRequest()
+    request.ParseFromString(body)
+    points = []
+    for rm in request.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.WhichOneof("data") != "histogram":
+                    continue
+                for dp in m.histogram.data_points:
+                    points.append({"name": m.name, "unit": m.unit, "count": dp.count, "sum": dp.sum,
+                                   "attributes": {kv.key: value_of(kv.value) for kv in dp.attributes}})
+    return points
+
+
 class OTLPCollector:
     """Use as a context manager; ``url`` is the base URL to configure (``/v1/traces`` is the path)."""
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []  # histogram points, as exported (cumulative)
         self.requests: list[dict[str, str]] = []  # headers of each export request
         self.status = 200
         self._lock = threading.Lock()
@@ -76,8 +97,12 @@ class OTLPCollector:
                     status = collector.status
                     if status == 200 and self.path == "/v1/traces":
                         collector.spans.extend(decode(body))
-                reply = ExportTraceServiceResponse().SerializeToString() if status == 200 else b""
-                self.send_response(status if self.path == "/v1/traces" else 404)
+                    if status == 200 and self.path == "/v1/metrics":
+                        collector.metrics.extend(decode_metrics(body))
+                known = self.path in ("/v1/traces", "/v1/metrics")
+                response = ExportTraceServiceResponse() if self.path == "/v1/traces" else ExportMetricsServiceResponse()
+                reply = response.SerializeToString() if status == 200 else b""
+                self.send_response(status if known else 404)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
