@@ -163,6 +163,9 @@ def test_corral_reload_command_answers_with_the_outcome(
         assert out.stdout.strip() == (f"corral: reload refused, the running configuration stays: {gw.config_path}: "
                                       '[cache] ttl: expected an integer, got "a day" (a string)')
         assert httpx.get(f"{gw.url}/_corral/reload").status_code == 405  # a GET changes nothing
+        # A web page that rebound a name to 127.0.0.1 sends its own Host: refused before any reload.
+        assert httpx.post(f"{gw.url}/_corral/reload", headers={"Host": "evil.example"}).status_code == 403
+        assert log_count(gw, "reload refused") == 1 and log_count(gw, "configuration reloaded") == 1
 
 
 def test_telemetry_switched_on_by_a_reload(
