@@ -143,10 +143,10 @@ def build() -> list[object]:
     registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
-        ConfigReload(),  # corral.toml changed (polled, or SIGHUP): the changed options updated, or refused whole
         catalog, pricing, shared_state,  # services with options: configured before the addons using them
         SecretsService(),  # [secrets]: more names redacted wherever a request is stored or shown
         keys,
+        ConfigReload(),  # corral.toml changed (polled, SIGHUP, POST /_corral/reload): options updated, or refused whole
         Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
         UnifiedRequest(),  # /v1/chat/completions to a translated provider: the native request, before all else
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
