@@ -5,9 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from addon.cli import cache, certs, env, export, fixtures, flows, keys, limits, paths, providers, reload, run, start, stats
+from addon.cli import (
+    cache,
+    certs,
+    env,
+    export,
+    fixtures,
+    flows,
+    keys,
+    limits,
+    paths,
+    providers,
+    reload as reload_cmd,
+    run,
+    start,
+    stats,
+)
 
-COMMANDS = [start, run, flows, providers, env, certs, keys, limits, cache, stats, export, fixtures, paths, reload]
+COMMANDS = [start, run, flows, providers, env, certs, keys, limits, cache, stats, export, fixtures, paths, reload_cmd]
 
 
 def main(argv: list[str] | None = None) -> int:
