@@ -8,6 +8,7 @@ use: in-process tests (tests/unit) never start one.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import httpx._transports.default
@@ -17,6 +18,7 @@ from tests.support import corpus, pgdb
 from tests.support.gateway import Gateway, free_port, new_tag
 from tests.support.mock_upstream import MockUpstream
 from tests.support.viewer import ViewerGateway, viewer_gateway
+from tests.support.waiting import until
 
 # Tests never leave loopback: make sure no proxy settings of the machine interfere.
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -78,7 +80,17 @@ def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("gateway"))
     gw.viewer_url = f"http://127.0.0.1:{viewer_port}/"
     with gw:
+        # The proxy port answers first; the viewer binds its own port in `running`, a moment later.
+        until(lambda: _listening(viewer_port), timeout=20, message=f"viewer not listening:\n{gw.log()[-2000:]}")
         yield gw
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
