@@ -15,12 +15,12 @@ No ``Host`` at all (HTTP/1.0) is accepted: a browser always sends one, so there 
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mitmproxy import exceptions
+
+from addon import netaddr
 
 LOCAL_NAMES = frozenset({"localhost"})
 REFUSED = (
@@ -54,34 +54,15 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     return host, int(port)
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def is_local_address(host: str, connected: str | None = None) -> bool:
     """Whether the IP literal ``host`` is an address of this machine. A name is never one here: only a
     name the browser did not resolve itself (an IP literal) is immune to rebinding."""
-    ip = _ip(host)
+    ip = netaddr.ip_literal(host)
     if ip is None:
         return False
-    if ip.is_loopback or ip.is_unspecified:
+    if connected is not None and ip == netaddr.ip_literal(connected):
         return True
-    if connected is not None and ip == _ip(connected.split("%")[0]):
-        return True
-    # Any interface's address: the kernel knows them all, IPv4 and IPv6, without parsing ifconfig.
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((str(ip), 0))
-    except OSError:
-        return False
-    return True
+    return netaddr.is_local_address(ip)
 
 
 def is_local_name(host: str) -> bool:
