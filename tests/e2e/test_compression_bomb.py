@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -43,13 +42,6 @@ def upstream(bomb: bytes) -> Iterator[RawServer]:
         yield server
 
 
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 @reliability(
     "upstream faults", "compression bomb through the gateway (1 MB gzip inflating to 1 GiB)",
     "the compressed bytes, unchanged", "row with parse_error 'response too large to decode'; gateway peak RSS "
@@ -69,7 +61,7 @@ def test_gzip_bomb_passes_through_without_inflating_the_gateway(
             received = b"".join(resp.iter_raw())  # raw: the test must not inflate it either
         assert resp.status_code == 200 and received == bomb
         row = gw.row_for(tag, timeout=30)
-        peak = peak_rss(gw.proc.pid)
+        peak = gw.peak_rss()
     print(f"gateway peak RSS {peak / MiB:.0f} MiB for a {len(bomb) / MiB:.1f} MB bomb inflating to 1 GiB")
     assert peak < 512 * MiB, f"gateway peak RSS {peak / MiB:.0f} MiB"
     assert (row["parse_error"] or "").startswith("response too large to decode"), row["parse_error"]

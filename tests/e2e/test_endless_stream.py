@@ -5,7 +5,6 @@ gateway's peak RSS stays near its baseline, and the record keeps ``body_limit`` 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,13 +16,6 @@ from tests.support.reliability import reliability
 pytestmark = pytest.mark.heavy
 
 MiB = 1 << 20
-
-
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 @reliability(
@@ -48,7 +40,7 @@ def test_a_100mb_stream_does_not_grow_the_gateway(mock: MockUpstream, tmp_path_f
             for piece in resp.iter_raw():
                 received += len(piece)
         row = gw.row_for(tag, timeout=60)
-        peak = peak_rss(gw.proc.pid)
+        peak = gw.peak_rss()
     assert resp.status_code == 200 and received == sum(len(c) for c in chunks)
     print(f"gateway peak RSS {peak / MiB:.0f} MiB after a {received / MiB:.0f} MiB stream")
     assert peak < 320 * MiB, f"gateway peak RSS {peak / MiB:.0f} MiB"

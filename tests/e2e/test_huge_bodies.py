@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -101,15 +100,6 @@ def post(gateway: Gateway, body: bytes, tag: str, timeout: float = 120) -> httpx
         )
 
 
-def peak_rss(gateway: Gateway) -> int:
-    """The gateway process's peak resident set size in bytes (Linux /proc)."""
-    assert gateway.proc is not None
-    for line in Path(f"/proc/{gateway.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
-
-
 def assert_still_serving(gateway: Gateway, mock: MockUpstream) -> None:
     """The process is alive and a small request right after goes through and is recorded."""
     assert gateway.proc is not None and gateway.proc.poll() is None, gateway.log()[-2000:]
@@ -153,9 +143,9 @@ def test_50mb_request_reaches_upstream_unchanged_and_is_recorded_clipped(gateway
     assert row["status"] == 200 and row["model"] == "gpt-4o" and row["complete"]
     assert row["parse_error"] is None
     assert_clipped(row["request_body"], body)
-    assert peak_rss(gateway) < GATEWAY_PEAK_RSS, f"gateway peaked at {peak_rss(gateway) >> 20} MiB"
+    assert gateway.peak_rss() < GATEWAY_PEAK_RSS, f"gateway peaked at {gateway.peak_rss() >> 20} MiB"
     assert_still_serving(gateway, mock)
-    print(f"50 MB request: {time.monotonic() - started:.1f}s, gateway peak RSS {peak_rss(gateway) >> 20} MiB")
+    print(f"50 MB request: {time.monotonic() - started:.1f}s, gateway peak RSS {gateway.peak_rss() >> 20} MiB")
 
 
 @reliability("upstream faults", "enormous JSON answer (50 MB)", "bytes unchanged",
@@ -179,6 +169,6 @@ def test_50mb_response_reaches_the_client_unchanged_and_is_recorded_clipped(
     assert (row["input_tokens"], row["output_tokens"]) == (12, 12_500_000)
     assert row["model"] == "gpt-4o-2024-08-06"
     assert_clipped(row["response_body"], body)
-    assert peak_rss(gateway) < GATEWAY_PEAK_RSS, f"gateway peaked at {peak_rss(gateway) >> 20} MiB"
+    assert gateway.peak_rss() < GATEWAY_PEAK_RSS, f"gateway peaked at {gateway.peak_rss() >> 20} MiB"
     assert_still_serving(gateway, mock)
-    print(f"50 MB response: {time.monotonic() - started:.1f}s, gateway peak RSS {peak_rss(gateway) >> 20} MiB")
+    print(f"50 MB response: {time.monotonic() - started:.1f}s, gateway peak RSS {gateway.peak_rss() >> 20} MiB")

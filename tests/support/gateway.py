@@ -142,6 +142,14 @@ class Gateway:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def peak_rss(self) -> int:
+        """The gateway process's peak resident set size in bytes (VmHWM, Linux /proc)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc status")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
