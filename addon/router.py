@@ -281,9 +281,11 @@ class Router:
         except ValueError as e:
             meta[md.ROUTE_ERROR] = f"corral: the request body is not JSON: {e}"
             return
-        requested = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            body = {}
+        requested = body.get("model")
         try:
-            target = unified.resolve(self.catalog.current, requested)
+            target = unified.resolve(self.catalog.current, requested, body.get("stream") is True)
         except unified.UnknownModel as e:
             meta[md.ROUTE_ERROR] = str(e)
             return

@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from addon.unified import errors
+
 # Anthropic stop_reason -> OpenAI finish_reason.
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -72,3 +74,16 @@ def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
         }],
         "usage": usage(message.get("usage") or {}),
     }
+
+
+def translate_whole(status: int, body: bytes) -> bytes:
+    """A whole native Anthropic answer (a message, or an error) as OpenAI's."""
+    if status >= 400:
+        return errors.from_anthropic(status, body)
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return errors.openai_error_bytes("corral: the provider's answer is not JSON", "server_error")
+    if not isinstance(message, dict) or message.get("type") != "message":
+        return body  # not a Messages answer (e.g. made by Corral already in OpenAI's shape): as it is
+    return json.dumps(to_chat_completion(message)).encode()

@@ -1,4 +1,4 @@
-"""UnifiedRequest: turns a unified OpenAI chat request the Router sent to a translated family (Anthropic)
+"""UnifiedRequest: turns a unified OpenAI chat request the Router sent to a translated family (families.py)
 into that provider's native request, before the cache keys on it, the limits count it and the retrier
 sends it: everything after this addon sees a native request, and the record keeps it as sent."""
 
@@ -10,8 +10,8 @@ from mitmproxy import http
 
 from addon import metadata as md
 from addon.request_info import read_request
-from addon.unified import anthropic_request
 from addon.unified.errors import TranslationError, openai_error_bytes
+from addon.unified.families import TRANSLATIONS
 from providers.formats import get_family
 
 
@@ -24,7 +24,7 @@ class UnifiedRequest:
         body = json.loads(flow.request.get_content(strict=False) or b"{}")  # the Router parsed it already
         meta[md.MODEL] = meta[md.UNIFIED]["native_model"]  # until the native request says it (or is refused)
         try:
-            native = anthropic_request.to_anthropic(body, meta[md.UNIFIED]["native_model"])
+            native = TRANSLATIONS[family].to_native(body, meta[md.UNIFIED]["native_model"])
         except TranslationError as e:
             self._refuse(flow, str(e), e.param)
             return

@@ -8,7 +8,6 @@ the client gets OpenAI chunks; any other body (JSON, errors) is translated whole
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 
@@ -16,8 +15,7 @@ from mitmproxy import http
 
 from addon import delivery, metadata as md
 from addon.decoding import BoundedDecoder, decode_bounded
-from addon.unified import anthropic_response, errors
-from addon.unified.anthropic_stream import AnthropicStreamTranslator
+from addon.unified.families import TRANSLATIONS, Translation
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +31,10 @@ class UnifiedResponse:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if md.unified_translated(flow) is None or response is None:
+        family = md.unified_translated(flow)
+        if family is None or response is None:
             return
+        translation = TRANSLATIONS[family]
         flow.metadata.setdefault(md.CHANGES, []).append(
             "unified endpoint: the client got the answer in OpenAI's chat completions shape (recorded: the native one)")
         inner = response.stream
@@ -49,13 +49,12 @@ class UnifiedResponse:
             response.headers[DECODED_HEADER] = coding
         delivery.reframe_for_rewrite(flow)
         decoder = BoundedDecoder(coding, WHOLE_LIMIT)
-        is_sse = 200 <= response.status_code < 300 and "event-stream" in delivery.media_type(response.headers)
-        if is_sse:
-            options = flow.metadata.get(md.UNIFIED_STREAM) or {}
-            translator = AnthropicStreamTranslator(bool(options.get("include_usage")))
+        if _is_native_stream(response, translation):
+            translator = _stream_translator(flow, translation)
             response.stream = _wrap(inner, decoder, translator.feed, translator.finish_stream)
+            response.headers["content-type"] = "text/event-stream"
         else:
-            whole = _Whole(flow)
+            whole = _Whole(flow, translation)
             response.headers["content-type"] = "application/json"
             response.stream = _wrap(inner, decoder, whole.feed, whole.finish)
 
@@ -68,37 +67,35 @@ class UnifiedResponse:
             return
         coding = response.headers.pop("content-encoding", "") or response.headers.pop(DECODED_HEADER, "")
         decoded = decode_bounded(response.raw_content, coding, WHOLE_LIMIT)
-        if 200 <= response.status_code < 300 and "event-stream" in delivery.media_type(response.headers):
+        translation = TRANSLATIONS[md.unified_translated(flow) or ""]
+        if _is_native_stream(response, translation):
             # A whole stream made in process (a cache hit, a fixture): translated event by event all the same.
-            options = flow.metadata.get(md.UNIFIED_STREAM) or {}
-            translator = AnthropicStreamTranslator(bool(options.get("include_usage")))
+            translator = _stream_translator(flow, translation)
             response.content = translator.feed(decoded.data) + translator.finish_stream()
+            response.headers["content-type"] = "text/event-stream"
             return
-        response.content = translate_whole(response.status_code, decoded.data)
+        response.content = translation.translate_whole(response.status_code, decoded.data)
         response.headers["content-type"] = "application/json"
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.bodies.discard(flow.id)
 
 
-def translate_whole(status: int, body: bytes) -> bytes:
-    """A whole native Anthropic answer (a message, or an error) as OpenAI's."""
-    if status >= 400:
-        return errors.from_anthropic(status, body)
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return errors.openai_error_bytes("corral: the provider's answer is not JSON", "server_error")
-    if not isinstance(message, dict) or message.get("type") != "message":
-        return body  # not a Messages answer (e.g. made by Corral already in OpenAI's shape): as it is
-    return json.dumps(anthropic_response.to_chat_completion(message)).encode()
+def _is_native_stream(response: http.Response, translation: Translation) -> bool:
+    return 200 <= response.status_code < 300 and translation.stream_media in delivery.media_type(response.headers)
+
+
+def _stream_translator(flow: http.HTTPFlow, translation: Translation):
+    options = flow.metadata.get(md.UNIFIED_STREAM) or {}
+    return translation.stream_translator(bool(options.get("include_usage")))
 
 
 class _Whole:
     """Collects a streamed non-SSE body and translates it at its end."""
 
-    def __init__(self, flow: http.HTTPFlow) -> None:
+    def __init__(self, flow: http.HTTPFlow, translation: Translation) -> None:
         self.flow = flow
+        self.translation = translation
         self.parts: list[bytes] = []
 
     def feed(self, data: bytes) -> bytes:
@@ -107,7 +104,7 @@ class _Whole:
 
     def finish(self) -> bytes:
         status = self.flow.response.status_code if self.flow.response is not None else 502
-        return translate_whole(status, b"".join(self.parts))
+        return self.translation.translate_whole(status, b"".join(self.parts))
 
 
 def _wrap(inner, decoder: BoundedDecoder, feed: Callable[[bytes], bytes],

@@ -7,14 +7,13 @@ import functools
 import json
 from dataclasses import dataclass
 
+from addon.unified.families import TRANSLATIONS
 from providers.catalog import Catalog, Provider
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 ENDPOINTS = frozenset({CHAT_PATH, MODELS_PATH})
 
-# Families whose native chat API the unified endpoint translates to and from (addon/unified/).
-TRANSLATED = {"anthropic": "/v1/messages"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ def openai_chat_path(provider: Provider) -> str | None:
     return "/v1/chat/completions" if provider.format == "openai" else None
 
 
-def resolve(catalog: Catalog, requested: object) -> Target:
+def resolve(catalog: Catalog, requested: object, stream: bool = False) -> Target:
     if not isinstance(requested, str) or "/" not in requested:
         raise UnknownModel(f"corral: model {requested!r} must be '<provider>/<model>' (see GET /v1/models)")
     name, _, model = requested.partition("/")
@@ -46,8 +45,9 @@ def resolve(catalog: Catalog, requested: object) -> Target:
         known = "" if provider is not None else f": unknown provider {name!r}"
         raise UnknownModel(f"corral: model {requested!r} cannot be routed{known}; use '<provider>/<model>' "
                            "with a provider from `corral providers`")
-    if provider.format in TRANSLATED:
-        return Target(provider, model, TRANSLATED[provider.format], provider.format)
+    translation = TRANSLATIONS.get(provider.format)
+    if translation is not None:
+        return Target(provider, model, translation.path(model, stream), provider.format)
     path = openai_chat_path(provider)
     if path is None:
         raise UnknownModel(f"corral: the unified endpoint cannot reach {name} models yet ({provider.format} "
@@ -60,7 +60,7 @@ def models_body(catalog: Catalog) -> bytes:
     reaches."""
     data = []
     for provider in catalog:
-        if provider.format not in TRANSLATED and openai_chat_path(provider) is None:
+        if provider.format not in TRANSLATIONS and openai_chat_path(provider) is None:
             continue
         pricing_id = provider.genai_prices_id
         for model in _priced_models(pricing_id) if pricing_id else ():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from addon.unified.anthropic_response import translate_whole
 from addon.unified.anthropic_stream import AnthropicStreamTranslator
 from addon.unified.errors import from_anthropic
-from addon.unified.response import translate_whole
 
 
 def sse(*events: dict) -> bytes:

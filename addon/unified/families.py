@@ -1,0 +1,46 @@
+"""The wire families the unified endpoint translates to and from, one entry each.
+
+A family module (``anthropic_*`` today) provides what an entry needs; the rest of the unified endpoint
+(routing, ``UnifiedRequest``, ``UnifiedResponse``) only looks a family up here, so adding one is a module
+and a line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StreamTranslator(Protocol):
+    def feed(self, data: bytes) -> bytes:
+        """OpenAI SSE bytes for the complete native events in ``data`` (and what was buffered before)."""
+
+    def finish_stream(self) -> bytes:
+        """What is still owed at the end of the native stream (the usage chunk, ``[DONE]``)."""
+
+
+@dataclass(frozen=True)
+class Translation:
+    family: str
+    # (native model, stream requested) -> the native path after the provider's prefix.
+    path: Callable[[str, bool], str]
+    # (OpenAI chat request, native model) -> the native request body; raises TranslationError.
+    to_native: Callable[[dict[str, Any], str], dict[str, Any]]
+    # (status, whole native body, decoded) -> OpenAI's chat completion or error JSON.
+    translate_whole: Callable[[int, bytes], bytes]
+    # include_usage -> a translator of the native stream into OpenAI chunks.
+    stream_translator: Callable[[bool], StreamTranslator]
+    # A media type fragment that marks a streamed native answer.
+    stream_media: str = "event-stream"
+
+
+def _anthropic() -> Translation:
+    from addon.unified import anthropic_request, anthropic_response
+    from addon.unified.anthropic_stream import AnthropicStreamTranslator
+
+    return Translation("anthropic", lambda model, stream: "/v1/messages", anthropic_request.to_anthropic,
+                       anthropic_response.translate_whole, AnthropicStreamTranslator)
+
+
+TRANSLATIONS: dict[str, Translation] = {t.family: t for t in (_anthropic(),)}
