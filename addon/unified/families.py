@@ -43,4 +43,12 @@ def _anthropic() -> Translation:
                        anthropic_response.translate_whole, AnthropicStreamTranslator)
 
 
-TRANSLATIONS: dict[str, Translation] = {t.family: t for t in (_anthropic(),)}
+def _gemini() -> Translation:
+    from addon.unified import gemini_request, gemini_response
+    from addon.unified.gemini_stream import GeminiStreamTranslator
+
+    return Translation("gemini", gemini_request.path, gemini_request.to_gemini, gemini_response.translate_whole,
+                       GeminiStreamTranslator)
+
+
+TRANSLATIONS: dict[str, Translation] = {t.family: t for t in (_anthropic(), _gemini())}
