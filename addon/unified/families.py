@@ -1,6 +1,6 @@
 """The wire families the unified endpoint translates to and from, one entry each.
 
-A family module (``anthropic_*`` today) provides what an entry needs; the rest of the unified endpoint
+A family's modules (``<family>_*``) provide what an entry needs; the rest of the unified endpoint
 (routing, ``UnifiedRequest``, ``UnifiedResponse``) only looks a family up here, so adding one is a module
 and a line below.
 """
@@ -51,4 +51,11 @@ def _gemini() -> Translation:
                        GeminiStreamTranslator)
 
 
-TRANSLATIONS: dict[str, Translation] = {t.family: t for t in (_anthropic(), _gemini())}
+def _ollama() -> Translation:
+    from addon.unified import ollama_request, ollama_response
+
+    return Translation("ollama", ollama_request.path, ollama_request.to_ollama, ollama_response.translate_whole,
+                       ollama_response.OllamaStreamTranslator, stream_media="ndjson")
+
+
+TRANSLATIONS: dict[str, Translation] = {t.family: t for t in (_anthropic(), _gemini(), _ollama())}

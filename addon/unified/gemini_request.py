@@ -40,7 +40,9 @@ SIGNATURE_KEYS = ("extra_content", "google", "thought_signature")
 
 def path(model: str, stream: bool) -> str:
     name = quote(model, safe="")
-    return f"/v1beta/models/{name}:streamGenerateContent?alt=sse" if stream else f"/v1beta/models/{name}:generateContent"
+    if stream:
+        return f"/v1beta/models/{name}:streamGenerateContent?alt=sse"
+    return f"/v1beta/models/{name}:generateContent"
 
 
 def to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
@@ -208,7 +210,7 @@ def _model_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]) ->
             raise TranslationError(f"{where}: tool call arguments are not JSON", f"{where}.tool_calls") from None
         if not isinstance(args, dict):
             raise TranslationError(f"{where}: tool call arguments must be a JSON object", f"{where}.tool_calls")
-        call_names[str(call.get("id"))] = fn.get("name")
+        call_names[str(call.get("id"))] = str(fn.get("name"))
         part: dict[str, Any] = {"functionCall": {"name": fn.get("name"), "args": args}}
         signature = _dig(call, *SIGNATURE_KEYS)
         if isinstance(signature, str):

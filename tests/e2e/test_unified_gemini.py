@@ -19,7 +19,6 @@ import pytest
 from google import genai
 from google.genai import types
 
-from tests.e2e.test_unified import client
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.gemini_types import assert_valid_request

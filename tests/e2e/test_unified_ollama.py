@@ -1,0 +1,56 @@
+"""The unified endpoint to Ollama's native /api/chat: the real openai SDK, the mock answering with the
+recorded Ollama exchanges, the request checked against the ollama package's own types."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from ollama._types import ChatRequest
+
+from tests.e2e.test_unified import client
+from tests.support.gateway import Gateway
+
+
+def native_request(mock) -> dict:
+    received = mock.requests[0]
+    assert received.path == "/api/chat"
+    body = json.loads(received.body)
+    assert ChatRequest.model_validate(body).model_dump(exclude_none=True, mode="json") == body
+    return body
+
+
+def test_json(gateway: Gateway, fresh_mock, tag: str) -> None:
+    result = client(gateway, "ollama-chat-json-1", tag).chat.completions.create(
+        model="ollama/llama3", temperature=0.1, max_tokens=100,
+        messages=[{"role": "user", "content": "Tell me a joke about OpenTelemetry"}])
+    assert result.choices[0].message.content and "OpenTelemetry" in result.choices[0].message.content
+    assert result.usage is not None and (result.usage.prompt_tokens, result.usage.completion_tokens) == (17, 66)
+    body = native_request(fresh_mock)
+    assert body["stream"] is False and body["options"] == {"temperature": 0.1, "num_predict": 100}
+    row = gateway.row_for(tag)
+    assert (row["provider"], row["model"], row["input_tokens"], row["output_tokens"]) == ("ollama", "llama3", 17, 66)
+    assert row["gateway_path"] == "/ollama/api/chat"
+
+
+def test_ndjson_stream_becomes_sse_chunks(gateway: Gateway, fresh_mock, tag: str) -> None:
+    chunks = list(client(gateway, "ollama-chat-stream-1", tag).chat.completions.create(
+        model="ollama/llama3", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Tell me a joke about OpenTelemetry"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("Why did the OpenTelemetry")
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (17, 50)
+    assert native_request(fresh_mock)["stream"] is True
+    row = gateway.row_for(tag)
+    assert row["stream"] and row["complete"] and (row["input_tokens"], row["output_tokens"]) == (17, 50)
+
+
+def test_tool_choice_ollama_cannot_honour_is_refused(gateway: Gateway, fresh_mock, tag: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gateway, "ollama-chat-json-1", tag).chat.completions.create(
+            model="ollama/llama3", tool_choice="required", messages=[{"role": "user", "content": "hi"}],
+            tools=[{"type": "function", "function": {"name": "f"}}])
+    assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
+    assert fresh_mock.request_count == 0
