@@ -278,3 +278,19 @@ def test_parameter_gemini_cannot_honour_is_refused_naming_it(gateway: Gateway, f
             messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["param"] == "parallel_tool_calls"  # type: ignore[index]
     assert fresh_mock.request_count == 0
+
+
+@pytest.mark.parametrize("name", ["gemini-generatecontent-json-1", "gemini-streamgeneratecontent-stream-1"])
+def test_cache_hit_is_translated_like_the_miss(cache_gateway: Gateway, fresh_mock, tag: str, name: str) -> None:
+    stream = "stream" in name
+
+    def call():
+        result = gemini_client(cache_gateway, name, tag).chat.completions.create(
+            model="gemini/gemini-2.5-flash", stream=stream, messages=[{"role": "user", "content": tag}])
+        if stream:
+            return [c.model_dump(exclude={"created"}) for c in result]  # type: ignore[union-attr]
+        return result.model_dump(exclude={"created"})  # type: ignore[union-attr]
+
+    first, second = call(), call()
+    assert second == first
+    assert fresh_mock.request_count == 1, "a hit must not reach the upstream"
