@@ -89,24 +89,35 @@ def test_json_text_with_system_message(gateway: Gateway, fresh_mock, tag: str) -
     assert json.loads(row["response_body"])["responseId"]  # the native answer is what the record keeps
 
 
-def test_unified_usage_and_cost_equal_the_native_call(gateway: Gateway, fresh_mock, tag: str) -> None:
-    """The same recorded (gzip) bytes answer a unified call and google-genai's own call: same row figures."""
-    name = "gemini-generatecontent-json-1"
+@pytest.mark.parametrize(("name", "model"), [("gemini-generatecontent-json-1", "gemini-2.5-flash"),
+                                           ("gemini-streamgeneratecontent-stream-1", "gemini-2.0-flash")])
+def test_unified_usage_and_cost_equal_the_native_call(gateway: Gateway, fresh_mock, tag: str, name: str,
+                                                      model: str) -> None:
+    """The same recorded bytes (gzip JSON; SSE) answer a unified call and google-genai's own call: the same
+    request goes out, and the rows have the same figures."""
+    stream = "stream" in name
+    prompt = corpus.load(name)["request"]["body"]["contents"][0]["parts"][0]["text"]
     result = gemini_client(gateway, name, tag).chat.completions.create(
-        model="gemini/gemini-2.5-flash", messages=[{"role": "user", "content": "What is ai?"}])
-    assert result.choices[0].message.content and result.choices[0].message.content.startswith("AI stands for")
+        model="gemini/" + model, stream=stream, stream_options={"include_usage": True} if stream else None,
+        messages=[{"role": "user", "content": prompt}])
+    usage = list(result)[-1].usage if stream else result.usage  # type: ignore[union-attr, arg-type]
     native_tag = tag + "-native"
     google = genai.Client(api_key=KEY, http_options=types.HttpOptions(
-        base_url=gateway.url + "/gemini", headers={"x-mock-exchange": name, "x-test-id": native_tag}))
-    google.models.generate_content(model="gemini-2.5-flash", contents="What is ai?")
+        base_url=gateway.url + "/gemini", api_version="v1beta",
+        headers={"x-mock-exchange": name, "x-test-id": native_tag}))
+    if stream:
+        list(google.models.generate_content_stream(model=model, contents=prompt))
+    else:
+        google.models.generate_content(model=model, contents=prompt)
     unified, native = gateway.row_for(tag), gateway.row_for(native_tag)
-    for column in ("model", "input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens", "cost_usd"):
+    for column in ("model", "stream", "input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens",
+                   "cost_usd"):
         assert unified[column] == native[column], column
     assert unified["cost_usd"] > 0
-    assert result.usage is not None
-    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (unified["input_tokens"],
-                                                                           unified["output_tokens"])
-    assert json.loads(fresh_mock.requests[0].body) == json.loads(fresh_mock.requests[1].body)  # one request
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (unified["input_tokens"], unified["output_tokens"])
+    assert fresh_mock.requests[0].path == fresh_mock.requests[1].path
+    assert json.loads(fresh_mock.requests[0].body) == json.loads(fresh_mock.requests[1].body)
 
 
 def test_stream_text_with_usage(gateway: Gateway, fresh_mock, tag: str) -> None:
