@@ -2,7 +2,7 @@
 
 The mock answers with recorded real Gemini exchanges (../shared/corpus) and, for what the corpus lacks
 (function calls, structured output, a 503), with answers written after Google's documentation
-(tests/data/gemini/README.md). Every request the mock gets must be what google-genai itself would send
+(tests/data/gemini/README.md); the npm ``openai`` package's stream helper too. Every request the mock gets must be what google-genai itself would send
 (tests/support/gemini_types.py); the SDK must get OpenAI's shapes; the record keeps the native exchange
 with its exact usage and cost.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from pathlib import Path
 
 import openai
@@ -19,6 +20,7 @@ import pytest
 from google import genai
 from google.genai import types
 
+from tests.e2e.test_run import node_sdks as _node_sdks  # noqa: F401  (fixture: the npm openai package)
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.gemini_types import assert_valid_request
@@ -305,3 +307,31 @@ def test_cache_hit_is_translated_like_the_miss(cache_gateway: Gateway, fresh_moc
     first, second = call(), call()
     assert second == first
     assert fresh_mock.request_count == 1, "a hit must not reach the upstream"
+
+
+NODE_STREAM_JS = """
+import OpenAI from "openai";
+const [baseURL, apiKey, tag, body] = process.argv.slice(2);
+const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 20000, defaultHeaders: { "x-test-id": tag } });
+const final = await client.chat.completions.stream(JSON.parse(body)).finalChatCompletion();
+console.log(JSON.stringify(final));
+"""
+
+
+def test_node_openai_stream_helper_reassembles_gemini_tool_calls(gateway: Gateway, fresh_mock, tag: str,
+                                                                 _node_sdks: Path) -> None:  # noqa: F811
+    """The npm ``openai`` package's own stream helper, as a Node app would use the unified endpoint."""
+    fresh_mock.enqueue(documented("streamgeneratecontent-calls"))
+    script = _node_sdks / "unified-gemini-stream.mjs"
+    script.write_text(NODE_STREAM_JS)
+    body = {"model": "gemini/gemini-2.5-flash", "tools": TOOLS, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Temperature in London and Paris?"}]}
+    proc = subprocess.run(["node", str(script), gateway.url + "/v1", KEY, tag, json.dumps(body)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = json.loads(proc.stdout)
+    calls = final["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"location": "London"}, {"location": "Paris"}]
+    assert final["choices"][0]["finish_reason"] == "tool_calls"
+    assert (final["usage"]["prompt_tokens"], final["usage"]["completion_tokens"]) == (62, 30)
+    native_request(fresh_mock, "gemini-2.5-flash")
