@@ -2,9 +2,9 @@
 
 The mock answers with recorded real Gemini exchanges (../shared/corpus) and, for what the corpus lacks
 (function calls, structured output, a 503), with answers written after Google's documentation
-(tests/data/gemini/README.md); the npm ``openai`` package's stream helper too. Every request the mock gets must be what google-genai itself would send
-(tests/support/gemini_types.py); the SDK must get OpenAI's shapes; the record keeps the native exchange
-with its exact usage and cost.
+(tests/data/gemini/README.md). Every request the mock gets must be what google-genai itself would send
+(tests/support/gemini_types.py); the SDK (and the npm ``openai`` package's stream helper) must get
+OpenAI's shapes; the record keeps the native exchange with its exact usage and cost.
 """
 
 from __future__ import annotations
