@@ -1,9 +1,11 @@
 """The unified endpoint to Ollama's native /api/chat: the real openai SDK, the mock answering with the
-recorded Ollama exchanges, the request checked against the ollama package's own types."""
+recorded Ollama exchanges, the request checked against the ollama package's own types. Also: a translated
+stream (Ollama's NDJSON, Gemini's SSE) reaches the client chunk by chunk, never buffered."""
 
 from __future__ import annotations
 
 import json
+import threading
 
 import openai
 import pytest
@@ -11,6 +13,7 @@ from ollama._types import ChatRequest
 
 from tests.e2e.test_unified import client
 from tests.support.gateway import Gateway
+from tests.support.mock_upstream import Reply
 
 
 def native_request(mock) -> dict:
@@ -54,3 +57,22 @@ def test_tool_choice_ollama_cannot_honour_is_refused(gateway: Gateway, fresh_moc
             tools=[{"type": "function", "function": {"name": "f"}}])
     assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
     assert fresh_mock.request_count == 0
+
+
+@pytest.mark.parametrize(("name", "model", "first"), [("ollama-chat-stream-1", "ollama/llama3", "Why"),
+                                                      ("gemini-streamgeneratecontent-stream-1",
+                                                       "gemini/gemini-2.0-flash-exp", "The")])
+def test_translated_stream_is_not_buffered(gateway: Gateway, fresh_mock, tag: str, name: str, model: str,
+                                           first: str) -> None:
+    """The upstream holds the rest of its stream until the client has the first translated chunk."""
+    hold = threading.Event()
+    fresh_mock.enqueue(Reply.from_exchange(name, hold=hold))
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0, timeout=20,
+                      default_headers={"x-test-id": tag})
+    try:
+        stream = iter(c.chat.completions.create(model=model, stream=True, messages=[{"role": "user", "content": "x"}]))
+        texts = [next(stream).choices[0].delta.content, next(stream).choices[0].delta.content]
+    finally:
+        hold.set()
+    assert texts == ["", first]
+    assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
