@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 
+import ollama
 import openai
 import pytest
 from ollama._types import ChatRequest
@@ -76,3 +77,25 @@ def test_translated_stream_is_not_buffered(gateway: Gateway, fresh_mock, tag: st
         hold.set()
     assert texts == ["", first]
     assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+
+
+@pytest.mark.parametrize("name", ["ollama-chat-json-1", "ollama-chat-stream-1"])
+def test_unified_usage_equals_the_native_call(gateway: Gateway, fresh_mock, tag: str, name: str) -> None:
+    """The same recorded bytes answer a unified call and the ollama package's own: same request, same row."""
+    stream = "stream" in name
+    messages = [{"role": "user", "content": "Tell me a joke about OpenTelemetry"}]
+    result = client(gateway, name, tag).chat.completions.create(model="ollama/llama3", stream=stream,
+                                                                messages=messages)  # type: ignore[arg-type]
+    if stream:
+        list(result)  # type: ignore[arg-type]
+    native_tag = tag + "-native"
+    native = ollama.Client(host=gateway.url + "/ollama", headers={"x-mock-exchange": name, "x-test-id": native_tag})
+    answer = native.chat(model="llama3", messages=messages, stream=stream)
+    if stream:
+        list(answer)  # type: ignore[arg-type]
+    unified, native_row = gateway.row_for(tag), gateway.row_for(native_tag)
+    for column in ("model", "stream", "input_tokens", "output_tokens", "cost_usd"):
+        assert unified[column] == native_row[column], column
+    assert unified["input_tokens"] == 17
+    sent = [json.loads(r.body) for r in fresh_mock.requests]
+    assert sent[0]["messages"] == sent[1]["messages"] and sent[0]["stream"] == sent[1]["stream"] == stream
