@@ -120,7 +120,7 @@ class PricingService:
             self.catalog.current.get(name) or name, meta.get(md.MODEL),
             usage.get("input_tokens"), usage.get("output_tokens"),
             usage.get("cached_input_tokens"), usage.get("cache_creation_input_tokens"),
-            family=meta.get(md.FORMAT),
+            family=meta.get(md.FORMAT), reasoning_tokens=usage.get("reasoning_tokens"),
         )
 
 

@@ -124,13 +124,19 @@ class Pricer:
         *,
         family: str | None = None,
         input_includes_cached: bool | None = None,
+        reasoning_tokens: int | None = None,
     ) -> PriceResult:
         """Cost of one exchange. ``family`` is the wire format actually used for this path (see
         ``Catalog.format_for``); it defaults to the provider's format and decides whether
-        ``input_tokens`` includes cached tokens, unless ``input_includes_cached`` says so."""
+        ``input_tokens`` includes cached tokens, unless ``input_includes_cached`` says so, and whether
+        ``reasoning_tokens`` are billed on top of ``output_tokens`` (Gemini's output count leaves thoughts
+        out; every other family's includes them)."""
         try:
+            p = self._resolve_provider(provider)
+            if reasoning_tokens and output_tokens is not None and (family or p.format) in _REASONING_APART:
+                output_tokens += reasoning_tokens
             return self._price(
-                provider, model, input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens,
+                p, model, input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens,
                 family, input_includes_cached,
             )
         except Exception:  # pricing must never break a flow
@@ -232,6 +238,10 @@ def _builtin_catalog() -> Catalog:
     except CatalogError:  # a broken catalog is reported by the router; pricing just degrades
         log.exception("cannot load the built-in catalog for pricing")
         return Catalog(())
+
+
+# Families whose output token count leaves the reasoning tokens out, though they are billed as output.
+_REASONING_APART = frozenset({"gemini"})
 
 
 def _input_includes_cached(provider: Provider, family: str | None, model: str) -> bool:

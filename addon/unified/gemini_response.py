@@ -44,11 +44,11 @@ def finish_reason(native: str | None, has_calls: bool) -> str | None:
 def usage(native: dict[str, Any]) -> dict[str, Any]:
     """OpenAI usage from Gemini's ``usageMetadata``, counted as Corral's meter counts it, so the client's
     numbers equal the record's: ``prompt_tokens`` = ``promptTokenCount`` (cached tokens included, as in
-    OpenAI's), ``completion_tokens`` = ``candidatesTokenCount``: the answer only, thoughts NOT included
-    (unlike OpenAI's convention) but reported apart as ``reasoning_tokens``; ``total_tokens`` =
-    Gemini's ``totalTokenCount``, which counts thoughts and tool-use prompts too."""
+    OpenAI's), ``completion_tokens`` = ``candidatesTokenCount`` + ``thoughtsTokenCount`` (thoughts are
+    billed as output; OpenAI's count includes reasoning too), of which ``reasoning_tokens`` are the
+    thoughts; ``total_tokens`` = Gemini's ``totalTokenCount``, which counts tool-use prompts too."""
     prompt = native.get("promptTokenCount") or 0
-    completion = native.get("candidatesTokenCount") or 0
+    completion = (native.get("candidatesTokenCount") or 0) + (native.get("thoughtsTokenCount") or 0)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,

@@ -72,7 +72,7 @@ def test_json_text_with_system_message(gateway: Gateway, fresh_mock, tag: str) -
     assert result.model == "gemini-2.5-flash"
     usage = result.usage
     assert usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (9, 9, 52)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (9, 43, 52)  # 34 thoughts
     assert usage.completion_tokens_details.reasoning_tokens == 34  # type: ignore[union-attr]
 
     path, body, headers = native_request(fresh_mock, "gemini-2.5-flash")
@@ -117,7 +117,9 @@ def test_unified_usage_and_cost_equal_the_native_call(gateway: Gateway, fresh_mo
         assert unified[column] == native[column], column
     assert unified["cost_usd"] > 0
     assert usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens) == (unified["input_tokens"], unified["output_tokens"])
+    # The row keeps Gemini's own counts; the client's completion includes the thoughts (OpenAI's convention).
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        unified["input_tokens"], unified["output_tokens"] + (unified["reasoning_tokens"] or 0))
     assert fresh_mock.requests[0].path == fresh_mock.requests[1].path
     assert json.loads(fresh_mock.requests[0].body) == json.loads(fresh_mock.requests[1].body)
 
@@ -333,5 +335,5 @@ def test_node_openai_stream_helper_reassembles_gemini_tool_calls(gateway: Gatewa
     calls = final["choices"][0]["message"]["tool_calls"]
     assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"location": "London"}, {"location": "Paris"}]
     assert final["choices"][0]["finish_reason"] == "tool_calls"
-    assert (final["usage"]["prompt_tokens"], final["usage"]["completion_tokens"]) == (62, 30)
+    assert (final["usage"]["prompt_tokens"], final["usage"]["completion_tokens"]) == (62, 128)  # thoughts in
     native_request(fresh_mock, "gemini-2.5-flash")

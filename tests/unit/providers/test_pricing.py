@@ -181,3 +181,15 @@ def test_custom_catalog_resolves_custom_providers() -> None:
     cat = Catalog.load({"mylocal": {"custom": True, "upstream": "http://127.0.0.1:9000", "pricing_id": ""}})
     assert Pricer(catalog=cat).price("mylocal", "gpt-4o-mini", 1000, 100).unpriced
     assert not Pricer().price("mylocal", "gpt-4o-mini", 1000, 100).unpriced  # unknown name: by-model fallback
+
+
+def test_gemini_thoughts_are_billed_as_output() -> None:
+    # candidatesTokenCount leaves thoughts out; Google bills them at the output rate.
+    pricer = Pricer()
+    answer_only = pricer.price("gemini", "gemini-2.5-flash", 1000, 100, family="gemini")
+    with_thoughts = pricer.price("gemini", "gemini-2.5-flash", 1000, 100, family="gemini", reasoning_tokens=300)
+    as_output = pricer.price("gemini", "gemini-2.5-flash", 1000, 400, family="gemini")
+    assert answer_only.cost_usd is not None and with_thoughts.cost_usd == as_output.cost_usd > answer_only.cost_usd
+    # Every other family's output count includes its reasoning already: not added twice.
+    openai = pricer.price("openai", "gpt-4o-mini", 1000, 100, family="openai", reasoning_tokens=300)
+    assert openai.cost_usd == pricer.price("openai", "gpt-4o-mini", 1000, 100, family="openai").cost_usd

@@ -47,7 +47,7 @@ def test_stream_translated_event_by_event_even_split_anywhere() -> None:
     assert [p.choices[0].finish_reason for p in parsed if p.choices][-1] == "tool_calls"
     assert parsed[-1].choices == [] and parsed[-1].usage is not None
     assert parsed[-1].usage.model_dump(exclude_none=True) == {
-        "prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 20,
+        "prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20,
         "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 3}}
     assert {p.id for p in parsed} == {"chatcmpl-r1"} and {p.model for p in parsed} == {"gemini-x"}
 
@@ -88,7 +88,7 @@ def test_whole_answer_with_thoughts_and_calls() -> None:
     assert (message.model_extra or {})["reasoning_content"] == "hmm"
     assert [c.function.name for c in message.tool_calls or []] == ["f", "g"]  # type: ignore[union-attr]
     assert out.choices[0].finish_reason == "tool_calls"
-    assert out.usage is not None and out.usage.completion_tokens == 7
+    assert out.usage is not None and out.usage.completion_tokens == 10  # 7 + 3 thoughts
 
 
 def test_recorded_json_answer_usage_counts_as_the_meter_does() -> None:
@@ -96,7 +96,7 @@ def test_recorded_json_answer_usage_counts_as_the_meter_does() -> None:
     out = json.loads(translate_whole(200, exchange["response"]["body_text"].encode()))
     expect = exchange["expect"]
     assert out["usage"]["prompt_tokens"] == expect["input_tokens"]
-    assert out["usage"]["completion_tokens"] == expect["output_tokens"]  # thoughts not included
+    assert out["usage"]["completion_tokens"] == expect["output_tokens"] + expect["reasoning_tokens"]  # thoughts in
     assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == expect["reasoning_tokens"]
     assert out["usage"]["total_tokens"] == expect["total_tokens"]
 
