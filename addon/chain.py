@@ -139,7 +139,7 @@ def build() -> list[object]:
     limits = LimitBook()  # shared by the limiter (admission) and its accounting (usage corrections)
     cache = ResponseCache()  # the cache backend, shared by its lookup (reads) and its store (writes)
     fixtures = FixtureBook()  # the fixture set in force: the player answers from it, the taker records into it
-    keys = KeyBook()  # [keys]: verified gateway keys and their spend, shared by the check and the spend
+    keys = KeyBook(pricing, shared_state)  # [keys], [budgets]: verified keys and budget ledgers (check and spend)
     registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values

@@ -17,7 +17,7 @@ import peewee
 from addon import money
 from addon.cli import common
 from addon.cli.table import render_table
-from addon.keys import store
+from addon.keys import budgets, store
 from addon.storage import db as dbmod
 
 
@@ -27,11 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     create = actions.add_parser("create", help="issue a key (printed once)")
     common.add_config_args(create)
     create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument("--team", help="team whose budget ([budgets.team.<name>]) it counts towards")
+    create.add_argument("--tag", action="append", metavar="K=V", help="a tag whose budget ([budgets.tag.\"k=v\"]) "
+                        "it counts towards; repeatable")
     create.add_argument("--providers", nargs="+", metavar="NAME", help="providers it may use (default: any); "
                         "commas work too: --providers openai,anthropic")
     create.add_argument("--models", nargs="+", metavar="GLOB", help="models it may use, e.g. 'gpt-4o*' (default: any)")
     create.add_argument("--budget-usd", type=float, metavar="X", help="USD it may spend per period")
-    create.add_argument("--period", choices=store.PERIODS, default=None, help="budget period (UTC calendar)")
+    create.add_argument("--period", choices=store.PERIODS, default=None,
+                        help="budget period (calendar of [keys] timezone, or total)")
     create.add_argument("--expires", metavar="DURATION", help="lifetime, e.g. 30d, 12h, 2w")
     create.add_argument("--json", action="store_true", help="as one JSON object")
     create.set_defaults(func=run_create)
@@ -70,7 +74,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 def _jsonable(row: dict) -> dict:
     out = {k: (f"{v:%Y-%m-%dT%H:%M:%SZ}" if isinstance(v, datetime.datetime) else v) for k, v in row.items()}
-    for name in ("providers", "models"):
+    for name in ("providers", "models", "tags"):
         out[name] = json.loads(out[name]) if out.get(name) else None
     return out
 
@@ -86,11 +90,16 @@ def run_create(args: argparse.Namespace) -> int:
         expires = store.utcnow() + store.parse_duration(args.expires) if args.expires else None
     except ValueError as e:
         raise SystemExit(f"corral: --expires: {e}") from None
+    for tag in args.tag or ():
+        try:
+            store.parse_tag(tag)
+        except ValueError as e:
+            raise SystemExit(f"corral: --tag: {e}") from None
     db = _db(args, create=True)
     token, row = store.create(db, args.name, _split(args.providers), _split(args.models), args.budget_usd,
-                              args.period, expires)
+                              args.period, expires, args.team, args.tag)
     store.audit(db, _actor(), "create", row["id"], {k: row[k] for k in (
-        "name", "providers", "models", "budget_usd", "period", "expires_at")})
+        "name", "team", "tags", "providers", "models", "budget_usd", "period", "expires_at")})
     if args.json:
         print(json.dumps({**_jsonable(row), "key": token}))
         return 0
@@ -106,11 +115,13 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{**_jsonable(r), "status": store.status(r, now)} for r in rows]))
         return 0
-    table = [[r["prefix"], r["name"], store.status(r, now),
+    table = [[r["prefix"], r["name"], r.get("team") or "-",
+              ",".join(json.loads(r["tags"])) if r.get("tags") else "-", store.status(r, now),
               ",".join(json.loads(r["providers"])) if r["providers"] else "*",
               ",".join(json.loads(r["models"])) if r["models"] else "*", _budget(r),
               f"{r['expires_at']:%Y-%m-%d %H:%M}" if r["expires_at"] else "-"] for r in rows]
-    print(render_table(["key", "name", "status", "providers", "models", "budget", "expires (UTC)"], table))
+    columns = ["key", "name", "team", "tags", "status", "providers", "models", "budget", "expires (UTC)"]
+    print(render_table(columns, table))
     return 0
 
 
@@ -135,10 +146,20 @@ def run_show(args: argparse.Namespace) -> int:
     except ValueError:
         raise SystemExit("corral: [keys] unpriced_usd: expected a number") from None
     spent = store.spent(db, row["id"], start, unpriced)
+    try:
+        configured = [budgets.parse(kind, settings.get(f"corral_budgets_{kind}", "") or "") for kind in ("team", "tag")]
+    except ValueError as e:
+        raise SystemExit(f"corral: [budgets]: {e}") from None
+    shown_budgets = []
+    for budget in budgets.applicable(store.record_of(row), *configured):
+        b_start, b_end = store.period_bounds(budget.period, now, settings.get("corral_keys_timezone", "UTC"))
+        used = store.spent(db, store.key_ids(db, budget.kind, budget.name), b_start, unpriced)
+        shown_budgets.append(f"{budget.id} {money.usd(used)} of {money.usd(budget.usd)}/{budget.period}"
+                             + (f", resets {b_end:%Y-%m-%dT%H:%M:%SZ}" if b_end else ""))
     history = [f"{a['at']:%Y-%m-%dT%H:%M:%SZ} {a['action']} by {a['actor']}" for a in store.audit_rows(db, row["id"])]
     out = {**_jsonable(row), "status": store.status(row, now), "spent_usd": round(spent, 6),
            "period_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": f"{end:%Y-%m-%dT%H:%M:%SZ}" if end else None,
-           "audit": history}
+           "budgets": shown_budgets, "audit": history}
     if args.json:
         print(json.dumps(out))
         return 0
@@ -146,8 +167,8 @@ def run_show(args: argparse.Namespace) -> int:
     out["budget_usd"] = money.usd(out["budget_usd"])
     out["spent_usd"] = money.usd(out["spent_usd"])
     for name, value in out.items():
-        if name == "audit":
-            for i, line in enumerate(value):
+        if name in ("audit", "budgets"):
+            for i, line in enumerate(value or ["-"]):
                 print(f"{name if i == 0 else '':<{width}}  {line}")
             continue
         shown = ",".join(value) if isinstance(value, list) else ("-" if value is None else value)

@@ -1,10 +1,11 @@
-"""KeyBook: the ``[keys]`` settings, the provider credentials, and the caches of verified keys and spend.
+"""KeyBook: the ``[keys]`` and ``[budgets]`` settings, the provider credentials, verified keys and the
+budget ledgers.
 
-Shared by KeyCheck (admission, early in the chain) and KeySpend (after the Recorder, adds each flow's
-cost). The database is only read on one thread of its own, never on the event loop: a verified key is
-kept ``[keys] cache_ttl`` seconds (so a check costs a dict lookup and one SHA-256, and a revocation takes
-effect within that time), the spend of a key ``[keys] spend_ttl`` seconds, plus the cost of this
-process's flows whose rows are not in the database yet (the recorder writes in batches).
+Shared by KeyCheck (admission, early in the chain) and KeySpend (after the Recorder, settles each
+flow's cost). The database is only read on one thread of its own, never on the event loop: a verified
+key is kept ``[keys] cache_ttl`` seconds (so a check costs a dict lookup and one SHA-256, and a
+revocation takes effect within that time on every instance), budget sums ``[keys] spend_ttl`` seconds
+(addon/keys/ledger.py: in this process, or in Redis with ``[state] url``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import peewee
-from mitmproxy import ctx, exceptions
+from mitmproxy import ctx, exceptions, http
 
-from addon import config, paths
-from addon.keys import store
+from addon import config, metadata as md, paths, state
+from addon.keys import budgets, ledger as ledgers, store
+from addon.limits.config import estimate_tokens
+from addon.services import PricingService, SharedState
+from addon.state import StateUnavailable
 from addon.storage import db as dbmod
 
 logger = logging.getLogger(__name__)
@@ -53,37 +57,52 @@ def provider_credentials(providers_json: str) -> dict[str, list[str]]:
 
 
 class KeyBook:
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 wallclock: Callable[[], float] = time.time) -> None:
+    def __init__(self, pricing: PricingService | None = None, shared_state: SharedState | None = None,
+                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
+        self.pricing, self.shared_state = pricing, shared_state
         self.clock, self.wallclock = clock, wallclock
         self.required = False
-        self.cache_ttl = 1.0
+        self.cache_ttl = 0.5
         self.spend_ttl = 2.0
         self.unpriced_usd = 0.01
+        self.unpriced_per_1k: float | None = None
+        self.unpriced = "charge"
         self.timezone = "UTC"
+        self.team_budgets: dict[str, budgets.Budget] = {}
+        self.tag_budgets: dict[str, budgets.Budget] = {}
         self.credentials: dict[str, list[str]] = {}
         self._turn: dict[str, int] = {}
         self.url = ""
         self._db: peewee.Database | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-keys")
         self._verified: dict[bytes, tuple[float, store.KeyRecord | None]] = {}  # sha256(key) -> (until, record)
-        self._spent: dict[tuple[str, datetime.datetime], tuple[float, float]] = {}  # -> (until, usd in the db)
-        self._pending: dict[str, dict[str, float]] = {}  # key id -> {flow id: usd} not yet seen in the db
-        self._refreshing: dict[tuple[str, datetime.datetime], asyncio.Future[float]] = {}
+        self.memory = ledgers.MemoryLedger(self._read, clock)
+        self.shared: ledgers.RedisLedger | None = None  # [state] url = redis://...
+        self._learned: dict[tuple[str | None, str | None], float] = {}  # (provider, model) -> last charge
+        self._asked: dict[str, tuple[str | None, str | None]] = {}  # flow id -> (provider, model) estimated
 
     # --- options ----------------------------------------------------------------------------------
 
     def load(self, loader) -> None:
         loader.add_option("corral_keys_required", bool, False,
                           "Refuse (401) every provider request without a valid gateway key (corral keys create).")
-        loader.add_option("corral_keys_cache_ttl", str, "1",
+        loader.add_option("corral_keys_cache_ttl", str, "0.5",
                           "Seconds a verified gateway key is trusted without the database (revocation delay).")
         loader.add_option("corral_keys_spend_ttl", str, "2",
                           "Seconds a key's spend read from the database is reused (this process adds its own flows).")
         loader.add_option("corral_keys_timezone", str, "UTC",
                           "Time zone of budget periods (calendar day, week from Monday, month), e.g. Europe/Berlin.")
         loader.add_option("corral_keys_unpriced_usd", str, "0.01",
-                          "USD a flow with counted tokens but no known price adds to a key's spend.")
+                          "USD a flow with counted tokens but no known price (or a success without usage) "
+                          "adds to its budgets.")
+        loader.add_option("corral_keys_unpriced_per_1k", str, "",
+                          "If set: USD per 1,000 tokens an unpriced flow adds instead of unpriced_usd.")
+        loader.add_option("corral_keys_unpriced", str, "charge",
+                          "Budgeted requests to a model without a price: charge (the unpriced rule) or refuse (403).")
+        loader.add_option("corral_budgets_team", str, "",
+                          "JSON of corral.toml's [budgets.team.<name>] tables: usd and period per team.")
+        loader.add_option("corral_budgets_tag", str, "",
+                          "JSON of corral.toml's [budgets.tag.\"<k>=<v>\"] tables: usd and period per key tag.")
 
     def configure(self, updated: set[str]) -> None:
         for name in ("corral_keys_cache_ttl", "corral_keys_spend_ttl", "corral_keys_unpriced_usd"):
@@ -96,7 +115,33 @@ class KeyBook:
                     raise exceptions.OptionsError(f"[keys] {name.removeprefix('corral_keys_')}: expected a "
                                                   f"number >= 0, got {getattr(ctx.options, name)!r}")
                 setattr(self, name.removeprefix("corral_keys_"), value)
+        self.memory.ttl = self.spend_ttl
         self.required = ctx.options.corral_keys_required
+        if "corral_keys_unpriced_per_1k" in updated:
+            text = ctx.options.corral_keys_unpriced_per_1k.strip()
+            try:
+                per_1k = float(text) if text else None
+            except ValueError:
+                per_1k = -1.0
+            if per_1k is not None and not 0 <= per_1k < 1e9:
+                raise exceptions.OptionsError(f"[keys] unpriced_per_1k: expected a number >= 0, got {text!r}")
+            self.unpriced_per_1k = per_1k
+        if ctx.options.corral_keys_unpriced not in ("charge", "refuse"):
+            raise exceptions.OptionsError(f"[keys] unpriced: expected \"charge\" or \"refuse\", "
+                                          f"got {ctx.options.corral_keys_unpriced!r}")
+        self.unpriced = ctx.options.corral_keys_unpriced
+        for kind in ("team", "tag"):
+            if f"corral_budgets_{kind}" in updated:
+                try:
+                    parsed = budgets.parse(kind, getattr(ctx.options, f"corral_budgets_{kind}"))
+                except ValueError as e:
+                    raise exceptions.OptionsError(f"[budgets.{kind}]: {e}") from None
+                setattr(self, f"{kind}_budgets", parsed)
+        url = getattr(ctx.options, "corral_state_url", "memory://")
+        if state.is_redis(url) and (self.shared is None or self.shared.url != url):
+            self.shared = ledgers.RedisLedger(url, self._read)
+        elif not state.is_redis(url):
+            self.shared = None
         if "corral_keys_timezone" in updated:
             try:
                 store.zone(ctx.options.corral_keys_timezone)
@@ -109,7 +154,10 @@ class KeyBook:
             self.url = dbmod.normalise_url(ctx.options.corral_storage_db or paths.default_db_url())
             self._db = None
             self._verified.clear()
-            self._spent.clear()
+            self.memory.clear()
+
+    def on_failure(self) -> str:
+        return self.shared_state.on_failure if self.shared_state is not None else "open"
 
     def done(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -133,6 +181,7 @@ class KeyBook:
         return self._db
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # One thread: queries run one after another, on one connection.
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(self._database(), *args))
 
     def now(self) -> datetime.datetime:
@@ -152,43 +201,102 @@ class KeyBook:
         self._verified[digest] = (self.clock() + self.cache_ttl, record)
         return record
 
-    # --- spend ------------------------------------------------------------------------------------
+    # --- budgets ------------------------------------------------------------------------------
 
-    async def spent(self, record: store.KeyRecord) -> float:
-        """USD the key spent in its current period: the database's sum (refreshed every spend_ttl s) plus
-        this process's flows not yet written."""
-        start, _ = store.period_bounds(record.period or "total", self.now(), self.timezone)
-        slot = (record.id, start)
-        cached = self._spent.get(slot)
-        if cached is None or cached[0] <= self.clock():
-            running = self._refreshing.get(slot)
-            if running is None:  # one query per key at a time, whatever the number of waiting requests
-                running = asyncio.ensure_future(self._refresh(record.id, start))
-                self._refreshing[slot] = running
-                running.add_done_callback(lambda _: self._refreshing.pop(slot, None))
-            await asyncio.shield(running)
-            cached = self._spent[slot]
-        return cached[1] + sum(self._pending.get(record.id, {}).values())
+    def budgets_of(self, record: store.KeyRecord) -> list[budgets.Budget]:
+        """Every budget a request with this key counts towards (its own, its team's, its tags')."""
+        return budgets.applicable(record, self.team_budgets, self.tag_budgets)
 
-    async def _refresh(self, key_id: str, start: datetime.datetime) -> float:
-        pending = list(self._pending.get(key_id, {}))
-
+    async def _read(self, budget: budgets.Budget, start: datetime.datetime,
+                    pending: list[str]) -> tuple[float, set[str]]:
         def query(db: peewee.Database) -> tuple[float, set[str]]:
             # Which pending flows are written first, then the sum: a row the writer commits in between
             # is counted twice until the next refresh, never not at all (one snapshot on SQLite anyway).
             with db.atomic():
                 written = store.recorded_ids(db, pending)
-                return store.spent(db, key_id, start, self.unpriced_usd), written
+                ids = store.key_ids(db, budget.kind, budget.name)
+                return store.spent(db, ids, start, self.unpriced_usd, self.unpriced_per_1k), written
 
-        total, written = await asyncio.get_running_loop().run_in_executor(
-            self._executor, lambda: query(self._database()))
-        flows = self._pending.get(key_id, {})
-        for flow_id in written:
-            flows.pop(flow_id, None)
-        self._spent[(key_id, start)] = (self.clock() + self.spend_ttl, total)
-        return total
+        return await self._off_loop(query)
 
-    def add_spend(self, key_id: str, flow_id: str, usd: float) -> None:
-        """A flow of this process was recorded with this cost (counted until its row is read back)."""
-        if usd > 0:
-            self._pending.setdefault(key_id, {})[flow_id] = usd
+    def estimate(self, flow: http.HTTPFlow) -> float | None:
+        """What a request will probably cost, reserved at admission: the last exact charge of a request
+        to the same provider and model in this process, else its input (body bytes / 4 tokens) at the
+        model's price, else the unpriced rule. None: no price and ``[keys] unpriced = "refuse"``."""
+        meta = flow.metadata
+        learned = self._learned.get((meta.get(md.PROVIDER), meta.get(md.MODEL)))
+        if learned is not None:
+            return learned
+        tokens = estimate_tokens(flow.request.raw_content, "input")
+        if self.pricing is not None:
+            price = self.pricing.price({**meta, md.USAGE: {"input_tokens": tokens, "output_tokens": 0}})
+            if price.cost_usd is not None:
+                return price.cost_usd
+        if self.unpriced == "refuse":
+            return None
+        return store.charge(None, True, tokens, True, self.unpriced_usd, self.unpriced_per_1k)
+
+    def charge(self, flow: http.HTTPFlow) -> float:
+        """What a finished flow counts towards its budgets (store.charge: never nothing when unknown)."""
+        meta = flow.metadata
+        usage = meta.get(md.USAGE) or {}
+        inp, out = usage.get("input_tokens"), usage.get("output_tokens")
+        tokens = None if inp is None and out is None else (inp or 0) + (out or 0)
+        answered = (flow.response is not None and 200 <= flow.response.status_code < 300
+                    and meta.get(md.CACHE) != "hit" and md.GATEWAY_ERROR not in meta)
+        unpriced = meta.get(md.COST_USD) is None and tokens is not None and self.pricing is not None
+        return store.charge(meta.get(md.COST_USD), unpriced, tokens, answered, self.unpriced_usd,
+                            self.unpriced_per_1k)
+
+    async def admit(self, flow_id: str, applying: list[budgets.Budget],
+                    estimate: float) -> tuple[ledgers.Refusal | None, str | None]:
+        """Reserve ``estimate`` on every budget if all have room: (the refusal or None, a degradation note).
+        Raises StateUnavailable when Redis is down and ``[state] on_failure = "closed"``."""
+        now = self.now()
+        if self.shared is None:
+            return await self.memory.admit(flow_id, applying, estimate, now, self.timezone), None
+        try:
+            return await self.shared.admit(flow_id, applying, estimate, now, self.timezone), None
+        except StateUnavailable as e:
+            if self.on_failure() == "closed":
+                raise
+            # Open: this process's own count still holds the line (exact within it, like without Redis).
+            refusal = await self.memory.admit(flow_id, applying, estimate, now, self.timezone)
+            return refusal, f"budgets: {e}; counted by this process only (on_failure = open)"
+
+    def holds(self, flow_id: str) -> bool:
+        return self.memory.holds(flow_id) or (self.shared is not None and self.shared.holds(flow_id))
+
+    def asked(self, flow: http.HTTPFlow) -> None:
+        """A request with a gateway key goes ahead: remember the model it asked for (the answer may name
+        another, a dated version), under which its charge becomes the next estimate."""
+        self._asked[flow.id] = (flow.metadata.get(md.PROVIDER), flow.metadata.get(md.MODEL))
+
+    async def finished(self, flow: http.HTTPFlow) -> None:
+        """A flow with a gateway key ended: learn its charge; settle its budgets if it reserved any."""
+        asked = self._asked.pop(flow.id, None)
+        if asked is None and not self.holds(flow.id):
+            return
+        usd = self.charge(flow)
+        if usd > 0 and asked is not None:
+            self._learned[asked] = usd
+        if self.holds(flow.id):
+            await self.settle(flow, usd)
+
+    async def settle(self, flow: http.HTTPFlow, usd: float) -> None:
+        """The admitted flow ended: its reservation becomes its exact charge (0 gives it back)."""
+        if self.memory.holds(flow.id):
+            await self.memory.settle(flow.id, usd)
+        elif self.shared is not None:
+            await self.shared.settle(flow.id, usd)
+
+    async def states(self, applying: list[budgets.Budget]) -> list[budgets.BudgetState]:
+        """Limit, spent, reserved and reset of these budgets now (from Redis when shared): the interface
+        for alerts, spend views and the viewer. ``states(book.budgets_of(record))`` for one key,
+        ``states(book.configured())`` for every team and tag budget."""
+        ledger = self.shared or self.memory
+        return await ledger.states(applying, self.now(), self.timezone)
+
+    def configured(self) -> list[budgets.Budget]:
+        """The team and tag budgets of ``[budgets]`` (a key's own budget is on its row)."""
+        return [*self.team_budgets.values(), *self.tag_budgets.values()]

@@ -7,7 +7,9 @@ The key is read wherever the client's SDK puts one: ``Authorization: Bearer``, `
    request passes unchanged (pass-through setups keep working);
 2. a provider outside the key's ``providers``: 403 (in ``requestheaders``); then, in ``request``
    (the Router has read the model from the body), a model outside its ``models`` globs: 403;
-3. a key at or over its budget for the period: 429 with ``x-corral-budget-*`` headers;
+3. a budget without room for the request (the key's own, its team's or a tag's; addon/keys/budgets.py):
+   429 naming the budget and when it resets, with ``x-corral-budget-*`` headers. Admission reserves an
+   estimate of the request's cost on every budget that applies; KeySpend settles it to the exact cost;
 4. the gateway key is removed and ``[providers.<name>] api_key`` put where the provider reads its
    credential: the key never leaves the gateway, the app never holds the provider's key.
 
@@ -27,10 +29,11 @@ from mitmproxy import http
 
 from addon import metadata as md, money
 from addon.credentials import CREDENTIAL_HEADERS
-from addon.keys import store
+from addon.keys import budgets, store
 from addon.keys.book import KeyBook
 from addon.responses import make_error
 from addon.services import CatalogService
+from addon.state import StateUnavailable, note_degraded
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +131,12 @@ class KeyCheck:
             self._refuse(flow, 403, f"corral: gateway key {record.prefix} ({record.name}) may not use model "
                          f"{model!r}; it may use {', '.join(record.models or ())}", "forbidden")
             return
-        if record.budget_usd is not None and await self._over_budget(flow, record):
+        self.book.asked(flow)
+        applying = self.book.budgets_of(record)
+        if applying and not await self._within_budgets(flow, applying):
             return
-        self._swap(flow, flow.metadata[md.PROVIDER])
+        if not self._swap(flow, flow.metadata[md.PROVIDER]) and self.book.holds(flow.id):
+            await self.book.settle(flow, 0.0)  # refused: give the reservation back
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._admitted.pop(flow.id, None)  # answered before `request` (e.g. by the cache)
@@ -142,24 +148,41 @@ class KeyCheck:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    async def _over_budget(self, flow: http.HTTPFlow, record: store.KeyRecord) -> bool:
-        assert record.budget_usd is not None
-        spent = await self.book.spent(record)
-        if spent < record.budget_usd:
+    async def _within_budgets(self, flow: http.HTTPFlow, applying: list[budgets.Budget]) -> bool:
+        """Reserve the request's estimated cost on every budget, or answer why not; True if admitted."""
+        estimate = self.book.estimate(flow)
+        if estimate is None:
+            self._refuse(flow, 403, f"corral: no price is known for model {flow.metadata.get(md.MODEL)!r} and "
+                         "budgets refuse unpriced models ([keys] unpriced = \"refuse\")", "forbidden")
             return False
-        period = record.period or "total"
-        _, end = store.period_bounds(period, self.book.now(), self.book.timezone)
-        reset = f"{end:%Y-%m-%dT%H:%M:%SZ}" if end is not None else "never"
-        when = f"it resets at {end:%Y-%m-%d %H:%M} UTC" if end is not None else "it does not reset (period total)"
+        try:
+            refusal, degraded = await self.book.admit(flow.id, applying, estimate)
+        except StateUnavailable as e:
+            note_degraded(flow, f"budgets: {e}; request refused (on_failure = closed)")
+            self._refuse(flow, 503, "corral: budgets cannot be checked (shared state unavailable)",
+                         "upstream_unavailable")
+            return False
+        if degraded:
+            note_degraded(flow, degraded)
+        if refusal is None:
+            return True
+        st = refusal.state
+        period = st.budget.period
+        reset = f"{st.reset_at:%Y-%m-%dT%H:%M:%SZ}" if st.reset_at is not None else "never"
+        when = (f"it resets at {st.reset_at:%Y-%m-%d %H:%M} UTC" if st.reset_at is not None
+                else "it does not reset (period total)")
         adjective = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, "total")
-        message = (f"corral: gateway key {record.prefix} ({record.name}) has spent {money.usd(spent)} of its "
-                   f"{money.usd(record.budget_usd)} {adjective} budget; {when}")
+        in_flight = f" (+{money.usd(st.reserved_usd)} in flight)" if st.reserved_usd > 0 else ""
+        message = (f"corral: {st.budget.describe()} has spent {money.usd(st.spent_usd)}{in_flight} of its "
+                   f"{money.usd(st.limit_usd)} {adjective} budget; this request (about "
+                   f"{money.usd(refusal.estimate_usd)}) would exceed it; {when}")
         self._refuse(flow, 429, message, "budget_exceeded", {
-            "x-corral-budget-limit": f"{record.budget_usd:.6f}", "x-corral-budget-spent": f"{spent:.6f}",
+            "x-corral-budget": st.budget.id,
+            "x-corral-budget-limit": f"{st.limit_usd:.6f}", "x-corral-budget-spent": f"{st.spent_usd:.6f}",
             "x-corral-budget-period": period, "x-corral-budget-reset": reset,
             "x-should-retry": "false",  # the openai and anthropic SDKs would otherwise retry a 429
         })
-        return True
+        return False
 
     def _swap(self, flow: http.HTTPFlow, provider_name: str) -> bool:
         """Replace the gateway key by the provider credential; False (and an answer) when there is none."""

@@ -1,32 +1,34 @@
-"""KeySpend: adds each recorded flow's cost to its gateway key's spend, so the next request of the key
-is admitted against it before the recorder's batch reaches the database. After the Recorder, which
-publishes the cost (``corral.cost_usd``); an unpriced flow with counted tokens adds ``[keys] unpriced_usd``."""
+"""KeySpend: settles each admitted flow's budget reservation to what it really cost, after the Recorder
+(which publishes ``corral.cost_usd``). The charge rule (addon/keys/store.py ``charge``): the exact cost;
+an unpriced flow with counted tokens ``[keys] unpriced_per_1k`` per 1,000 tokens or ``unpriced_usd``; a
+success without readable usage ``unpriced_usd``; refusals, errors before an answer and cache hits nothing."""
 
 from __future__ import annotations
 
+import logging
+
 from mitmproxy import http
 
-from addon import metadata as md
 from addon.keys.book import KeyBook
+from addon.state import StateUnavailable, note_degraded
+
+logger = logging.getLogger(__name__)
 
 
 class KeySpend:
     def __init__(self, book: KeyBook) -> None:
         self.book = book
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._add(flow)
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._settle(flow)
 
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._add(flow)
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._settle(flow)
 
-    def _add(self, flow: http.HTTPFlow) -> None:
-        key_id = flow.metadata.get(md.GATEWAY_KEY)
-        if key_id is None or not flow.metadata.get(md.RECORDED):
-            return
-        cost = flow.metadata.get(md.COST_USD)
-        if cost is None:
-            usage = flow.metadata.get(md.USAGE) or {}
-            counted = usage.get("input_tokens") is not None or usage.get("output_tokens") is not None
-            cost = self.book.unpriced_usd if counted else 0.0
-        self.book.add_spend(key_id, flow.id, float(cost))
+    async def _settle(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self.book.finished(flow)
+        except StateUnavailable as e:
+            note_degraded(flow, f"budgets: {e}; this flow's cost was not added to the shared budgets")
+        except Exception:  # bookkeeping must never cost the client its answer
+            logger.exception("corral: could not settle the budgets of a flow")

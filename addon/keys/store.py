@@ -108,6 +108,8 @@ class KeyRecord:
     period: str | None
     expires_at: datetime.datetime | None
     revoked_at: datetime.datetime | None
+    team: str | None = None
+    tags: tuple[str, ...] = ()  # "k=v"
 
     @property
     def prefix(self) -> str:
@@ -139,7 +141,7 @@ def record_of(row: dict) -> KeyRecord:
     return KeyRecord(
         id=row["id"], name=row["name"], providers=_tuple(row["providers"]), models=_tuple(row["models"]),
         budget_usd=row["budget_usd"], period=row["period"], expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"],
+        revoked_at=row["revoked_at"], team=row.get("team"), tags=_tuple(row.get("tags")) or (),
     )
 
 
@@ -147,10 +149,12 @@ def record_of(row: dict) -> KeyRecord:
 
 def create(db: peewee.Database, name: str, providers: list[str] | None = None, models: list[str] | None = None,
            budget_usd: float | None = None, period: str | None = None,
-           expires_at: datetime.datetime | None = None) -> tuple[str, dict]:
+           expires_at: datetime.datetime | None = None, team: str | None = None,
+           tags: list[str] | None = None) -> tuple[str, dict]:
     """A new key: (the key, its row without hash and salt). The key is not kept anywhere."""
     if budget_usd is not None and period not in PERIODS:
         raise ValueError(f"a budget needs a period: one of {', '.join(PERIODS)}")
+    tags = ["=".join(parse_tag(tag)) for tag in tags or ()]
     salt = secrets.token_hex(16)
     key_id, token = new_token()
     row = {
@@ -159,6 +163,7 @@ def create(db: peewee.Database, name: str, providers: list[str] | None = None, m
         "models": json.dumps(models) if models else None,
         "budget_usd": budget_usd, "period": period if budget_usd is not None else None,
         "created_at": utcnow(), "expires_at": expires_at, "revoked_at": None,
+        "team": team or None, "tags": json.dumps(sorted(set(tags))) if tags else None,
     }
     GatewayKey.insert(row).execute(db)
     return token, public(row)
@@ -209,6 +214,7 @@ def summary(db: DB, unpriced_usd: float = 0.01, tz: str = "UTC") -> list[dict]:
     for row in rows(db):
         start, end = period_bounds(row["period"] or "total", now, tz)
         out.append({**row, "providers": _tuple(row["providers"]), "models": _tuple(row["models"]),
+                    "tags": list(_tuple(row.get("tags")) or ()),
                     "status": status(row, now), "spent_usd": round(spent(db, row["id"], start, unpriced_usd), 9),
                     "period_start": start, "period_end": end})
     return out
@@ -238,12 +244,60 @@ def verify(db: peewee.Database, token: str) -> KeyRecord | None:
     return record_of(found[0])
 
 
-def spent(db: DB, key_id: str, since: datetime.datetime, unpriced_usd: float) -> float:
-    """USD the key's recorded flows cost since ``since``: their exact cost; an unpriced flow (tokens
-    counted, no price known) counts ``unpriced_usd``, never nothing."""
-    cost = peewee.Case(None, [(Flow.unpriced == True, unpriced_usd)], peewee.fn.COALESCE(Flow.cost_usd, 0.0))  # noqa: E712
-    query = Flow.select(peewee.fn.SUM(cost)).where(Flow.gateway_key == key_id, Flow.started_at >= since)
+def charge_sql(unpriced_usd: float, unpriced_per_1k: float | None) -> peewee.Node:
+    """What one recorded flow counts towards a budget, in SQL (``charge`` is the same rule in Python)."""
+    tokens = peewee.fn.COALESCE(Flow.input_tokens, 0) + peewee.fn.COALESCE(Flow.output_tokens, 0)
+    fallback = tokens * unpriced_per_1k / 1000.0 if unpriced_per_1k is not None else unpriced_usd
+    no_usage = Flow.input_tokens.is_null() & Flow.output_tokens.is_null()
+    answered = (Flow.status >= 200) & (Flow.status < 300) & (Flow.cache != "hit")
+    return peewee.Case(None, [
+        (Flow.cost_usd.is_null(False), Flow.cost_usd),
+        (Flow.unpriced == True, fallback),  # noqa: E712
+        (no_usage & answered, unpriced_usd),
+    ], 0.0)
+
+
+def charge(cost_usd: float | None, unpriced: bool, tokens: int | None, answered: bool,
+           unpriced_usd: float, unpriced_per_1k: float | None) -> float:
+    """What a flow counts towards its budgets: its exact cost; an unpriced flow (tokens counted, no price)
+    ``tokens / 1000 * unpriced_per_1k`` or else ``unpriced_usd``; a successful answer from the provider whose
+    usage could not be read ``unpriced_usd``; anything else (refusals, errors, cache hits) nothing."""
+    if cost_usd is not None:
+        return cost_usd
+    if unpriced:
+        return (tokens or 0) * unpriced_per_1k / 1000.0 if unpriced_per_1k is not None else unpriced_usd
+    return unpriced_usd if answered and tokens is None else 0.0
+
+
+def spent(db: DB, key_ids: str | list[str], since: datetime.datetime, unpriced_usd: float,
+          unpriced_per_1k: float | None = None) -> float:
+    """USD the flows of these keys count since ``since`` (``charge_sql``): never nothing for a flow
+    whose price or usage is unknown."""
+    ids = [key_ids] if isinstance(key_ids, str) else key_ids
+    if not ids:
+        return 0.0
+    query = Flow.select(peewee.fn.SUM(charge_sql(unpriced_usd, unpriced_per_1k))).where(
+        Flow.gateway_key.in_(ids), Flow.started_at >= since)
     return float(query.scalar(db) or 0.0)
+
+
+def key_ids(db: DB, kind: str, name: str) -> list[str]:
+    """Ids of the keys a budget covers: ``key`` (that id), ``team`` (keys of the team), ``tag`` (keys
+    carrying ``k=v``)."""
+    if kind == "key":
+        return [name]
+    if kind == "team":
+        return [r[0] for r in GatewayKey.select(GatewayKey.id).where(GatewayKey.team == name).tuples().execute(db)]
+    query = GatewayKey.select(GatewayKey.id, GatewayKey.tags).where(GatewayKey.tags.is_null(False)).tuples()
+    return [key_id for key_id, tags in query.execute(db) if name in json.loads(tags)]
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """``k=v`` -> (k, v); ValueError otherwise."""
+    k, sep, v = text.partition("=")
+    if not sep or not k.strip() or not v.strip():
+        raise ValueError(f"a tag is KEY=VALUE, got {text!r}")
+    return k.strip(), v.strip()
 
 
 def recorded_ids(db: peewee.Database, flow_ids: list[str]) -> set[str]:

@@ -170,6 +170,12 @@ def _flows_gateway_key(migrator: pw_migrate.SchemaMigrator, db: peewee.Database)
     add_missing_columns(migrator, db, "flows", gateway_key=peewee.CharField(max_length=32, null=True))
 
 
+def _keys_team_tags(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) -> None:
+    if db.table_exists("gateway_keys"):  # a database from before keys gets the table from the model
+        add_missing_columns(migrator, db, "gateway_keys", team=peewee.CharField(max_length=255, null=True),
+                            tags=peewee.TextField(null=True))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the flows table of Corral 0.1", _baseline),
     Migration(2, "PostgreSQL: float columns are DOUBLE PRECISION", _pg_double_precision),
@@ -179,6 +185,8 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "flows.gateway_path: the request's path through Corral's reverse mode (viewer: copy as curl)",
               _flows_gateway_path),
     Migration(6, "flows.gateway_key: id of the gateway key a request presented (corral keys)", _flows_gateway_key),
+    Migration(7, "gateway_keys.team, tags: what team and tag budgets ([budgets]) a key counts towards",
+              _keys_team_tags),
 ]
 
 

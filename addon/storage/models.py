@@ -107,7 +107,9 @@ class GatewayKey(BaseModel):
     providers = peewee.TextField(null=True)  # JSON list of provider names; NULL: any
     models = peewee.TextField(null=True)  # JSON list of model globs; NULL: any
     budget_usd = peewee.FloatField(null=True)
-    period = peewee.CharField(max_length=16, null=True)  # day | week | month | total (UTC calendar)
+    period = peewee.CharField(max_length=16, null=True)  # day | week | month | total ([keys] timezone calendar)
+    team = peewee.CharField(max_length=255, null=True)  # [budgets.team.<name>] applies to it
+    tags = peewee.TextField(null=True)  # JSON list of "k=v"; [budgets.tag."k=v"] applies to it
     created_at = peewee.DateTimeField()
     expires_at = peewee.DateTimeField(null=True)
     revoked_at = peewee.DateTimeField(null=True)

@@ -223,8 +223,9 @@ def test_rotated_key_replaces_the_old_one(gw: Gateway, mock: MockUpstream, tag: 
 @reliability("isolation", "gateway key over its USD budget", "429 in the provider's shape with x-corral-budget-*",
              "the refusal (status 429); nothing sent upstream")
 def test_budget_is_exhausted_after_spend(gw: Gateway, mock: MockUpstream, tag: str) -> None:
-    # gpt-4o-mini, 92 in + 17 out tokens: $0.000024 per request; $0.00003 admits two, refuses the third.
-    key = create_key(gw, "--name", "budgeted", "--budget-usd", "0.00003", "--period", "day")
+    # gpt-4o-mini, 92 in + 17 out tokens: $0.000024 per request (the gateway's estimate once it has seen
+    # one); $0.00005 admits two and refuses the third, which would cross it ($0.000072).
+    key = create_key(gw, "--name", "budgeted", "--budget-usd", "0.00005", "--period", "day")
     client = oai(gw, key)
     assert chat(client, tag).choices
     assert chat(client, tag).choices
@@ -233,8 +234,9 @@ def test_budget_is_exhausted_after_spend(gw: Gateway, mock: MockUpstream, tag: s
     err = info.value
     assert err.status_code == 429
     assert "budget" in err.message and "budgeted" in err.message and "resets at" in err.message
+    assert "would exceed it" in err.message
     headers = err.response.headers
-    assert headers["x-corral-budget-limit"] == "0.000030"
+    assert headers["x-corral-budget-limit"] == "0.000050" and headers["x-corral-budget"] == f"key:{key[3:11]}"
     assert float(headers["x-corral-budget-spent"]) == pytest.approx(0.000048, abs=1e-6)
     assert headers["x-corral-budget-period"] == "day"
     assert headers["x-corral-budget-reset"].endswith("T00:00:00Z")

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import peewee
 import pytest
 
-from addon.keys import store
+from addon.keys import budgets, store
 from addon.keys.book import KeyBook
+from addon.keys.budgets import Budget
 from addon.storage import db as dbmod
 from addon.storage.models import Flow
 from tests.support.clock import FakeClock
@@ -71,21 +72,33 @@ async def test_made_up_keys_are_not_looked_up(setup, monkeypatch: pytest.MonkeyP
     assert await book.verify("ck-not-even-well-formed") is None
 
 
+def key_budget(record: store.KeyRecord) -> list[Budget]:
+    return budgets.applicable(record, {}, {})
+
+
+async def spent(book: KeyBook, applying: list[Budget]) -> float:
+    [state] = await book.states(applying)
+    return state.spent_usd
+
+
 async def test_spend_counts_own_flows_once_and_resets_with_the_period(setup) -> None:
     book, clock, db = setup
     token, _ = store.create(db, "budgeted", budget_usd=1.0, period="day")
     record = await book.verify(token)
     assert record is not None
-    assert await book.spent(record) == 0.0
-    book.add_spend(record.id, "f1", 0.3)  # recorded by this process, its row not written yet
-    assert await book.spent(record) == pytest.approx(0.3)
+    mine = key_budget(record)
+    assert await spent(book, mine) == 0.0
+    assert await book.memory.admit("f1", mine, 0.25, book.now(), "UTC") is None
+    assert (await book.states(mine))[0].reserved_usd == pytest.approx(0.25)
+    await book.memory.settle("f1", 0.3)  # recorded by this process, its row not written yet
+    assert await spent(book, mine) == pytest.approx(0.3)
     record_flow(db, "f1", record.id, book.now(), 0.3)  # the writer's batch lands
     record_flow(db, "f2", record.id, book.now(), 0.2)  # another worker's flow
-    assert await book.spent(record) == pytest.approx(0.3)  # the cached sum, within spend_ttl
+    assert await spent(book, mine) == pytest.approx(0.3)  # the cached sum, within spend_ttl
     clock.now += 2.0
-    assert await book.spent(record) == pytest.approx(0.5)  # re-read: f1 once, f2 too
+    assert await spent(book, mine) == pytest.approx(0.5)  # re-read: f1 once, f2 too
     clock.now += TO_MIDNIGHT
-    assert await book.spent(record) == 0.0  # a new day, a new budget
+    assert await spent(book, mine) == 0.0  # a new day, a new budget
 
 
 async def test_concurrent_requests_share_one_spend_query(setup, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +109,7 @@ async def test_concurrent_requests_share_one_spend_query(setup, monkeypatch: pyt
     calls = []
     real_spent = store.spent
     monkeypatch.setattr(store, "spent", lambda *a: calls.append(1) or real_spent(*a))
-    results = await asyncio.gather(*(book.spent(record) for _ in range(20)))
+    results = await asyncio.gather(*(spent(book, key_budget(record)) for _ in range(20)))
     assert results == [0.0] * 20 and len(calls) == 1
 
 
@@ -122,7 +135,9 @@ async def test_a_row_written_during_a_refresh_is_never_lost(setup, monkeypatch: 
     token, _ = store.create(db, "racy", budget_usd=1.0, period="total")
     record = await book.verify(token)
     assert record is not None
-    book.add_spend(record.id, "f1", 0.3)
+    mine = key_budget(record)
+    await book.memory.admit("f1", mine, 0.3, book.now(), "UTC")
+    await book.memory.settle("f1", 0.3)
     real_ids = store.recorded_ids
 
     def the_writer_commits_mid_refresh(database: peewee.Database, flow_ids: list[str]) -> set[str]:
@@ -130,4 +145,4 @@ async def test_a_row_written_during_a_refresh_is_never_lost(setup, monkeypatch: 
         return real_ids(database, flow_ids)
 
     monkeypatch.setattr(store, "recorded_ids", the_writer_commits_mid_refresh)
-    assert await book.spent(record) >= 0.3  # counted twice until the next refresh, never not at all
+    assert await spent(book, mine) >= 0.3  # counted twice until the next refresh, never not at all

@@ -32,8 +32,8 @@ class FakeBook(KeyBook):
     async def verify(self, token: str) -> store.KeyRecord | None:
         return self.record if token == KEY else None
 
-    async def spent(self, record: store.KeyRecord) -> float:
-        return self.spent_usd
+    async def _read(self, budget, start, pending):  # the database's sum of every budget
+        return self.spent_usd, set()
 
 
 async def admit(check: KeyCheck, flow: http.HTTPFlow) -> None:
@@ -106,9 +106,10 @@ async def test_over_budget_is_429_with_budget_headers() -> None:
     assert flow.response is not None and flow.response.status_code == 429
     body = json.loads(flow.response.content)
     assert body["error"]["type"] == "rate_limit_error"
-    assert "spent $0.012 of its $0.010 monthly budget" in body["error"]["message"]
+    assert "gateway key ck-0123abcd (app) has spent $0.012 of its $0.010 monthly budget" in body["error"]["message"]
     headers = flow.response.headers
     assert headers["x-corral-budget-limit"] == "0.010000" and headers["x-corral-budget-spent"] == "0.012300"
+    assert headers["x-corral-budget"] == "key:0123abcd"
     assert headers["x-corral-budget-reset"] == "2023-12-01T00:00:00Z"  # the fake clock's month ends then
     assert headers["x-should-retry"] == "false"
 
@@ -144,7 +145,7 @@ async def test_a_failing_check_fails_closed() -> None:
     assert flow.response is not None and flow.response.status_code == 503
 
     class BrokenSpend(FakeBook):
-        async def spent(self, record: store.KeyRecord) -> float:
+        async def _read(self, budget, start, pending):
             raise OSError("database is locked")
 
     budgeted = store.KeyRecord("0123abcd", "app", None, None, 1.0, "day", None, None)
