@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import json
 import logging
 import os
 import time
@@ -56,6 +57,26 @@ def provider_credentials(providers_json: str) -> dict[str, list[str]]:
     return out
 
 
+_MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def max_output_tokens(body: bytes | None) -> int:
+    """The output cap a request sets (OpenAI, Anthropic, Responses, Gemini field names), else 0. Read only
+    for the first request of a model (later ones are estimated from the last one's cost)."""
+    if not body or len(body) > 1 << 20:
+        return 0
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return 0
+    if not isinstance(data, dict):
+        return 0
+    config = data.get("generationConfig")
+    values = [data.get(f) for f in _MAX_OUTPUT_FIELDS]
+    values.append(config.get("maxOutputTokens") if isinstance(config, dict) else None)
+    return next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0), 0)
+
+
 class KeyBook:
     def __init__(self, pricing: PricingService | None = None, shared_state: SharedState | None = None,
                  clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
@@ -79,6 +100,7 @@ class KeyBook:
         self.memory = ledgers.MemoryLedger(self._read, clock)
         self.shared: ledgers.RedisLedger | None = None  # [state] url = redis://...
         self._learned: dict[tuple[str | None, str | None], float] = {}  # (provider, model) -> last charge
+        self._applying: dict[store.KeyRecord, list[budgets.Budget]] = {}  # record -> its budgets, per config
         self._asked: dict[str, tuple[str | None, str | None]] = {}  # flow id -> (provider, model) estimated
 
     # --- options ----------------------------------------------------------------------------------
@@ -137,6 +159,7 @@ class KeyBook:
                 except ValueError as e:
                     raise exceptions.OptionsError(f"[budgets.{kind}]: {e}") from None
                 setattr(self, f"{kind}_budgets", parsed)
+                self._applying.clear()
         url = getattr(ctx.options, "corral_state_url", "memory://")
         if state.is_redis(url) and (self.shared is None or self.shared.url != url):
             self.shared = ledgers.RedisLedger(url, self._read)
@@ -205,7 +228,12 @@ class KeyBook:
 
     def budgets_of(self, record: store.KeyRecord) -> list[budgets.Budget]:
         """Every budget a request with this key counts towards (its own, its team's, its tags')."""
-        return budgets.applicable(record, self.team_budgets, self.tag_budgets)
+        found = self._applying.get(record)
+        if found is None:
+            if len(self._applying) > 10_000:
+                self._applying.clear()
+            found = self._applying[record] = budgets.applicable(record, self.team_budgets, self.tag_budgets)
+        return found
 
     async def _read(self, budget: budgets.Budget, start: datetime.datetime,
                     pending: list[str]) -> tuple[float, set[str]]:
@@ -221,15 +249,18 @@ class KeyBook:
 
     def estimate(self, flow: http.HTTPFlow) -> float | None:
         """What a request will probably cost, reserved at admission: the last exact charge of a request
-        to the same provider and model in this process, else its input (body bytes / 4 tokens) at the
-        model's price, else the unpriced rule. None: no price and ``[keys] unpriced = "refuse"``."""
+        to the same provider and model in this process, else its input (body bytes / 4 tokens) and its
+        ``max_tokens`` (if it sets one) at the model's price, else the unpriced rule. None: no price and
+        ``[keys] unpriced = "refuse"``."""
         meta = flow.metadata
         learned = self._learned.get((meta.get(md.PROVIDER), meta.get(md.MODEL)))
         if learned is not None:
             return learned
-        tokens = estimate_tokens(flow.request.raw_content, "input")
+        body = flow.request.raw_content
+        tokens = estimate_tokens(body, "input")
         if self.pricing is not None:
-            price = self.pricing.price({**meta, md.USAGE: {"input_tokens": tokens, "output_tokens": 0}})
+            usage = {"input_tokens": tokens, "output_tokens": max_output_tokens(body)}
+            price = self.pricing.price({**meta, md.USAGE: usage})
             if price.cost_usd is not None:
                 return price.cost_usd
         if self.unpriced == "refuse":

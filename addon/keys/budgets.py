@@ -15,6 +15,7 @@ budget.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ class Budget:
     period: str  # day | week | month | total
     label: str = ""  # how messages name it; defaults to "<kind> <name>"
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         """Stable name of the budget: ``key:<id>``, ``team:<name>``, ``tag:<k>=<v>`` (Redis keys, headers)."""
         return f"{self.kind}:{self.name}"

@@ -23,6 +23,7 @@ the client presented, so per-credential limits and cache namespaces apply per ga
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 from mitmproxy import http
@@ -169,8 +170,12 @@ class KeyCheck:
         st = refusal.state
         period = st.budget.period
         reset = f"{st.reset_at:%Y-%m-%dT%H:%M:%SZ}" if st.reset_at is not None else "never"
-        when = (f"it resets at {st.reset_at:%Y-%m-%d %H:%M} UTC" if st.reset_at is not None
-                else "it does not reset (period total)")
+        when = "it does not reset (period total)"
+        if st.reset_at is not None:
+            when = f"it resets at {st.reset_at:%Y-%m-%d %H:%M} UTC"
+            if self.book.timezone.upper() != "UTC":  # also as the calendar the budget follows
+                local = st.reset_at.replace(tzinfo=datetime.UTC).astimezone(store.zone(self.book.timezone))
+                when = f"it resets at {local:%Y-%m-%d %H:%M} {self.book.timezone} ({st.reset_at:%H:%M} UTC)"
         adjective = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, "total")
         in_flight = f" (+{money.usd(st.reserved_usd)} in flight)" if st.reserved_usd > 0 else ""
         message = (f"corral: {st.budget.describe()} has spent {money.usd(st.spent_usd)}{in_flight} of its "

@@ -40,8 +40,16 @@ class Refusal:
     estimate_usd: float
 
 
+_periods: dict[tuple[str, str], tuple[datetime.datetime, datetime.datetime | None]] = {}
+
+
 def _bounds(budget: Budget, now: datetime.datetime, tz: str) -> tuple[datetime.datetime, datetime.datetime | None]:
-    return store.period_bounds(budget.period, now, tz)
+    """store.period_bounds, computed once per period (time zone arithmetic is most of an admission's cost)."""
+    cached = _periods.get((budget.period, tz))
+    if cached is not None and cached[0] <= now and (cached[1] is None or now < cached[1]):
+        return cached
+    _periods[(budget.period, tz)] = bounds = store.period_bounds(budget.period, now, tz)
+    return bounds
 
 
 class MemoryLedger:
@@ -52,6 +60,9 @@ class MemoryLedger:
         self._pending: dict[tuple[str, datetime.datetime], dict[str, float]] = {}  # recorded, not yet read back
         self._reserved: dict[tuple[str, datetime.datetime], dict[str, float]] = {}  # admitted, running
         self._flows: dict[str, list[tuple[str, datetime.datetime]]] = {}  # flow id -> its slots
+        # Running sums of the two dicts above: an admission costs O(budgets), whatever the traffic.
+        self._pending_sum: dict[tuple[str, datetime.datetime], float] = {}
+        self._reserved_sum: dict[tuple[str, datetime.datetime], float] = {}
         self._refreshing: dict[tuple[str, datetime.datetime], asyncio.Future[None]] = {}
 
     def clear(self) -> None:
@@ -75,11 +86,12 @@ class MemoryLedger:
         pending = self._pending.get(slot, {})
         for flow_id in written:
             pending.pop(flow_id, None)
+        self._pending_sum[slot] = sum(pending.values())  # recomputed: no float drift builds up
         self._db[slot] = (self.clock() + self.ttl, total)
 
     def _spent(self, slot: tuple[str, datetime.datetime]) -> tuple[float, float]:
-        return (self._db.get(slot, (0.0, 0.0))[1] + sum(self._pending.get(slot, {}).values()),
-                sum(self._reserved.get(slot, {}).values()))
+        return (self._db.get(slot, (0.0, 0.0))[1] + self._pending_sum.get(slot, 0.0),
+                max(0.0, self._reserved_sum.get(slot, 0.0)))
 
     async def admit(self, flow_id: str, budgets: list[Budget], estimate: float, now: datetime.datetime,
                     tz: str) -> Refusal | None:
@@ -94,14 +106,19 @@ class MemoryLedger:
         slots = [(b.id, start) for b, (start, _) in zip(budgets, bounds, strict=True)]
         for slot in slots:
             self._reserved.setdefault(slot, {})[flow_id] = estimate
+            self._reserved_sum[slot] = self._reserved_sum.get(slot, 0.0) + estimate
         self._flows[flow_id] = slots
         return None
 
     async def settle(self, flow_id: str, usd: float) -> None:
         for slot in self._flows.pop(flow_id, ()):
-            self._reserved.get(slot, {}).pop(flow_id, None)
+            reserved = self._reserved.get(slot, {})
+            self._reserved_sum[slot] = self._reserved_sum.get(slot, 0.0) - reserved.pop(flow_id, 0.0)
+            if not reserved:
+                self._reserved_sum[slot] = 0.0  # nothing in flight: exactly zero, whatever the rounding
             if usd > 0:
                 self._pending.setdefault(slot, {})[flow_id] = usd
+                self._pending_sum[slot] = self._pending_sum.get(slot, 0.0) + usd
 
     def holds(self, flow_id: str) -> bool:
         return flow_id in self._flows

@@ -170,3 +170,26 @@ async def test_two_redis_ledgers_admit_exactly_the_room_and_correct_to_the_exact
         1 for i, r in enumerate(results) if r is None and i % 4 < 2))
     await a.close()
     await b.close()
+
+
+async def test_the_estimate_is_the_input_and_max_tokens_then_the_last_exact_charge() -> None:
+    from addon.services import PricingService
+    book = KeyBook(PricingService(CatalogService()))
+
+    def asking(body: dict) -> http.HTTPFlow:
+        flow = priced_flow(0.0021, {"input_tokens": 900, "output_tokens": 100})
+        flow.request = http.Request.make("POST", "https://api.openai.com/v1/chat/completions", json.dumps(body))
+        flow.metadata[md.MODEL] = "gpt-4o-mini"
+        return flow
+
+    plain = book.estimate(asking({"model": "gpt-4o-mini", "messages": []}))
+    capped = book.estimate(asking({"model": "gpt-4o-mini", "messages": [], "max_tokens": 4000}))
+    assert plain is not None and capped is not None and 0 < plain < capped
+    # gpt-4o-mini: $0.60 per million output tokens (and a few more input tokens for the longer body)
+    assert capped - plain == pytest.approx(4000 * 0.6 / 1e6, abs=1e-5)
+    flow = asking({"model": "gpt-4o-mini", "messages": []})
+    book.asked(flow)
+    flow.metadata[md.MODEL] = "gpt-4o-mini-2024-07-18"  # the answer names a dated version
+    await book.finished(flow)
+    assert book.estimate(asking({"model": "gpt-4o-mini", "messages": [], "max_tokens": 4000})) == 0.0021
+    book.done()
