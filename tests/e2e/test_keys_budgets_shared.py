@@ -108,6 +108,8 @@ def test_forty_concurrent_requests_over_two_gateways_admit_exactly_ten(
     assert shown["team"] == "ml"
 
 
+@reliability("isolation", "request that would cross a team or tag budget", "429 naming the budget and its reset",
+             "the refusal (status 429); nothing sent upstream")
 def test_a_cent_tag_budget_stops_the_request_that_would_cross_it(
         pair: tuple[Gateway, Gateway], mock: MockUpstream, tag: str) -> None:
     warm(pair, tag + "-warm")
@@ -121,6 +123,8 @@ def test_a_cent_tag_budget_stops_the_request_that_would_cross_it(
     assert "tag env=prod has spent $0.008" in err.message
 
 
+@reliability("secrets", "gateway key revoked while two gateways run", "401 on both within [keys] cache_ttl (0.5 s)",
+             "the refusal (status 401)")
 def test_revocation_reaches_both_gateways_within_a_second(pair: tuple[Gateway, Gateway], tag: str) -> None:
     key = create_key(pair[0], "--name", "to-revoke-shared")
     for gw in pair:

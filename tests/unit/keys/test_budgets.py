@@ -193,3 +193,26 @@ async def test_the_estimate_is_the_input_and_max_tokens_then_the_last_exact_char
     await book.finished(flow)
     assert book.estimate(asking({"model": "gpt-4o-mini", "messages": [], "max_tokens": 4000})) == 0.0021
     book.done()
+
+
+@pytest.mark.parametrize("on_failure", ["open", "closed"])
+async def test_redis_down_counts_in_process_or_refuses(on_failure: str) -> None:
+    from addon.services import SharedState
+    from addon.state import StateUnavailable
+    from tests.support.gateway import free_port
+
+    shared = SharedState()
+    shared.on_failure = on_failure
+    book = KeyBook(shared_state=shared, clock=FakeClock(), wallclock=FakeClock())
+    book.memory = memory()
+    book.shared = ledger.RedisLedger(f"redis://127.0.0.1:{free_port()}", book.memory.reader)  # nothing listens
+    if on_failure == "closed":
+        with pytest.raises(StateUnavailable):
+            await book.admit("f1", [TEAM], 0.04)
+    else:
+        refusal, note = await book.admit("f1", [TEAM], 0.04)
+        assert refusal is None and note is not None and "counted by this process only" in note
+        refusal, _ = await book.admit("f2", [TEAM], 0.04)  # this process still holds the line
+        assert refusal is not None and refusal.state.reserved_usd == pytest.approx(0.04)
+    await book.shared.close()
+    book.done()
