@@ -310,6 +310,8 @@ class KeyBook:
             return
         usd = self.charge(flow)
         if usd > 0 and asked is not None:
+            if len(self._learned) > 10_000:  # model names come from clients: never an unbounded dict
+                self._learned.clear()
             self._learned[asked] = usd
         if self.holds(flow.id):
             await self.settle(flow, usd)

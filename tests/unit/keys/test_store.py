@@ -136,3 +136,23 @@ def test_admin_actions_are_audited_without_the_key(tmp_path) -> None:
     assert all("(corral keys)" in r["actor"] for r in rows) and '"budget_usd": 2.0' in rows[0]["detail"]
     assert key.split("_", 1)[1] not in repr(database.execute_sql("SELECT * FROM key_audit").fetchall())
     database.close()
+
+
+def test_team_and_tag_spend_sums_their_keys_with_the_unpriced_rule(db: peewee.Database) -> None:
+    _, a = store.create(db, "a", team="ml", tags=["env = prod"])
+    _, b = store.create(db, "b", team="ml")
+    _, c = store.create(db, "c", tags=["env=prod", "app=x"])
+    assert sorted(store.key_ids(db, "team", "ml")) == sorted([a["id"], b["id"]])
+    assert sorted(store.key_ids(db, "tag", "env=prod")) == sorted([a["id"], c["id"]])
+    day = D(2026, 12, 3, 1)
+    flow(db, "f1", a["id"], day, 0.25)
+    Flow.insert(id="f2", started_at=day, mode="reverse", method="POST", path="/", gateway_key=b["id"],
+                unpriced=True, input_tokens=1500, output_tokens=500, status=200).execute(db)
+    Flow.insert(id="f3", started_at=day, mode="reverse", method="POST", path="/", gateway_key=c["id"],
+                status=200).execute(db)  # a success whose usage could not be read
+    team = store.key_ids(db, "team", "ml")
+    assert store.spent(db, team, D(2026, 12, 3), 0.01) == pytest.approx(0.26)
+    assert store.spent(db, team, D(2026, 12, 3), 0.01, unpriced_per_1k=0.002) == pytest.approx(0.254)
+    assert store.spent(db, store.key_ids(db, "tag", "env=prod"), D(2026, 12, 3), 0.01) == pytest.approx(0.26)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        store.create(db, "d", tags=["prod"])
