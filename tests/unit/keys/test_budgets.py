@@ -216,3 +216,18 @@ async def test_redis_down_counts_in_process_or_refuses(on_failure: str) -> None:
         assert refusal is not None and refusal.state.reserved_usd == pytest.approx(0.04)
     await book.shared.close()
     book.done()
+
+
+async def test_a_shared_budget_starts_again_at_the_period_boundary(redis_server) -> None:
+    async def read(budget, start, pending):
+        return 0.0, set()
+
+    shared = ledger.RedisLedger(redis_server.url, read)
+    team = Budget("team", f"reset{id(shared)}", 0.01, "day")
+    before_midnight = datetime.datetime(2026, 12, 3, 22, 59)  # 23:59 in Berlin
+    assert await shared.admit("a", [team], 0.006, before_midnight, "Europe/Berlin") is None
+    await shared.settle("a", 0.006)
+    refusal = await shared.admit("b", [team], 0.006, before_midnight, "Europe/Berlin")
+    assert refusal is not None and refusal.state.reset_at == datetime.datetime(2026, 12, 3, 23, 0)
+    assert await shared.admit("c", [team], 0.006, datetime.datetime(2026, 12, 3, 23, 0), "Europe/Berlin") is None
+    await shared.close()
