@@ -6,6 +6,9 @@ It must never be the bottleneck, so the no-latency JSON path answers synchronous
 POST <anything>  -> chat completion: JSON with usage, or an SSE stream when the body says
                     ``"stream": true`` (a usage chunk when ``"include_usage": true``, then
                     ``data: [DONE]``).
+POST .../v1/messages -> the same as an Anthropic Messages answer (JSON, or its SSE events), for
+                    Corral's unified endpoint translating to Anthropic.
+POST /v1/traces, /v1/metrics -> 200, empty: an OTLP/HTTP sink for Corral's telemetry export.
 GET  /health     -> 200 ok
 GET  /__stats    -> {"requests": n, "streams": n, "open": n}
 
@@ -89,6 +92,32 @@ def sse_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
     return events
 
 
+def anthropic_json(model: str) -> bytes:
+    return json.dumps({
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from the bench mock."}], "stop_reason": "end_turn",
+        "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 7},
+    }, separators=(",", ":")).encode()
+
+
+def anthropic_events(model: str, chunks: int) -> list[bytes]:
+    def event(kind: str, data: dict) -> bytes:
+        return b"event: %s\ndata: %s\n\n" % (kind.encode(), json.dumps({"type": kind, **data},
+                                                                        separators=(",", ":")).encode())
+
+    events = [event("message_start", {"message": {
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})]
+    events += [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": f"tok{i} "}})
+               for i in range(chunks)]
+    events += [event("content_block_stop", {"index": 0}),
+               event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                       "usage": {"output_tokens": chunks}}),
+               event("message_stop", {})]
+    return events
+
+
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -167,26 +196,31 @@ class MockProtocol(asyncio.Protocol):
             else:
                 self.reply(200, b"ok", close=close)
             return
+        if path in ("/v1/traces", "/v1/metrics"):  # OTLP/HTTP export: accepted, nothing kept
+            self.reply(200, b"", "application/x-protobuf", close)
+            return
         self.s.requests += 1
         found = MODEL_RE.search(body)
         model, latency, delay, chunks = self.s.profile(found.group(1) if found else b"bench")
         stream = STREAM_RE.search(body) is not None
+        anthropic = path.split("?", 1)[0].endswith("/v1/messages")
         if not stream and latency <= 0:
-            self.reply(200, completion_json(model), "application/json", close)
+            self.reply(200, (anthropic_json if anthropic else completion_json)(model), "application/json", close)
             return
         self.busy = True
         task = asyncio.get_running_loop().create_task(
-            self.respond_later(model, latency, delay, chunks, stream, USAGE_RE.search(body) is not None, close))
+            self.respond_later(model, latency, delay, chunks, stream, USAGE_RE.search(body) is not None, close,
+                               anthropic))
         _RESPONDING.add(task)
         task.add_done_callback(_RESPONDING.discard)
 
     async def respond_later(self, model: str, latency: float, delay: float, chunks: int,
-                            stream: bool, include_usage: bool, close: bool) -> None:
+                            stream: bool, include_usage: bool, close: bool, anthropic: bool = False) -> None:
         try:
             if latency > 0:
                 await asyncio.sleep(latency)
             if not stream:
-                self.reply(200, completion_json(model), "application/json", close)
+                self.reply(200, (anthropic_json if anthropic else completion_json)(model), "application/json", close)
                 return
             self.s.streams += 1
             t = self.transport
@@ -194,7 +228,8 @@ class MockProtocol(asyncio.Protocol):
                 return
             t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
                     b"transfer-encoding: chunked\r\n%s\r\n" % (b"connection: close\r\n" if close else b""))
-            for i, event in enumerate(sse_events(model, chunks, include_usage)):
+            events = anthropic_events(model, chunks) if anthropic else sse_events(model, chunks, include_usage)
+            for i, event in enumerate(events):
                 if i and delay > 0:
                     await asyncio.sleep(delay)
                 if t.is_closing():

@@ -18,6 +18,7 @@ function init(args)
   -- extra headers, one "name: value" per line (Portkey's provider and custom host)
   for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
     local name, value = line:match("^([^:]+):%s*(.*)$")
+    if name and name:lower() == "authorization" then name = "Authorization" end  -- a gateway key replaces ours
     if name then headers[name] = value end
   end
   req = wrk.format("POST", path, headers, body)

@@ -117,3 +117,32 @@ def test_pipelined_requests_answered_in_order(bench_mock) -> None:
 
     data = asyncio.run(go())
     assert data.index(b"data: [DONE]") < data.index(b'"object":"chat.completion"')
+
+
+def test_anthropic_messages_json_and_stream_parse_with_the_anthropic_sdk(bench_mock) -> None:
+    """The unified endpoint's budget system translates to Anthropic: the mock must speak it well enough
+    for Anthropic's own SDK (JSON, and the stream's events with usage)."""
+    import anthropic
+
+    url, settings = bench_mock
+    before = settings.requests
+    client = anthropic.Anthropic(base_url=url, api_key="sk-bench", max_retries=0)
+    message = client.messages.create(model="bench-x", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "Hello from the bench mock." and message.usage.output_tokens == 7
+    with client.messages.stream(model="bench-d0-n3", max_tokens=16,
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "tok0 tok1 tok2 "
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == 3
+    assert settings.requests == before + 2
+
+
+def test_otlp_export_is_accepted_and_not_counted_as_a_request(bench_mock) -> None:
+    url, settings = bench_mock
+    before = settings.requests
+    with httpx.Client() as client:
+        for path in ("/v1/traces", "/v1/metrics"):
+            r = client.post(url + path, content=b"\x0a\x00", headers={"content-type": "application/x-protobuf"})
+            assert r.status_code == 200 and r.content == b""
+    assert settings.requests == before  # the request counter delimits the bench's CPU windows
