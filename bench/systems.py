@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,10 @@ LITELLM_VENV = BENCH / ".venv-litellm" / "bin"
 PORTKEY_DIR = BENCH / "portkey"  # package.json + lock committed; node_modules installed by bench/run
 PORTKEY_SCRIPT = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 
-# Budget systems: Corral's default chain plus one feature, each from bench/configs/<name>.toml. A
+# Budget systems: Corral's default chain plus one feature, each from bench/configs/<name>.toml (``{MOCK}``
+# there is the mock's URL; a file with its own ``[providers.openai]`` replaces the default one). A
 # feature not built yet has no file (or Corral refuses its keys): its budget row says
-# "n/a (feature not built)". To fill one in, add the file (and a path/model if it needs one).
+# "n/a (feature not built)". To fill one in, add the file (and a path/model in build() if it needs one).
 BUDGET_SYSTEMS = {
     "corral-unified": "unified.toml",
     "corral-keys": "keys.toml",
@@ -83,10 +85,14 @@ def cpu_ns(pid: int | None) -> int | None:
     total = 0
     for p in tree(pid):
         try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
             continue
+        for task in tasks:
+            try:  # a thread may end between the listing and the read
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
     return total
 
 
@@ -127,6 +133,11 @@ class System:
     log: Path | None = None
     startup_timeout: float = 30.0
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request (Portkey's routing)
+    model_prefix: str = ""  # put before the scenario's model name ("anthropic/" on the unified endpoint)
+    prepare: Callable[[System], None] | None = None  # run before the command (a gateway key to create)
+
+    def model(self, name: str) -> str:
+        return self.model_prefix + name
 
     @property
     def pid(self) -> int | None:
@@ -137,6 +148,12 @@ class System:
             self.status = "ok"
             return True
         self.log = workdir / f"{self.name}.log"
+        if self.prepare is not None:
+            try:
+                self.prepare(self)
+            except (OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
+                self.skip(f"could not prepare: {e}")
+                return False
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "NO_PROXY": "*"}
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
             env.pop(var, None)
@@ -153,7 +170,7 @@ class System:
                 self.skip(("" if built else NOT_BUILT + ": ")
                           + f"exited with {self.proc.returncode} at start: " + tail_text)
                 return False
-            ok, last = probe(self.port, self.path, self.headers)
+            ok, last = probe(self.port, self.path, self.headers, self.model("bench"))
             if ok:
                 self.status = "ok"
                 return True
@@ -213,13 +230,15 @@ class System:
         return last
 
 
-def probe(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[bool, str]:
+def probe(port: int, path: str, headers: dict[str, str] | None = None, model: str = "bench") -> tuple[bool, str]:
     """One real chat completion through the system: True once it answers 200."""
-    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "ping"}]}).encode()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "ping"}]}).encode()
+    headers = headers or {}
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    if not any(k.lower() == "authorization" for k in headers):
+        extra = "authorization: Bearer sk-bench-not-a-real-key\r\n" + extra
     req = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-           f"authorization: Bearer sk-bench-not-a-real-key\r\ncontent-length: {len(body)}\r\n{extra}"
-           f"connection: close\r\n\r\n").encode() + body
+           f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n").encode() + body
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(req)
@@ -236,7 +255,10 @@ def probe(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[
 
 
 def corral_toml(mock_port: int, extra: str = "") -> str:
-    return f'[providers.openai]\nupstream = "http://127.0.0.1:{mock_port}"\n\n[storage]\nbodies = "full"\n\n{extra}'
+    mock = f"http://127.0.0.1:{mock_port}"
+    extra = extra.replace("{MOCK}", mock)
+    provider = "" if "[providers.openai]" in extra else f'[providers.openai]\nupstream = "{mock}"\n\n'
+    return f'{provider}[storage]\nbodies = "full"\n\n{extra}'
 
 
 def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list[System]:
@@ -259,7 +281,8 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
     systems.append(mitm("mitm-lazy", "mitmdump (lazy connect)", None, "connection_strategy=lazy"))
     systems.append(mitm("mitm-tee", "mitmdump + SSE tee", "tee.py"))
 
-    def corral(name: str, label: str, extra_file: str | None, workers: int = 1) -> System:
+    def corral(name: str, label: str, extra_file: str | None, workers: int = 1,
+               path: str = "/openai/v1/chat/completions", model_prefix: str = "") -> System:
         port = free_port()
         conf = workdir / f"{name}.toml"
         extra = (BENCH / "configs" / extra_file).read_text() if extra_file else ""
@@ -270,7 +293,7 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
         db = workdir / f"{name}.db"
         cmd = [str(VENV / "corral"), "start", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
                "--config", str(conf), "--certs", str(workdir / f"{name}-certs"), "--workers", str(workers)]
-        return System(name, label, "/openai/v1/chat/completions", cmd, db=db, port=port)
+        return System(name, label, path, cmd, db=db, port=port, model_prefix=model_prefix)
 
     systems.append(corral("corral", "Corral (default chain)", None))
     systems.append(corral("corral-w2", "Corral --workers 2", None, workers=2))
@@ -278,7 +301,15 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
     systems.append(corral("corral-limits", "Corral, limits not hit", "limits.toml"))
     for name, file in BUDGET_SYSTEMS.items():
         if (BENCH / "configs" / file).exists():
-            systems.append(corral(name, f"Corral + {name.removeprefix('corral-')}", file))
+            unified = name == "corral-unified"  # OpenAI-shaped request at the root, translated to Anthropic
+            system = corral(name, f"Corral + {name.removeprefix('corral-')}", file,
+                            path="/v1/chat/completions" if unified else "/openai/v1/chat/completions",
+                            model_prefix="anthropic/" if unified else "")
+            if name == "corral-keys":
+                system.prepare = create_gateway_key
+            if name == "corral-otel":  # export each run's spans within the run (the SDK's default is 5 s)
+                system.env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+            systems.append(system)
         else:
             missing = System(name, f"Corral + {name.removeprefix('corral-')}", "/openai/v1/chat/completions")
             missing.skip(f"{NOT_BUILT}: no bench/configs/{file}")
@@ -316,6 +347,17 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
                 s.cmd = None
                 s.skip("not in this run (--systems, or no scenario of this mode uses it)")
     return systems
+
+
+def create_gateway_key(system: System) -> None:
+    """A gateway key with a budget far above what the bench spends, in the system's own database; every
+    request of the system carries it (the config has ``[keys] required = true``)."""
+    assert system.cmd is not None
+    conf = system.cmd[system.cmd.index("--config") + 1]
+    out = subprocess.run([str(VENV / "corral"), "keys", "create", "--config", conf, "--db", f"sqlite:///{system.db}",
+                          "--name", "bench", "--budget-usd", "1000000", "--period", "day", "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    system.headers = {"Authorization": f"Bearer {json.loads(out.stdout)['key']}"}
 
 
 def litellm_yaml(mock_port: int) -> str:
