@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     mock = subprocess.Popen([str(sysmod.VENV / "python"), str(sysmod.BENCH / "mock.py"), "--port", str(mock_port)],
                             stdout=mock_log, stderr=subprocess.STDOUT)
     systems = sysmod.build(mock_port, workdir, wanted)
+    scen.MOCK_PORT = mock_port
     try:
         for _ in range(100):
             if sysmod.probe(mock_port, "/v1/chat/completions")[0]:
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             state = f"ok on 127.0.0.1:{s.port}" if s.status == "ok" else f"SKIPPED: {s.note}"
             print(f"bench: {s.label:<28} {state}", flush=True)
         live = {s.name: s for s in systems if s.status == "ok"}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(scen.warm_up, [s for s in live.values() if s.cmd is not None]))
+        print(f"bench: systems warmed up ({time.monotonic() - t_start:.0f} s in)", flush=True)
         samples: dict[str, dict[str, list[dict]]] = {}
         for rnd in range(rounds):
             print(f"bench: round {rnd + 1}/{rounds} ({time.monotonic() - t_start:.0f} s in)", flush=True)

@@ -11,6 +11,9 @@ import json
 import os
 import statistics
 import subprocess
+import threading
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,41 +37,45 @@ class Scenario:
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    """Quick mode keeps the scenarios and systems the issue-23 targets need (no LiteLLM, no c=8, no 256
-    slow requests, open streams for Corral and its floor only), with short rounds; CPU per request is
-    pooled over the rounds, so two quick runs agree on it."""
-    main = ("direct", "mitm", "mitm-lazy", "portkey", "corral", "corral-w2") + (() if quick else ("litellm",))
+    """Quick mode keeps the scenarios and systems issue 23's targets and budgets need, with short rounds:
+    mitm-lazy (the old baseline), LiteLLM, cache hits, c=8, streams at c=1 and c=32, 256 slow requests,
+    open streams and exact counts are in the default run only."""
+    main = ("direct", "mitm") + (() if quick else ("mitm-lazy",)) + ("portkey", "corral", "corral-w2") \
+        + (() if quick else ("litellm",))
     streams = ("direct", "mitm", "mitm-tee", "portkey", "corral") + (() if quick else ("litellm",))
     budgets = tuple(BUDGET_SYSTEMS)
-    every = (*main, "mitm-tee", *budgets) + (() if quick else ("corral-limits",))
+    # The unified endpoint's budget is for streams (stream_budget); the others' at JSON c=64.
+    json_budgets = tuple(n for n in budgets if n != "corral-unified")
+    every = (*main, "mitm-tee") + (() if quick else (*json_budgets, "corral-limits"))
     out = [
         Scenario("json_c1", "JSON POST, concurrency 1", "wrk",
-                 tuple(n for n in main if n != "mitm-lazy") if quick else (*main, "corral-limits"), concurrency=1),
+                 main if quick else (*main, "corral-limits"), concurrency=1),
         Scenario("json_c8", "JSON POST, concurrency 8", "wrk", main, concurrency=8),
         Scenario("json_c64", "JSON POST, concurrency 64", "wrk",
-                 (*main, *budgets) + (() if quick else ("corral-limits",)), concurrency=64),
+                 (*main, *json_budgets) + (() if quick else ("corral-limits",)), concurrency=64),
         Scenario("conn", "One request at a time: a new connection each vs one kept-alive connection", "conn",
                  every, model="bench-d0-n4", primary="setup_ms", higher_is_better=False),
+        Scenario("stream_budget", "SSE stream (8 chunks, no delay), c=8: native vs the unified endpoint",
+                 "stream", ("corral", "corral-unified"), model="bench-d0-n8", concurrency=8, stream=True,
+                 primary="cpu_ms_per_req", higher_is_better=False),
         Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
                  concurrency=1, primary="p50_ms", higher_is_better=False),
-        Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream",
-                 tuple(n for n in streams if n != "mitm") if quick else streams,
+        Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream", streams,
                  model="bench-d5-n10", concurrency=1, stream=True, primary="ttfb_p50_ms", higher_is_better=False),
         Scenario("stream_c32", "SSE stream (10 chunks, 5 ms apart), concurrency 32", "stream", streams,
                  model="bench-d5-n10", concurrency=32, stream=True, primary="ttfb_p50_ms", higher_is_better=False),
         Scenario("slow_c256", "256 concurrent, upstream latency 300 ms", "wrk", main,
                  model="bench-l300", concurrency=256, threads=2),
-        # Quick: fewer and shorter streams, and no LiteLLM (it needs ~15 s to fail most of them).
-        Scenario("open_streams", f"{300 if quick else 1000} concurrent open streams ({2 if quick else 3} s each)",
-                 "open", ("corral",) if quick else streams,
-                 model="bench-d100-n20" if quick else "bench-d100-n30", concurrency=300 if quick else 1000, stream=True,
-                 primary="errors", higher_is_better=False, once=True),
-        Scenario("records", f"{500 if quick else 2000} requests (1 in 4 streamed), c=16: rows recorded",
+        Scenario("open_streams", "1000 concurrent open streams (3 s each)", "open", streams,
+                 model="bench-d100-n30", concurrency=1000, stream=True, primary="errors", higher_is_better=False,
+                 once=True),
+        Scenario("records", "2000 requests (1 in 4 streamed), c=16: rows recorded",
                  "count", ("corral",), model="bench-d0-n4", concurrency=16, primary="rows_lost",
                  higher_is_better=False, once=True),
     ]
     if quick:
-        out = [s for s in out if s.name not in ("json_c8", "slow_c256", "stream_c32")]
+        out = [s for s in out if s.name not in ("json_c8", "slow_c256", "stream_c32", "stream_c1", "cache_hit",
+                                                "open_streams", "records")]
     return out
 
 
@@ -84,10 +91,47 @@ def ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
 
+MOCK_PORT = 0  # set by bench.py: the mock's request counter delimits steady-state windows
+
+
+def mock_requests() -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{MOCK_PORT}/__stats", timeout=2) as r:
+            return int(json.loads(r.read())["requests"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class Window(threading.Thread):
+    """Gateway CPU (schedstat, ns) and upstream requests (the mock's counter) between ``lead`` s after
+    the load starts and ``lead + length`` s: CPU per request in the steady state, without the load's
+    first connections (64 of them at c=64, each a ~1 ms connection setup) or its ramp-down."""
+
+    def __init__(self, pid: int | None, lead: float, length: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.lead, self.length = pid, lead, length
+        self.cpu_ms_per_req: float | None = None
+        self.requests = 0
+
+    def run(self) -> None:
+        time.sleep(self.lead)
+        c0, n0 = cpu_ns(self.pid), mock_requests()
+        time.sleep(self.length)
+        c1, n1 = cpu_ns(self.pid), mock_requests()
+        if None not in (c0, c1, n0, n1) and n1 > n0:  # type: ignore[operator]
+            self.requests = n1 - n0  # type: ignore[operator]
+            self.cpu_ms_per_req = (c1 - c0) / 1e6 / self.requests  # type: ignore[operator]
+
+
 def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
     rows_before = system.rows()
     hits_before = system.cache_hits() if system.name == "corral-cache" else None
     cpu_before = cpu_seconds(system.pid)
+    window = None
+    if sc.kind in ("wrk", "stream") and system.pid is not None and MOCK_PORT:
+        length = (max(1, round(duration)) if sc.kind == "wrk" else duration) * 0.7
+        window = Window(system.pid, length * 0.3 / 0.7 - 0.05, length)
+        window.start()
     if sc.kind == "wrk":
         out = run_wrk(sc, system, duration)
     elif sc.kind == "stream":
@@ -97,12 +141,7 @@ def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
     elif sc.kind == "conn":
         out = run_conn(sc, system, duration / 2 if quick else duration, 8 if quick else 20)
     else:
-        out = run_count(sc, system, 500 if quick else 2000)
-    cpu_after = cpu_seconds(system.pid)
-    if cpu_before is not None and cpu_after is not None and out.get("completed"):
-        # CPU the gateway spent per answered request: robust against a busy shared machine.
-        out["cpu_ms_per_req"] = round((cpu_after - cpu_before) * 1000 / out["completed"], 3)
-        out["cpu_s"] = round(cpu_after - cpu_before, 3)
+        out = run_count(sc, system, 2000)
     if system.db is not None and rows_before is not None:
         # Every request Corral saw must be a row: completed ones at least, at most every one sent.
         rows = system.wait_rows(rows_before + out["completed"])
@@ -113,11 +152,34 @@ def run(sc: Scenario, system: System, duration: float, quick: bool) -> dict:
             out["rows_ok"] = out["rows_lost"] == 0
         if hits_before is not None:
             out["cache_hits"] = (system.cache_hits() or 0) - hits_before
+    # Read once the run's rows are written, so the writer thread's work is charged to this run, not
+    # to whatever runs next on this system.
+    cpu_after = cpu_seconds(system.pid)
+    if cpu_before is not None and cpu_after is not None and out.get("completed"):
+        # CPU the gateway spent per answered request: robust against a busy shared machine.
+        out["cpu_ms_per_req"] = round((cpu_after - cpu_before) * 1000 / out["completed"], 3)
+        out["cpu_s"] = round(cpu_after - cpu_before, 3)
+        out["cpu_n"] = out["completed"]
+    if window is not None:
+        window.join()
+        if window.cpu_ms_per_req is not None:  # the steady-state figure replaces the whole run's
+            out["run_cpu_ms_per_req"] = out.get("cpu_ms_per_req")
+            out["cpu_ms_per_req"] = round(window.cpu_ms_per_req, 3)
+            out["cpu_s"] = round(window.cpu_ms_per_req * window.requests / 1000, 4)
+            out["cpu_n"] = window.requests
     return out
 
 
+def warm_up(system: System, seconds: float = 1.0) -> None:
+    """JSON at c=8 and a few streams, unmeasured: imports done lazily on a first request, caches,
+    connection pools and the first database writes are not charged to the first measured run."""
+    run_wrk(Scenario("warm", "", "wrk", (), concurrency=8), system, seconds)
+    asyncio.run(timed_run("127.0.0.1", system.port, system.path, chat_body(system.model("bench-d0-n4"), True),
+                          4, seconds / 2, system.headers))
+
+
 def run_wrk(sc: Scenario, system: System, duration: float) -> dict:
-    env = {**os.environ, "BENCH_BODY": chat_body(sc.model, False).decode(), "BENCH_PATH": system.path,
+    env = {**os.environ, "BENCH_BODY": chat_body(system.model(sc.model), False).decode(), "BENCH_PATH": system.path,
            "BENCH_HEADERS": "".join(f"{k}: {v}\n" for k, v in system.headers.items())}
     cmd = ["wrk", f"-t{sc.threads}", f"-c{sc.concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
            "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{system.port}"]
@@ -151,7 +213,7 @@ def summarize(results, elapsed: float) -> dict:
 
 
 def run_stream(sc: Scenario, system: System, duration: float) -> dict:
-    stats = asyncio.run(timed_run("127.0.0.1", system.port, system.path, chat_body(sc.model, True),
+    stats = asyncio.run(timed_run("127.0.0.1", system.port, system.path, chat_body(system.model(sc.model), True),
                                   sc.concurrency, duration, system.headers))
     out = summarize(stats.results, stats.elapsed)
     # Streams that were cut at the end of the duration were never started here (workers stop first).
@@ -170,7 +232,7 @@ def run_open(sc: Scenario, system: System) -> dict:
             if now is not None and (peak["rss"] is None or now > peak["rss"]):
                 peak["rss"] = now
 
-    stats = asyncio.run(open_streams("127.0.0.1", system.port, system.path, chat_body(sc.model, True),
+    stats = asyncio.run(open_streams("127.0.0.1", system.port, system.path, chat_body(system.model(sc.model), True),
                                      sc.concurrency, ramp=1.0, sample=sample, stream_timeout=15.0,
                                      extra=system.headers))
     out = summarize(stats.results, stats.elapsed)
@@ -180,7 +242,7 @@ def run_open(sc: Scenario, system: System) -> dict:
 
 
 def run_count(sc: Scenario, system: System, n: int) -> dict:
-    bodies = [chat_body(sc.model if i % 4 == 3 else "bench", i % 4 == 3) for i in range(n)]
+    bodies = [chat_body(system.model(sc.model if i % 4 == 3 else "bench"), i % 4 == 3) for i in range(n)]
     stats = asyncio.run(counted_run("127.0.0.1", system.port, system.path, bodies, sc.concurrency, system.headers))
     out = summarize(stats.results, stats.elapsed)
     out["sent"] = stats.sent
@@ -188,17 +250,22 @@ def run_count(sc: Scenario, system: System, n: int) -> dict:
 
 
 def run_conn(sc: Scenario, system: System, duration: float, min_pairs: int) -> dict:
-    stats = asyncio.run(connection_cost("127.0.0.1", system.port, system.path, chat_body("bench", False),
-                                        chat_body(sc.model, True), duration, min_pairs, extra=system.headers,
+    json_body, stream_body = chat_body(system.model("bench"), False), chat_body(system.model(sc.model), True)
+    stats = asyncio.run(connection_cost("127.0.0.1", system.port, system.path, json_body, stream_body, duration,
+                                        min_pairs, extra=system.headers,
                                         cpu=None if system.pid is None else lambda: cpu_ns(system.pid) / 1e9))
     out: dict = {f"{k}_p50_ms": ms(pct(v, 50)) for k, v in stats.samples.items()}
-    new, keep = out.get("json_new_p50_ms"), out.get("json_keep_p50_ms")
-    if new is not None and keep is not None:
-        out["setup_ms"] = round(new - keep, 3)  # what one new connection costs a client
     for k, v in stats.cpu.items():  # mean: CPU adds up, and a busy box inflates latency, not this
         out[f"{k}_cpu_ms"] = round(sum(v) * 1000 / len(v), 3) if v else None
-    if out.get("json_new_cpu_ms") is not None and out.get("json_keep_cpu_ms") is not None:
-        out["setup_cpu_ms"] = round(out["json_new_cpu_ms"] - out["json_keep_cpu_ms"], 3)
+    # What one new connection costs a client (latency, p50) and the gateway (CPU, mean): a request on a
+    # new connection minus one on the kept-alive connection, for JSON ("setup") and streams ("stream_setup").
+    for kind, prefix in (("json", "setup"), ("ttfb", "stream_setup")):
+        new, keep = out.get(f"{kind}_new_p50_ms"), out.get(f"{kind}_keep_p50_ms")
+        if new is not None and keep is not None:
+            out[f"{prefix}_ms"] = round(new - keep, 3)
+        new, keep = out.get(f"{kind}_new_cpu_ms"), out.get(f"{kind}_keep_cpu_ms")
+        if new is not None and keep is not None:
+            out[f"{prefix}_cpu_ms"] = round(new - keep, 3)
     out.update({"sent": stats.sent, "completed": stats.completed, "errors": len(stats.errors),
                 "error_kinds": sorted({e.split(":")[0] for e in stats.errors})[:5]})
     return out
@@ -210,7 +277,7 @@ def median_figures(samples: list[dict]) -> dict:
     keys = {k for s in samples for k in s}
     for k in sorted(keys):
         vals = [s[k] for s in samples if isinstance(s.get(k), (int, float)) and not isinstance(s.get(k), bool)]
-        if k in ("errors", "non2xx", "rows_lost", "sent", "completed", "rows", "cache_hits", "unanswered"):
+        if k in ("errors", "non2xx", "rows_lost", "sent", "completed", "rows", "cache_hits", "unanswered", "cpu_n"):
             out[k] = sum(vals) if vals else None
         elif k == "rows_ok":
             out[k] = all(s.get(k) for s in samples)
@@ -225,14 +292,20 @@ def median_figures(samples: list[dict]) -> dict:
         if k in SPREAD and len(vals) > 1:  # spread over rounds: min and max beside the median
             out[f"{k}_min"], out[f"{k}_max"] = min(vals), max(vals)
     # CPU per request pooled over the rounds (total CPU / total requests): steadier than a median
-    cpu = [(s["cpu_s"], s["completed"]) for s in samples if s.get("cpu_s") is not None and s.get("completed")]
+    cpu = [(s["cpu_s"], s.get("cpu_n", s["completed"])) for s in samples
+           if s.get("cpu_s") is not None and s.get("cpu_n", s.get("completed"))]
+    # A round whose window saw a handful of requests (a starved gateway at c=64: one wave of 64 new
+    # connections) says little; pool the others when there are any.
+    cpu = [c for c in cpu if c[1] >= MIN_WINDOW_REQUESTS] or cpu
     if cpu:
         out["cpu_ms_per_req"] = round(sum(c for c, _ in cpu) * 1000 / sum(n for _, n in cpu), 3)
     return out
 
 
+MIN_WINDOW_REQUESTS = 32
+
 SPREAD = ("cpu_ms_per_req", "rps", "p50_ms", "setup_ms", "setup_cpu_ms", "json_keep_cpu_ms", "ttfb_keep_p50_ms",
-          "ttfb_new_p50_ms", "ttfb_p50_ms")
+          "ttfb_new_p50_ms", "ttfb_p50_ms", "stream_setup_ms", "stream_setup_cpu_ms", "ttfb_keep_cpu_ms")
 
 
 def write_json(path: Path, data: dict) -> None:

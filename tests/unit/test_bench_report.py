@@ -31,6 +31,17 @@ def test_cpu_per_request_is_pooled_over_rounds_with_the_spread_beside_it() -> No
     assert report.spread(fig, "rps") == "100 [50.00-300]"
 
 
+def test_steady_state_windows_pool_their_own_request_counts() -> None:
+    """A round measured in a window (cpu_n requests seen upstream) is pooled by those, not by wrk's total."""
+    rounds = [{"cpu_s": 0.2, "cpu_n": 100, "completed": 300, "cpu_ms_per_req": 2.0},
+              {"cpu_s": 0.6, "cpu_n": 200, "completed": 400, "cpu_ms_per_req": 3.0}]
+    fig = scenarios.median_figures(rounds)
+    assert fig["cpu_ms_per_req"] == round(800 / 300, 3) and fig["cpu_n"] == 300 and fig["completed"] == 700
+    starved = {"cpu_s": 0.2, "cpu_n": 8, "completed": 8, "cpu_ms_per_req": 25.0}  # one wave of new connections
+    assert scenarios.median_figures([*rounds, starved])["cpu_ms_per_req"] == round(800 / 300, 3)
+    assert scenarios.median_figures([starved])["cpu_ms_per_req"] == 25.0  # nothing better to pool
+
+
 def _system(name: str, status: str = "ok", note: str = "") -> systems.System:
     s = systems.System(name, name, "/")
     s.status, s.note = status, note
@@ -49,6 +60,23 @@ def test_budget_rows_say_not_built_until_the_feature_exists() -> None:
     assert rows["corral-otel"]["status"] == "PASS" and rows["corral-otel"]["delta_ms"] == 0.1
     assert rows["corral-keys"]["status"] == "MISS" and rows["corral-keys"]["delta_ms"] == 0.5
     assert "n/a (feature not built)" in "\n".join(report.budget_lines(rows.values()))
+
+
+def test_the_unified_budget_is_read_from_streams_against_the_native_stream() -> None:
+    built = [_system("corral"), _system("corral-unified")]
+    summary = {"json_c64": {"corral": {"cpu_ms_per_req": 2.0}, "corral-unified": {"cpu_ms_per_req": 9.0}},
+               "stream_budget": {"corral": {"cpu_ms_per_req": 4.0}, "corral-unified": {"cpu_ms_per_req": 4.25}}}
+    rows = {b["system"]: b for b in report.budgets(summary, built)}
+    assert rows["corral-unified"]["status"] == "PASS" and rows["corral-unified"]["delta_ms"] == 0.25
+
+
+def test_connection_setup_targets_cover_json_and_streams() -> None:
+    conn = {"direct": {"setup_ms": 0.4, "stream_setup_ms": 0.5},
+            "corral": {"setup_ms": 1.5, "stream_setup_ms": 2.5, "ttfb_keep_p50_ms": 1.2},
+            "mitm": {"setup_ms": 1.0}}
+    got = {t["target"]: t["status"] for t in report.targets({"conn": conn}, [_system("corral"), _system("mitm")])}
+    assert got["connection setup cost (JSON) <= direct + 1.5 ms"] == "PASS"
+    assert got["connection setup cost (stream) <= direct + 1.5 ms"] == "MISS"
 
 
 def test_connection_cost_times_and_charges_new_and_kept_alive_requests(bench_mock) -> None:  # noqa: F811
@@ -79,3 +107,17 @@ def test_peers_are_started_as_issue_23_asks(tmp_path) -> None:
     assert built["corral-w2"].cmd is not None and built["corral-w2"].cmd[-2:] == ["--workers", "2"]
     for name in systems.BUDGET_SYSTEMS:
         assert built[name].status == "skipped" or built[name].cmd is not None
+    unified = built["corral-unified"]
+    assert (unified.path, unified.model("bench")) == ("/v1/chat/completions", "anthropic/bench")
+    conf = (tmp_path / "corral-unified.toml").read_text()
+    assert '[providers.anthropic]\nupstream = "http://127.0.0.1:9999"' in conf and "{MOCK}" not in conf
+    keys = (tmp_path / "corral-keys.toml").read_text()
+    assert keys.count("[providers.openai]") == 1 and "required = true" in keys  # the file's table replaces ours
+    assert built["corral-keys"].prepare is systems.create_gateway_key
+
+
+def test_a_system_key_replaces_the_placeholder_bearer_token() -> None:
+    plain = client.request_bytes("h", 1, "/p", b"{}")
+    assert plain.count(b"authorization:") == 1 and b"sk-bench-not-a-real-key" in plain
+    keyed = client.request_bytes("h", 1, "/p", b"{}", {"Authorization": "Bearer ck-x"})
+    assert b"sk-bench-not-a-real-key" not in keyed and b"Authorization: Bearer ck-x" in keyed
