@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             state = f"ok on 127.0.0.1:{s.port}" if s.status == "ok" else f"SKIPPED: {s.note}"
             print(f"bench: {s.label:<28} {state}", flush=True)
         live = {s.name: s for s in systems if s.status == "ok"}
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(scen.warm_up, [s for s in live.values() if s.cmd is not None]))
         print(f"bench: systems warmed up ({time.monotonic() - t_start:.0f} s in)", flush=True)
         samples: dict[str, dict[str, list[dict]]] = {}
@@ -145,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: round {rnd + 1}/{rounds} ({time.monotonic() - t_start:.0f} s in)", flush=True)
             for sc in plan:
                 if sc.once and rnd > 0:
+                    continue
+                if sc.kind == "paired":
+                    began = time.monotonic()
+                    figs = scen.run_paired(sc, [live[n] for n in sc.systems if n in live], duration * 2)
+                    for name, fig in figs.items():
+                        samples.setdefault(sc.name, {}).setdefault(name, []).append(fig)
+                    print(f"  {sc.name:<13} " + ", ".join(f"{n} {report.fmt(f.get('cpu_ms_per_req'))}"
+                                                          for n, f in figs.items())
+                          + f" CPU ms/req ({time.monotonic() - began:.1f} s)", flush=True)
                     continue
                 for name in sc.systems:
                     system = live.get(name)

@@ -14,6 +14,8 @@ COLUMNS = {
              ("rss_before_mb", "RSS idle MB"), ("rss_mb", "RSS peak MB"), ("total_p50_ms", "total p50")],
     "count": [("sent", "sent"), ("completed", "completed"), ("rows", "rows"), ("rows_lost", "rows lost"),
               ("errors", "errors")],
+    "paired": [("rps", "req/s"), ("ttfb_p50_ms", "TTFB p50"), ("total_p50_ms", "total p50"), ("errors", "errors"),
+               ("cpu_ms_per_req", "CPU ms/req")],
     "conn": [("json_new_p50_ms", "JSON new"), ("json_keep_p50_ms", "JSON kept"), ("setup_ms", "setup ms"),
              ("ttfb_new_p50_ms", "TTFB new"), ("ttfb_keep_p50_ms", "TTFB kept"), ("errors", "errors"),
              ("stream_setup_ms", "str. setup"), ("json_keep_cpu_ms", "CPU kept"), ("setup_cpu_ms", "setup CPU"),
@@ -227,7 +229,7 @@ def budgets(summary, systems) -> list[dict]:
     for name, what, limit in rows:
         assert name in BUDGET_SYSTEMS
         s = status.get(name)
-        where = "stream_budget" if name == "corral-unified" else "json_c64"
+        where = "budget_stream" if name == "corral-unified" else "budget_json"
         base = fig(summary, where, "corral", "cpu_ms_per_req")
         cost = fig(summary, where, name, "cpu_ms_per_req")
         if s is None or s.status != "ok" or cost is None or base is None:
@@ -240,14 +242,14 @@ def budgets(summary, systems) -> list[dict]:
         out.append({"budget": what, "system": name, "limit_ms": limit, "delta_ms": delta,
                     "status": "PASS" if delta <= limit else "MISS",
                     "detail": f"{fmt(cost)} vs default chain {fmt(base)} CPU ms/req "
-                              f"{'streams' if where == 'stream_budget' else 'JSON'} "
+                              f"{'streams' if where == 'budget_stream' else 'JSON'} "
                               f"({spread(summary[where][name], 'cpu_ms_per_req')} vs "
                               f"{spread(summary[where]['corral'], 'cpu_ms_per_req')} over rounds; {delta:+.3f} ms)"})
     return out
 
 
 def budget_lines(rows) -> list[str]:
-    out = ["", "## Budgets: CPU ms per request over Corral's default chain (JSON c=64, same run)"]
+    out = ["", "## Budgets: CPU ms per request over Corral's default chain (loaded side by side, same run)"]
     for b in rows:
         out.append(f"{b['status']:<5} {b['budget']} <= {b['limit_ms']} ms: {b['detail']}")
     return out

@@ -52,8 +52,8 @@ def test_budget_rows_say_not_built_until_the_feature_exists() -> None:
     built = [_system("corral"), _system("corral-otel"), _system("corral-keys"),
              _system("corral-unified", "skipped", f"{systems.NOT_BUILT}: no bench/configs/unified.toml"),
              _system("corral-hardening", "skipped", f"{systems.NOT_BUILT}: exited with 2 at start: unknown setting")]
-    summary = {"json_c64": {"corral": {"cpu_ms_per_req": 2.0}, "corral-otel": {"cpu_ms_per_req": 2.1},
-                            "corral-keys": {"cpu_ms_per_req": 2.5}}}
+    summary = {"budget_json": {"corral": {"cpu_ms_per_req": 2.0}, "corral-otel": {"cpu_ms_per_req": 2.1},
+                               "corral-keys": {"cpu_ms_per_req": 2.5}}}
     rows = {b["system"]: b for b in report.budgets(summary, built)}
     assert rows["corral-unified"]["status"] == "n/a" and rows["corral-unified"]["detail"] == systems.NOT_BUILT
     assert rows["corral-hardening"]["status"] == "n/a"
@@ -65,7 +65,7 @@ def test_budget_rows_say_not_built_until_the_feature_exists() -> None:
 def test_the_unified_budget_is_read_from_streams_against_the_native_stream() -> None:
     built = [_system("corral"), _system("corral-unified")]
     summary = {"json_c64": {"corral": {"cpu_ms_per_req": 2.0}, "corral-unified": {"cpu_ms_per_req": 9.0}},
-               "stream_budget": {"corral": {"cpu_ms_per_req": 4.0}, "corral-unified": {"cpu_ms_per_req": 4.25}}}
+               "budget_stream": {"corral": {"cpu_ms_per_req": 4.0}, "corral-unified": {"cpu_ms_per_req": 4.25}}}
     rows = {b["system"]: b for b in report.budgets(summary, built)}
     assert rows["corral-unified"]["status"] == "PASS" and rows["corral-unified"]["delta_ms"] == 0.25
 
