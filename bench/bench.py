@@ -68,12 +68,15 @@ def append_history(path: Path, record: dict) -> None:
 
 
 def profile_start(system: sysmod.System, out: Path, seconds: float) -> subprocess.Popen | None:
+    """py-spy on a Python system (Corral or mitmdump): samples of the thread holding the GIL (Python CPU),
+    collapsed stacks for bench/profile_share.py; every process of its tree (--workers 2)."""
     spy = sysmod.BENCH / ".venv-tools" / "bin" / "py-spy"
-    if not spy.exists() or system.pid is None:
-        print(f"  (no profile: {spy} missing)")
+    if not spy.exists() or system.pid is None or not system.name.startswith(("corral", "mitm")):
+        if not spy.exists():
+            print(f"  (no profile: {spy} missing)")
         return None
-    return subprocess.Popen([str(spy), "record", "--nonblocking", "-o", str(out), "--pid", str(system.pid),
-                             "--duration", str(max(1, int(seconds)))],
+    return subprocess.Popen([str(spy), "record", "--gil", "--subprocesses", "-r", "200", "-f", "raw",
+                             "-o", str(out), "--pid", str(system.pid), "--duration", str(max(1, int(seconds)))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-history", action="store_true", help="do not append to bench/history.jsonl")
     p.add_argument("--scenarios", help="comma-separated subset of scenario names")
     p.add_argument("--profile", metavar="SCENARIO", action="append", default=[],
-                   help="py-spy record Corral during this scenario (SVG next to the results)")
+                   help="py-spy record Corral and mitmdump during this scenario in round 1 (collapsed stacks "
+                        "next to the results; bench/profile_share.py sums them)")
     p.add_argument("--out", help="result file (default bench/results/<timestamp>.json)")
     a = p.parse_args(argv)
     rounds = a.rounds or 3
@@ -148,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if sc.kind == "paired":
                     began = time.monotonic()
+                    spies = [profile_start(live[n], results_dir / f"profile-{sc.name}-{n}-{stamp}.txt", duration * 2)
+                             for n in sc.systems if n in live and sc.name in a.profile and rnd == 0]
                     figs = scen.run_paired(sc, [live[n] for n in sc.systems if n in live], duration * 2)
+                    for spy in spies:
+                        if spy is not None:
+                            spy.wait(timeout=120)
                     for name, fig in figs.items():
                         samples.setdefault(sc.name, {}).setdefault(name, []).append(fig)
                     print(f"  {sc.name:<13} " + ", ".join(f"{n} {report.fmt(f.get('cpu_ms_per_req'))}"
@@ -160,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                     if system is None:
                         continue
                     spy = None
-                    if name == "corral" and sc.name in a.profile and rnd == 0:
-                        spy = profile_start(system, results_dir / f"profile-{sc.name}-{stamp}.svg", duration)
+                    if sc.name in a.profile and rnd == 0:
+                        spy = profile_start(system, results_dir / f"profile-{sc.name}-{name}-{stamp}.txt", duration)
                     if system.db is None:  # Corral's rows are counted per run: no extra request there
                         settle(system)
                     began = time.monotonic()
