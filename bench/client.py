@@ -145,6 +145,33 @@ async def timed_run(host: str, port: int, path: str, body: bytes, concurrency: i
     return stats
 
 
+async def paced_run(host: str, port: int, path: str, body: bytes, rate: float, duration: float, connections: int = 4,
+                    extra: dict[str, str] | None = None) -> RunStats:
+    """``rate`` requests per second for ``duration`` seconds, each sent at its own time (request i at
+    i / rate) on one of ``connections`` keep-alive connections; late when all are busy, never skipped.
+    Gateways compared at one rate spread their periodic work (timers, batched writes) over as many
+    requests each, whatever CPU share the machine gives them."""
+    raw = request_bytes(host, port, path, body, extra)
+    stats = RunStats()
+    total = max(1, int(rate * duration))
+    t0 = time.perf_counter()
+    slots = iter(range(total))
+
+    async def worker() -> None:
+        conn = Conn(host, port)
+        for i in slots:
+            wait = t0 + i / rate - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            stats.sent += 1
+            stats.results.append(await conn.exchange(raw))
+        conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    stats.elapsed = time.perf_counter() - t0
+    return stats
+
+
 async def counted_run(host: str, port: int, path: str, bodies: list[bytes], concurrency: int,
                       extra: dict[str, str] | None = None) -> RunStats:
     """Exactly ``len(bodies)`` requests over ``concurrency`` keep-alive connections."""

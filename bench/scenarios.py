@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from client import chat_body, connection_cost, counted_run, open_streams, timed_run
+from client import chat_body, connection_cost, counted_run, open_streams, paced_run, timed_run
 from systems import BENCH, BUDGET_SYSTEMS, System, cpu_ns, cpu_seconds, rss_mb
 
 
@@ -34,6 +34,7 @@ class Scenario:
     primary: str = "rps"  # figure the ratios are printed for
     higher_is_better: bool = True
     once: bool = False  # exact counts and peaks: run in the first round only
+    rate: float = 0.0  # paired: requests per second sent to each system (0: closed loop, `concurrency` clients)
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -57,12 +58,13 @@ def scenarios(quick: bool) -> list[Scenario]:
                  every, model="bench-d0-n4", primary="setup_ms", higher_is_better=False),
         # Budgets: the feature's system and the default chain loaded at the same time, so a busy moment
         # of the shared box costs both alike; each one's CPU over its own requests.
-        Scenario("budget_json", "Budgets, JSON: the default chain and each feature loaded side by side (c=4 each)",
-                 "paired", ("corral", *json_budgets), concurrency=4, primary="cpu_ms_per_req",
+        # Each at the same request rate, so periodic work is spread over as many requests in every system.
+        Scenario("budget_json", "Budgets, JSON: the default chain and each feature side by side, 40 req/s each",
+                 "paired", ("corral", *json_budgets), concurrency=4, rate=40, primary="cpu_ms_per_req",
                  higher_is_better=False),
         Scenario("budget_stream", "Budget, streams (8 chunks, no delay): native and the unified endpoint side by "
-                 "side (c=4 each)", "paired", ("corral", "corral-unified"), model="bench-d0-n8", concurrency=4,
-                 stream=True, primary="cpu_ms_per_req", higher_is_better=False),
+                 "side, 40 streams/s each", "paired", ("corral", "corral-unified"), model="bench-d0-n8",
+                 concurrency=4, rate=40, stream=True, primary="cpu_ms_per_req", higher_is_better=False),
         Scenario("cache_hit", "JSON POST c=1, identical requests (cache hits)", "wrk", ("corral-cache",),
                  concurrency=1, primary="p50_ms", higher_is_better=False),
         Scenario("stream_c1", "SSE stream (10 chunks, 5 ms apart), concurrency 1", "stream", streams,
@@ -181,10 +183,14 @@ def run_paired(sc: Scenario, systems: list[System], duration: float) -> dict[str
     requests it answered."""
     before = {s.name: (cpu_ns(s.pid), s.rows()) for s in systems}
 
+    async def one(s: System):
+        body = chat_body(s.model(sc.model), sc.stream)
+        if sc.rate:
+            return await paced_run("127.0.0.1", s.port, s.path, body, sc.rate, duration, sc.concurrency, s.headers)
+        return await timed_run("127.0.0.1", s.port, s.path, body, sc.concurrency, duration, s.headers)
+
     async def all_at_once() -> list:
-        return await asyncio.gather(*(
-            timed_run("127.0.0.1", s.port, s.path, chat_body(s.model(sc.model), sc.stream), sc.concurrency, duration,
-                      s.headers) for s in systems))
+        return await asyncio.gather(*(one(s) for s in systems))
 
     stats = asyncio.run(all_at_once())
     out: dict[str, dict] = {}
@@ -211,6 +217,8 @@ def warm_up(system: System, seconds: float = 1.0) -> None:
     run_wrk(Scenario("warm", "", "wrk", (), concurrency=8), system, seconds)
     asyncio.run(timed_run("127.0.0.1", system.port, system.path, chat_body(system.model("bench-d0-n4"), True),
                           4, seconds / 2, system.headers))
+    if system.db is not None:  # its rows written, so none is counted by the first measured run
+        system.wait_rows(0)
 
 
 def run_wrk(sc: Scenario, system: System, duration: float) -> dict:

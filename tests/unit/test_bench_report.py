@@ -94,6 +94,16 @@ def test_connection_cost_times_and_charges_new_and_kept_alive_requests(bench_moc
     assert stats.sent == stats.completed == 20 == settings.requests - before
 
 
+def test_a_paced_run_sends_each_request_of_the_rate_once(bench_mock) -> None:  # noqa: F811
+    url, settings = bench_mock
+    port = int(url.rsplit(":", 1)[1])
+    before = settings.requests
+    stats = asyncio.run(client.paced_run("127.0.0.1", port, "/v1/chat/completions", client.chat_body("bench", False),
+                                         rate=200, duration=0.1, connections=3))
+    assert stats.sent == 20 == len(stats.results) == settings.requests - before
+    assert all(r.error is None and r.complete for r in stats.results)
+
+
 def test_peers_are_started_as_issue_23_asks(tmp_path) -> None:
     built = {s.name: s for s in systems.build(9999, tmp_path)}
     mitm, lazy = built["mitm"].cmd or [], built["mitm-lazy"].cmd or []
