@@ -293,7 +293,8 @@ def build(mock_port: int, workdir: Path, wanted: set[str] | None = None) -> list
         db = workdir / f"{name}.db"
         cmd = [str(VENV / "corral"), "start", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{db}",
                "--config", str(conf), "--certs", str(workdir / f"{name}-certs"), "--workers", str(workers)]
-        return System(name, label, path, cmd, db=db, port=port, model_prefix=model_prefix)
+        # eleven systems start at once: on a loaded box two workers have taken more than 30 s
+        return System(name, label, path, cmd, db=db, port=port, model_prefix=model_prefix, startup_timeout=90.0)
 
     systems.append(corral("corral", "Corral (default chain)", None))
     systems.append(corral("corral-w2", "Corral --workers 2", None, workers=2))
