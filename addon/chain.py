@@ -65,6 +65,7 @@ from addon.router import Router
 from addon.services import CatalogService, PricingService, SecretsService, SharedState
 from addon.state import StateHeader
 from addon.telemetry.tracing import Telemetry
+from addon.unified.groups import GroupBook
 from addon.unified.request import UnifiedRequest
 from addon.unified.response import UnifiedResponse
 from addon.viewer.metrics import Metrics
@@ -140,14 +141,15 @@ def build() -> list[object]:
     cache = ResponseCache()  # the cache backend, shared by its lookup (reads) and its store (writes)
     fixtures = FixtureBook()  # the fixture set in force: the player answers from it, the taker records into it
     keys = KeyBook(pricing, shared_state)  # [keys], [budgets]: verified keys and budget ledgers (check and spend)
+    groups = GroupBook(catalog)  # [models.<alias>]: the unified endpoint's model groups (router and retrier)
     registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
-        catalog, pricing, shared_state,  # services with options: configured before the addons using them
+        catalog, pricing, shared_state, groups,  # services with options: configured before the addons using them
         SecretsService(),  # [secrets]: more names redacted wherever a request is stored or shown
         keys,
         ConfigReload(),  # corral.toml changed (polled, SIGHUP, POST /_corral/reload): options updated, or refused whole
-        Router(catalog),  # provider, mode, upstream rewrite; answers unknown routes itself
+        Router(catalog, groups),  # provider, mode, upstream rewrite; answers unknown routes itself
         UnifiedRequest(),  # /v1/chat/completions to a translated provider: the native request, before all else
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
@@ -159,7 +161,7 @@ def build() -> list[object]:
         FixturePlayer(fixtures),  # record/replay fixtures: answers from the set, or marks what to record
         CacheLookup(cache, shared_state, catalog),  # answers hits without upstream (before limits: hits are free)
         RateLimiter(limits, shared_state, catalog),  # requests/tokens per window: 429 or queue; /_corral/limits
-        Retrier(catalog),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
+        Retrier(catalog, groups),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds
         CacheStore(cache, pricing),  # keeps complete answers (after the meter judged them); x-corral-cache header

@@ -31,7 +31,7 @@ from addon import paths
 logger = logging.getLogger(__name__)
 
 # Sections whose sub-tables are named by the user: each maps to one JSON-valued option.
-TABLE_SECTIONS = ("providers", "prices", "limits", "fallbacks")
+TABLE_SECTIONS = ("providers", "prices", "limits", "fallbacks", "models")
 
 
 def option_name(section: str, key: str | None = None) -> str:

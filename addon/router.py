@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
@@ -31,7 +32,8 @@ from addon.credentials import AmbiguousCredential, credential_fingerprint, redac
 from addon.request_info import read_request
 from addon.responses import make_error
 from addon.services import CatalogService
-from addon.unified import routing as unified
+from addon.unified import members as group_members, routing as unified
+from addon.unified.groups import GroupBook
 from providers.catalog import Provider
 from providers.formats import get_family
 
@@ -42,8 +44,9 @@ SELF_LOOP = "corral: the request's target is this gateway itself (it would loop 
 
 
 class Router:
-    def __init__(self, catalog: CatalogService) -> None:
+    def __init__(self, catalog: CatalogService, groups: GroupBook | None = None) -> None:
         self.catalog = catalog
+        self.groups = groups  # [models.<alias>]: model aliases and groups of the unified endpoint
         self.gateway_names: frozenset[str] = LOOPBACK_NAMES
         self.unified_keys: dict[str, str] = {}  # provider -> env variable holding its key
 
@@ -266,7 +269,8 @@ class Router:
         """``/v1/models`` is answered here; ``/v1/chat/completions`` is routed in ``request``, once the
         body names the model."""
         if path == unified.MODELS_PATH and flow.request.method in ("GET", "HEAD"):
-            flow.response = http.Response.make(200, unified.models_body(self.catalog.current),
+            aliases = self.groups.aliases() if self.groups is not None else ()
+            flow.response = http.Response.make(200, unified.models_body(self.catalog.current, aliases),
                                                {"content-type": "application/json"})
         elif path == unified.CHAT_PATH and flow.request.method == "POST":
             flow.metadata[md.UNIFIED] = {"endpoint": "chat.completions"}
@@ -284,14 +288,18 @@ class Router:
         if not isinstance(body, dict):
             body = {}
         requested = body.get("model")
+        group = self.groups.groups.get(requested) if self.groups is not None and isinstance(requested, str) else None
+        order: list[Any] = self.groups.order(group) if group is not None and self.groups is not None else [requested]
         try:
-            target = unified.resolve(self.catalog.current, requested, body.get("stream") is True)
+            target = unified.resolve(self.catalog.current, order[0], body.get("stream") is True)
         except unified.UnknownModel as e:
             meta[md.ROUTE_ERROR] = str(e)
             return
         provider = target.provider
         meta[md.UNIFIED] = {**meta[md.UNIFIED], "requested_model": requested, "native_model": target.model,
                             "translate": target.translate}
+        if group is not None:
+            self._prepare_group(flow, group.alias, order, body)
         env = self.unified_keys.get(provider.name)
         unified.place_key(flow.request.headers, provider, os.environ.get(env) if env else None,
                           ctx.options.corral_unified_forward_client_key)
@@ -305,6 +313,22 @@ class Router:
         meta[md.GATEWAY_PATH] = f"/{provider.prefix}{target.path}"
         if md.ROUTE_ERROR not in meta:
             self._rewrite(flow, provider, target.path)
+
+    def _prepare_group(self, flow: http.HTTPFlow, alias: str, order: list[str], body: dict) -> None:
+        """A model group: the first target is routed as usual; the others get their native requests now,
+        from the client's OpenAI request, for the retry relay to fall back to."""
+        assert self.groups is not None
+        meta = flow.metadata
+        meta[md.UNIFIED].update(alias=alias, targets=order, answered_by=order[0])
+        meta[md.UNIFIED_STREAM] = {"stream": body.get("stream") is True,
+                                   "include_usage": bool((body.get("stream_options") or {}).get("include_usage"))}
+        members, notes = group_members.prepare(
+            self.catalog.current, order[1:], body, flow.request.headers, self.unified_keys,
+            ctx.options.corral_unified_forward_client_key)
+        if members:
+            self.groups.pending[flow] = members
+        meta.setdefault(md.CHANGES, []).extend(
+            [f"model group {alias!r}: targets tried in this order: {', '.join(order)}", *notes])
 
     def _route_explicit(self, flow: http.HTTPFlow, provider: Provider) -> None:
         # A connection redirected by `corral run --capture` (mitmproxy's local mode) asked no proxy at all.

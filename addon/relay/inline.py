@@ -21,7 +21,7 @@ from mitmproxy import http
 
 from addon import delivery, metadata as md
 from addon.relay.http import FRAMING, complete, read_all
-from addon.relay.relay import TRANSPORT_ERRORS, Job, Outcome, Relay
+from addon.relay.relay import TRANSPORT_ERRORS, Job, Outcome, Relay, answered
 from providers.formats import get_family
 
 
@@ -68,7 +68,7 @@ async def answer(relay: Relay, job: Job) -> float | None:
         flow.response = relay.failure(job, error)
         return time.time()
     head_at = time.time()
-    flow.metadata[md.UPSTREAM] = outcome.target.upstream
+    answered(job, outcome)
     response = outcome.response
     if outcome.body is None and streams(flow, outcome):
         job.outcome = outcome

@@ -95,6 +95,8 @@ class Target:
     upstream: str  # scheme://host[:port][/base path]
     api_key: str | None = dataclasses.field(default=None, repr=False)  # never logged or recorded
     auth: str | None = None
+    # A model group's member (addon/unified/members.py): its own URL, headers and body, in its own wire family.
+    member: Any = dataclasses.field(default=None, repr=False)
 
 
 def parse_fallbacks(tables: Mapping[str, Any], auth_of: Mapping[str, str]) -> dict[str, tuple[Target, ...]]:

@@ -58,6 +58,7 @@ class Job:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     client_gone: Callable[[], bool] = lambda: False
     outcome: Outcome | None = None  # an answer already received (inline path met a stream): just relay it
+    answered: Target | None = None  # the target whose answer the client gets
 
 
 class ClientGone(Exception):
@@ -76,6 +77,12 @@ class Outcome:
     @property
     def status(self) -> int:
         return self.response.status
+
+
+def answered(job: Job, outcome: Outcome) -> None:
+    """``outcome`` is the answer the client gets."""
+    job.answered = outcome.target
+    job.flow.metadata[md.UPSTREAM] = outcome.target.upstream
 
 
 def ssl_context(verify: Any) -> ssl.SSLContext:
@@ -181,7 +188,7 @@ class Relay:
             writer.write(content)
             await writer.drain()
             return True
-        job.flow.metadata[md.UPSTREAM] = outcome.target.upstream
+        answered(job, outcome)
         return await self._stream_back(job, outcome, writer)
 
     async def run_attempts(
@@ -303,9 +310,13 @@ class Relay:
         policy = job.policy
         record: dict[str, Any] = {"upstream": target.upstream, "status": None, "error": None, "wait_ms": None}
         job.attempts.append(record)
-        primary = target.upstream == job.primary and target.api_key is None
-        url = job.url if primary else target_url(job.primary, job.url, target)
-        request_headers = complete(headers if primary else target_headers(headers, target), body, url)
+        if target.member is not None:  # a model group's member: its own native request
+            url, body = target.member.url, target.member.body
+            request_headers = complete(list(target.member.headers), body, url)
+        else:
+            primary = target.upstream == job.primary and target.api_key is None
+            url = job.url if primary else target_url(job.primary, job.url, target)
+            request_headers = complete(headers if primary else target_headers(headers, target), body, url)
         try:
             async with asyncio.timeout(policy.ttfb_timeout):  # connect, send, and the response head
                 response = await self.pool.request(job.method, url, request_headers, body, policy.connect_timeout)

@@ -27,6 +27,8 @@ from addon.relay import inline as relay_inline
 from addon.relay.policy import Policy, PolicyError, Target, parse_fallbacks
 from addon.relay.relay import JOB_HEADER, ClientGone, Job, Relay
 from addon.services import CatalogService
+from addon.unified import members as group_members
+from addon.unified.groups import GroupBook
 from providers.catalog import unknown_provider
 
 logger = logging.getLogger(__name__)
@@ -37,8 +39,10 @@ SECONDS = ("backoff", "backoff_max", "max_retry_after", "connect_timeout", "ttfb
 
 
 class Retrier:
-    def __init__(self, catalog: CatalogService) -> None:
+    def __init__(self, catalog: CatalogService, groups: GroupBook | None = None) -> None:
         self.catalog = catalog  # provider names, and each provider's auth style for fallback keys
+        self.groups = groups  # model groups: the members the router prepared for a flow
+        self.group_jobs: dict[str, Job] = {}  # flow.id -> job of a model group's flow, until it is answered
         self.relay = Relay()
         self.default = DEFAULTS
         self.policies: dict[str, Policy] = {}
@@ -141,7 +145,13 @@ class Retrier:
             await self.relay_started.wait()
         req = flow.request
         primary = meta.get(md.UPSTREAM) or f"{req.scheme}://{req.host_header or req.host}"
-        job = Job(flow, req.method, req.url, primary, policy, self.fallbacks.get(provider, ()))
+        fallbacks = self.fallbacks.get(provider, ())
+        members = self.groups.pending.pop(flow, None) if self.groups is not None else None
+        if members:  # after the provider's own fallback upstreams, the group's other targets
+            fallbacks = (*fallbacks, *(Target(m.base, member=m) for m in members))
+        job = Job(flow, req.method, req.url, primary, policy, fallbacks)
+        if (meta.get(md.UNIFIED) or {}).get("alias"):
+            self.group_jobs[flow.id] = job
         if relay_inline.wants_inline(flow):
             job.client_gone = lambda: not flow.client_conn.state & ConnectionState.CAN_READ
             try:
@@ -154,6 +164,7 @@ class Retrier:
                 return
             if head_at is not None:
                 self.inline[flow.id] = head_at
+                self._group_answered(flow, head_at)
                 return
             # The upstream streams: the relay passes the answer it already has on, chunk by chunk.
         token = self.relay.add(job)
@@ -168,7 +179,10 @@ class Retrier:
             # mitmproxy stamps an answer set in `request` with the time it sends it; the upstream's
             # head arrived earlier, and that is the time to first byte the record shows.
             flow.response.timestamp_start = head_at
-        if (head_at is not None or self._restore(flow)) and flow.response is not None:
+        relayed = self._restore(flow)
+        if relayed and flow.response is not None:
+            self._group_answered(flow, flow.response.timestamp_start)
+        if (head_at is not None or relayed) and flow.response is not None:
             # Only when something happened: a first-time answer reaches the client exactly as sent.
             retries = flow.metadata.get(md.RETRIES, 0)
             if retries:
@@ -177,7 +191,20 @@ class Retrier:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.inline.pop(flow.id, None)
+        self.group_jobs.pop(flow.id, None)
         self._restore(flow)
+
+    def _group_answered(self, flow: http.HTTPFlow, head_at: float) -> None:
+        """A model group's flow got its answer: the flow becomes the answering member's exchange, and a
+        success times its target for the lowest-latency strategy."""
+        job = self.group_jobs.pop(flow.id, None)
+        if job is None or self.groups is None or flow.response is None:
+            return
+        if job.answered is not None and job.answered.member is not None:
+            group_members.switch(flow, job.answered.member, self.catalog.current)
+        target = (flow.metadata.get(md.UNIFIED) or {}).get("answered_by")
+        if target and 200 <= flow.response.status_code < 300:
+            self.groups.observe_latency(target, max(0.0, head_at - flow.request.timestamp_start))
 
     def _restore(self, flow: http.HTTPFlow) -> bool:
         """Put the request's real upstream address back; True if the flow went through the relay."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from addon.unified.families import TRANSLATIONS
 from providers.catalog import Catalog, Provider
@@ -55,10 +57,11 @@ def resolve(catalog: Catalog, requested: object, stream: bool = False) -> Target
     return Target(provider, model, path, None)
 
 
-def models_body(catalog: Catalog) -> bytes:
-    """OpenAI's model list: every model the price table knows for each provider the unified endpoint
-    reaches."""
-    data = []
+def models_body(catalog: Catalog, aliases: Iterable[Any] = ()) -> bytes:
+    """OpenAI's model list: the model aliases and groups (``[models.<alias>]``, owned by "corral"), then
+    every model the price table knows for each provider the unified endpoint reaches."""
+    data: list[dict[str, Any]] = [{"id": g.alias, "object": "model", "created": 0, "owned_by": "corral",
+                                   "targets": list(g.targets), "strategy": g.strategy} for g in aliases]
     for provider in catalog:
         if provider.format not in TRANSLATIONS and openai_chat_path(provider) is None:
             continue
