@@ -8,7 +8,7 @@ addons themselves, keyed by ``flow.id``.
 | key | type | written by | meaning |
 |---|---|---|---|
 | corral.mode | "reverse" / "explicit" / "capture" | router | how the client reached Corral (capture: redirected by `corral run --capture`, mitmproxy's local mode) |
-| corral.provider | str | router | catalog name of the target provider |
+| corral.provider | str | router (retrier: a model group's answering target) | catalog name of the target provider |
 | corral.format | str | router | wire-format family handling this flow (providers/formats) |
 | corral.upstream | str | router (retrier on fallback) | base URL the request was sent to |
 | corral.credential | str / None | router | fingerprint of the client's credential, never the credential |
@@ -40,7 +40,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.cache_key | str | cache | SHA-256 cache key of the request (addon/cache/key.py); set when the cache applies |
 | corral.cache_ttl | float | cache | seconds a stored answer of this request lives |
 | corral.retries | int | retrier | extra upstream attempts made (attempts - 1), fallbacks included |
-| corral.attempts | list[dict] | retrier | per attempt: {upstream, status (None if no response), error, wait_ms (wait before the next attempt)} |
+| corral.attempts | list[dict] | retrier | per attempt: {upstream, status (None if no response), error, wait_ms (wait before the next attempt)}, and for a model group's flow target ("<provider>/<model>" the attempt went to) |
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit (the client gets `x-corral-ratelimit-wait-ms`, addon/limits/accounting.py) |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down, 504 ttfb timeout) or, on a stream the retrier cut for idleness, why |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
@@ -50,8 +50,8 @@ addons themselves, keyed by ``flow.id``.
 | corral.fixture | "replayed"/"record"/"miss" | fixture player | record/replay fixtures ([fixtures] mode): answered from the set (meter parses it; limits and retries leave it alone; with pace=original it goes to the in-process replay server), to be recorded by the fixture taker, or a replay miss answered with miss_status |
 | corral.tenant | str | rate limiter | client-supplied tenant (`x-corral-tenant`, when `[limits_settings] tenant_header = true`) |
 | corral.ratelimit | list[str] | rate limiter | names of the limits that counted this flow |
-| corral.unified | dict | router | the request came through the unified OpenAI-compatible endpoint (`POST /v1/chat/completions`, addon/unified/): {endpoint, requested_model ("<provider>/<model>" as the client sent it), native_model, translate (the family the request is translated to, None when the provider is OpenAI-compatible and gets it as is)} |
-| corral.unified_stream | dict | unified request | a translated request: {stream (the client asked for a stream), include_usage (the client asked for the usage chunk)}; the unified response addon answers in that shape |
+| corral.unified | dict | router | the request came through the unified OpenAI-compatible endpoint (`POST /v1/chat/completions`, addon/unified/): {endpoint, requested_model ("<provider>/<model>" as the client sent it), native_model, translate (the family the request is translated to, None when the provider is OpenAI-compatible and gets it as is)}; for a model group (`[models.<alias>]`, addon/unified/groups.py) also alias, targets (the order this request tries them in) and answered_by (the target whose answer the client got; the retrier updates it, with native_model, translate, provider, format and the request, when a later target answers) |
+| corral.unified_stream | dict | unified request, router (model groups) | a translated request (or a model group's): {stream (the client asked for a stream), include_usage (the client asked for the usage chunk)}; the unified response addon answers in that shape |
 | corral.gateway_key | str | key check | id of the valid gateway key (`ck-<id>`) the request presented; never the key itself. Key spend adds the flow's cost to it |
 | corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |
 """  # noqa: E501 - a markdown table keeps one row per line

@@ -59,6 +59,7 @@ class Job:
     client_gone: Callable[[], bool] = lambda: False
     outcome: Outcome | None = None  # an answer already received (inline path met a stream): just relay it
     answered: Target | None = None  # the target whose answer the client gets
+    label: str | None = None  # a model group's first target ("<provider>/<model>"), named in its attempts
 
 
 class ClientGone(Exception):
@@ -309,6 +310,9 @@ class Relay:
         assert self.pool is not None
         policy = job.policy
         record: dict[str, Any] = {"upstream": target.upstream, "status": None, "error": None, "wait_ms": None}
+        label = target.member.requested if target.member is not None else job.label
+        if label is not None:
+            record["target"] = label
         job.attempts.append(record)
         if target.member is not None:  # a model group's member: its own native request
             url, body = target.member.url, target.member.body

@@ -151,6 +151,7 @@ class Retrier:
             fallbacks = (*fallbacks, *(Target(m.base, member=m) for m in members))
         job = Job(flow, req.method, req.url, primary, policy, fallbacks)
         if (meta.get(md.UNIFIED) or {}).get("alias"):
+            job.label = meta[md.UNIFIED].get("answered_by")
             self.group_jobs[flow.id] = job
         if relay_inline.wants_inline(flow):
             job.client_gone = lambda: not flow.client_conn.state & ConnectionState.CAN_READ

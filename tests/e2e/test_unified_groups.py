@@ -87,7 +87,7 @@ def test_overloaded_first_target_is_answered_by_the_next(groups_gateway: Gateway
     assert (row["provider"], row["model"], row["path"]) == ("openai", "gpt-4o-mini-2024-07-18", "/v1/chat/completions")
     assert (row["input_tokens"], row["output_tokens"], row["retries"]) == (146, 3, 1)
     attempts = json.loads(row["attempts"])
-    assert [a["status"] for a in attempts] == [status, 200]
+    assert [(a["target"], a["status"]) for a in attempts] == [(HAIKU, status), (MINI, 200)]
     assert json.loads(row["request_body"])["model"] == "gpt-4o-mini"  # the answering target's native request
     assert "answered by openai/gpt-4o-mini after anthropic/claude-haiku-4-5" in row["corral_changes"]
 
