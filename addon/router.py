@@ -32,7 +32,7 @@ from addon.credentials import AmbiguousCredential, credential_fingerprint, redac
 from addon.request_info import read_request
 from addon.responses import make_error
 from addon.services import CatalogService
-from addon.unified import members as group_members, routing as unified
+from addon.unified import embeddings, members as group_members, routing as unified
 from addon.unified.groups import GroupBook
 from providers.catalog import Provider
 from providers.formats import get_family
@@ -274,6 +274,8 @@ class Router:
                                                {"content-type": "application/json"})
         elif path == unified.CHAT_PATH and flow.request.method == "POST":
             flow.metadata[md.UNIFIED] = {"endpoint": "chat.completions"}
+        elif path == unified.EMBEDDINGS_PATH and flow.request.method == "POST":
+            flow.metadata[md.UNIFIED] = {"endpoint": "embeddings"}
         else:
             flow.response = make_error(flow, 405, f"corral: {flow.request.method} is not allowed on {path}",
                                        "method_not_allowed")
@@ -288,10 +290,18 @@ class Router:
         if not isinstance(body, dict):
             body = {}
         requested = body.get("model")
+        chat = meta[md.UNIFIED]["endpoint"] == "chat.completions"
         group = self.groups.groups.get(requested) if self.groups is not None and isinstance(requested, str) else None
+        if group is not None and not chat:
+            meta[md.ROUTE_ERROR] = (f"corral: model group {requested!r} applies to /v1/chat/completions only; "
+                                    "name the embeddings model as '<provider>/<model>'")
+            return
         order: list[Any] = self.groups.order(group) if group is not None and self.groups is not None else [requested]
         try:
-            target = unified.resolve(self.catalog.current, order[0], body.get("stream") is True)
+            if chat:
+                target = unified.resolve(self.catalog.current, order[0], body.get("stream") is True)
+            else:
+                target = embeddings.resolve(self.catalog.current, requested)
         except unified.UnknownModel as e:
             meta[md.ROUTE_ERROR] = str(e)
             return

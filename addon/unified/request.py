@@ -11,7 +11,7 @@ from mitmproxy import http
 from addon import metadata as md
 from addon.request_info import read_request
 from addon.unified.errors import TranslationError, openai_error_bytes
-from addon.unified.families import TRANSLATIONS
+from addon.unified.response import translation_for
 from providers.formats import get_family
 
 
@@ -23,21 +23,25 @@ class UnifiedRequest:
             return
         body = json.loads(flow.request.get_content(strict=False) or b"{}")  # the Router parsed it already
         meta[md.MODEL] = meta[md.UNIFIED]["native_model"]  # until the native request says it (or is refused)
+        endpoint = meta[md.UNIFIED].get("endpoint", "chat.completions")
+        if endpoint == "embeddings" and isinstance(body, dict):
+            meta[md.UNIFIED]["encoding_format"] = body.get("encoding_format", "float")  # answered in that encoding
         try:
-            native = TRANSLATIONS[family].to_native(body, meta[md.UNIFIED]["native_model"])
+            native = translation_for(flow).to_native(body, meta[md.UNIFIED]["native_model"])
         except TranslationError as e:
             self._refuse(flow, str(e), e.param)
             return
         except (AttributeError, TypeError, KeyError, ValueError) as e:
             # A value of the wrong type somewhere (a message that is not an object, ...): the client's mistake.
-            self._refuse(flow, f"the request is not an OpenAI chat completions request ({type(e).__name__}: {e})")
+            self._refuse(flow, f"the request is not an OpenAI {endpoint} request ({type(e).__name__}: {e})")
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         meta[md.UNIFIED_STREAM] = {"stream": bool(body.get("stream")), "include_usage": include_usage}
         flow.request.headers.pop("content-encoding", None)
         flow.request.content = json.dumps(native).encode()
+        kind = "chat" if endpoint == "chat.completions" else endpoint
         meta.setdefault(md.CHANGES, []).append(
-            f"unified endpoint: OpenAI chat request translated to {family} ({meta[md.UNIFIED]['requested_model']!r})")
+            f"unified endpoint: OpenAI {kind} request translated to {family} ({meta[md.UNIFIED]['requested_model']!r})")
         # What the Router parses for every other flow, now that the body is the native one.
         info = read_request(get_family(meta[md.FORMAT]), flow.request.path, flow.request)
         meta[md.MODEL] = info.model

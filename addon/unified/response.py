@@ -15,6 +15,7 @@ from mitmproxy import http
 
 from addon import delivery, metadata as md
 from addon.decoding import BoundedDecoder, decode_bounded
+from addon.unified import embeddings
 from addon.unified.families import TRANSLATIONS, Translation
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ class UnifiedResponse:
         family = md.unified_translated(flow)
         if family is None or response is None:
             return
-        translation = TRANSLATIONS[family]
+        translation = translation_for(flow)
+        shape = "embeddings" if flow.metadata[md.UNIFIED].get("endpoint") == "embeddings" else "chat completions"
         flow.metadata.setdefault(md.CHANGES, []).append(
-            "unified endpoint: the client got the answer in OpenAI's chat completions shape (recorded: the native one)")
+            f"unified endpoint: the client got the answer in OpenAI's {shape} shape (recorded: the native one)")
         inner = response.stream
         streamed = callable(inner) or delivery.should_stream(flow)
         if not streamed:
@@ -67,7 +69,7 @@ class UnifiedResponse:
             return
         coding = response.headers.pop("content-encoding", "") or response.headers.pop(DECODED_HEADER, "")
         decoded = decode_bounded(response.raw_content, coding, WHOLE_LIMIT)
-        translation = TRANSLATIONS[md.unified_translated(flow) or ""]
+        translation = translation_for(flow)
         if _is_native_stream(response, translation):
             # A whole stream made in process (a cache hit, a fixture): translated event by event all the same.
             translator = _stream_translator(flow, translation)
@@ -79,6 +81,14 @@ class UnifiedResponse:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.bodies.discard(flow.id)
+
+
+def translation_for(flow: http.HTTPFlow) -> Translation:
+    """The translation of a translated unified flow: its family's chat translation, or its embeddings one."""
+    unified = flow.metadata[md.UNIFIED]
+    if unified.get("endpoint") == "embeddings":
+        return embeddings.as_translation(unified)
+    return TRANSLATIONS[unified["translate"]]
 
 
 def _is_native_stream(response: http.Response, translation: Translation) -> bool:

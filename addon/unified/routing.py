@@ -14,7 +14,8 @@ from providers.catalog import Catalog, Provider
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
-ENDPOINTS = frozenset({CHAT_PATH, MODELS_PATH})
+EMBEDDINGS_PATH = "/v1/embeddings"
+ENDPOINTS = frozenset({CHAT_PATH, MODELS_PATH, EMBEDDINGS_PATH})
 
 
 
