@@ -33,7 +33,8 @@ class UnifiedRequest:
             return
         except (AttributeError, TypeError, KeyError, ValueError) as e:
             # A value of the wrong type somewhere (a message that is not an object, ...): the client's mistake.
-            self._refuse(flow, f"the request is not an OpenAI {endpoint} request ({type(e).__name__}: {e})")
+            kind = "chat completions" if endpoint == "chat.completions" else endpoint
+            self._refuse(flow, f"the request is not an OpenAI {kind} request ({type(e).__name__}: {e})")
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         meta[md.UNIFIED_STREAM] = {"stream": bool(body.get("stream")), "include_usage": include_usage}
