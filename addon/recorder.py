@@ -45,6 +45,11 @@ def _body_text(raw: bytes | None, limit: int) -> str | None:
     return text
 
 
+def _short(value: object) -> str | None:
+    """A client-chosen name for a 255-character column."""
+    return None if value is None else str(value)[:255]
+
+
 def client_request_body(flow: http.HTTPFlow) -> bytes | None:
     """The request body as the client sent it: Corral's one edit (the include-usage option) undone."""
     raw = flow.request.raw_content
@@ -238,4 +243,6 @@ class Recorder:
             "corral_changes": json.dumps(meta[md.CHANGES]) if meta.get(md.CHANGES) else None,
             "response_type": meta.get(md.RESPONSE_TYPE),
             "response_bytes": meta.get(md.RESPONSE_BYTES),
+            "requested_model": _short((meta.get(md.UNIFIED) or {}).get("requested_model")),
+            "model_alias": _short((meta.get(md.UNIFIED) or {}).get("alias")),
         }

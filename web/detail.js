@@ -32,7 +32,9 @@
   function summary(f) {
     const pairs = [
       ["id", f.id], ["time", fmt.datetime(f.started_at)], ["mode", f.mode], ["provider", f.provider],
-      ["model", f.model], // the path as the client asked for it, then where it went
+      ["model", f.model],
+      ...(f.requested_model ? [["requested model", f.model_alias ? `${f.requested_model} (model group)` : f.requested_model]] : []),
+      // the path as the client asked for it, then where it went
       ["request", `${f.method} ${f.mode === "reverse" && f.gateway_path ? f.gateway_path : f.path}`],
       ["upstream", f.upstream ? f.upstream + f.path : "-"],
       ["status", el("span", { class: statusClass(f.status) }, f.status ?? "none")], ["stream", f.stream ? "yes" : "no"],

@@ -11,7 +11,8 @@
   function row(f, fresh) {
     return el("tr", { class: fresh ? "new" : "", "data-id": f.id, onclick: () => { location.hash = "#/flow/" + f.id; } },
       el("td", {}, fmt.time(f.started_at)), el("td", {}, f.mode), el("td", {}, f.provider || "-"),
-      el("td", { title: f.model || "" }, (f.model || "-").slice(0, 36)),
+      el("td", { title: f.requested_model ? `${f.model || "-"}, asked as ${f.requested_model}` : f.model || "" },
+        ((f.model_alias ? `${f.model_alias}: ` : "") + (f.model || "-")).slice(0, 36)),
       el("td", { class: statusClass(f.status) }, f.status ?? "-"), el("td", {}, f.stream ? "yes" : "no"),
       el("td", { class: "num" }, fmt.ms(f.ttfb_ms)), el("td", { class: "num" }, fmt.ms(f.duration_ms)),
       el("td", { class: "num" }, fmt.n(f.input_tokens)), el("td", { class: "num" }, fmt.n(f.output_tokens)),

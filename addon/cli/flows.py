@@ -62,7 +62,7 @@ def cells(r: Flow) -> list[str]:
     lines itself rather than through render_table)."""
     return [
         r.started_at.strftime("%H:%M:%S") if r.started_at else "-",
-        r.mode, printable(r.provider or "-"), clip(printable(r.model or "-"), MODEL_CHARS), str(r.status or "-"),
+        r.mode, printable(r.provider or "-"), clip(printable(_model(r)), MODEL_CHARS), str(r.status or "-"),
         "yes" if r.stream else "no",
         f"{r.ttfb_ms:.0f}ms" if r.ttfb_ms is not None else "-",
         f"{r.duration_ms:.0f}ms" if r.duration_ms is not None else "-",
@@ -70,6 +70,12 @@ def cells(r: Flow) -> list[str]:
         r.cache, str(r.retries or 0),
         clip(printable(" ".join((r.error or r.parse_error or "").split())), ERROR_CHARS),  # one line
     ]
+
+
+def _model(r: Flow) -> str:
+    """The model that answered; for a model group (unified endpoint) also the alias the client named."""
+    model = r.model or "-"
+    return f"{r.model_alias}: {model}" if r.model_alias else model
 
 
 def table(rows: list[Flow]) -> str:

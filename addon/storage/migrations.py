@@ -176,6 +176,11 @@ def _keys_team_tags(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) ->
                             tags=peewee.TextField(null=True))
 
 
+def _flows_unified(migrator: pw_migrate.SchemaMigrator, db: peewee.Database) -> None:
+    add_missing_columns(migrator, db, "flows", requested_model=peewee.CharField(max_length=255, null=True),
+                        model_alias=peewee.CharField(max_length=255, null=True))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "baseline: the flows table of Corral 0.1", _baseline),
     Migration(2, "PostgreSQL: float columns are DOUBLE PRECISION", _pg_double_precision),
@@ -187,6 +192,8 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "flows.gateway_key: id of the gateway key a request presented (corral keys)", _flows_gateway_key),
     Migration(7, "gateway_keys.team, tags: what team and tag budgets ([budgets]) a key counts towards",
               _keys_team_tags),
+    Migration(8, "flows.requested_model, model_alias: the model a unified request named, and its model group",
+              _flows_unified),
 ]
 
 

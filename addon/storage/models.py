@@ -60,6 +60,10 @@ class Flow(BaseModel):
     response_bytes = peewee.IntegerField(null=True)  # body bytes the client received (still content-encoded)
     gateway_path = peewee.TextField(null=True)  # the same request through Corral's reverse mode (copy as curl)
     gateway_key = peewee.CharField(max_length=32, null=True)  # id of the gateway key presented ([keys]), never the key
+    # The unified endpoint (/v1/...): the model the client named ("<provider>/<model>" or an alias), and the
+    # alias when it named a model group ([models.<alias>]); NULL for native requests.
+    requested_model = peewee.CharField(max_length=255, null=True)
+    model_alias = peewee.CharField(max_length=255, null=True)
 
     class Meta:
         table_name = "flows"
@@ -139,5 +143,5 @@ FLOW_SUMMARY_FIELDS = [
     "ttfb_ms", "duration_ms", "input_tokens", "output_tokens", "cached_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced",
     "cache", "retries", "wait_ms", "upstream", "complete", "error", "parse_error", "credential",
-    "response_type", "response_bytes", "corral_changes",
+    "response_type", "response_bytes", "corral_changes", "requested_model", "model_alias",
 ]

@@ -80,6 +80,7 @@ def test_gemini_embeddings_are_translated_both_ways(gateway: Gateway, fresh_mock
     row = gateway.row_for(tag)
     assert (row["provider"], row["model"], row["status"]) == ("gemini", "gemini-embedding-001", 200)
     assert (row["input_tokens"], row["output_tokens"], row["cost_usd"]) == (None, None, None)
+    assert (row["requested_model"], row["model_alias"]) == ("gemini/gemini-embedding-001", None)
     assert json.loads(row["response_body"])["embeddings"][0]["values"] == [0.1, 0.2, 0.3, 0.4]  # the native answer
 
 

@@ -15,6 +15,7 @@ import pytest
 from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
 from tests.support import corpus
+from tests.support.cli import corral
 from tests.support.gateway import Gateway, free_port
 from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.reliability import reliability
@@ -90,6 +91,7 @@ def test_overloaded_first_target_is_answered_by_the_next(groups_gateway: Gateway
     assert [(a["target"], a["status"]) for a in attempts] == [(HAIKU, status), (MINI, 200)]
     assert json.loads(row["request_body"])["model"] == "gpt-4o-mini"  # the answering target's native request
     assert "answered by openai/gpt-4o-mini after anthropic/claude-haiku-4-5" in row["corral_changes"]
+    assert (row["requested_model"], row["model_alias"]) == ("fast", "fast")
 
     # Usage and cost: those of the same exchange sent natively to OpenAI.
     recorded = corpus.load(name)["request"]["body"]
@@ -185,6 +187,17 @@ def test_weighted_order_follows_the_weights(groups_gateway: Gateway, fresh_mock,
     for _ in range(3):
         ask(groups_gateway, tag, "heavy-groq")
     assert {r.path for r in fresh_mock.requests} == {"/openai/v1/chat/completions"}  # weight 0: only a fallback
+
+
+def test_corral_flows_shows_the_alias_beside_the_answering_model(groups_gateway: Gateway, fresh_mock,
+                                                                tag: str) -> None:
+    fresh_mock.enqueue("openai-chat-json-2")
+    ask(groups_gateway, tag, "mini-first")
+    groups_gateway.row_for(tag)
+    table = corral("flows", "--db", groups_gateway.db, "--limit", "1").stdout
+    assert "mini-first: gpt-4o-mini-2024" in table  # the alias, then the model that answered
+    listed = json.loads(corral("flows", "--db", groups_gateway.db, "--limit", "1", "--json").stdout)
+    assert (listed["requested_model"], listed["model_alias"]) == ("mini-first", "mini-first")
 
 
 def test_models_lists_the_aliases(groups_gateway: Gateway) -> None:
