@@ -129,3 +129,19 @@ def test_a_provider_without_embeddings_is_a_404(gateway: Gateway, fresh_mock, ta
         client(gateway, tag).embeddings.create(model="anthropic/claude-haiku-4-5", input="hi")
     assert "no embeddings API for anthropic" in err.value.message
     assert fresh_mock.request_count == 0
+
+
+def test_cache_hit_is_translated_like_the_miss(cache_gateway: Gateway, fresh_mock, tag: str) -> None:
+    """The cache keys on and keeps the native Gemini exchange; a hit is translated for the client the same way."""
+    fresh_mock.enqueue(documented_reply("gemini-batchembedcontents-json-1"))
+
+    def call() -> list[list[float]]:
+        result = client(cache_gateway, tag).embeddings.create(model="gemini/gemini-embedding-001",
+                                                              input=[tag, "How much wood would a woodchuck chuck?"])
+        return [d.embedding for d in result.data]
+
+    first, second = call(), call()
+    assert second == first and len(first) == 2
+    assert fresh_mock.request_count == 1, "a hit must not reach the upstream"
+    rows = cache_gateway.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 2)
+    assert sorted(r["cache"] for r in rows) == ["hit", "miss"]
