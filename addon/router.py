@@ -334,7 +334,7 @@ class Router:
                                    "include_usage": bool((body.get("stream_options") or {}).get("include_usage"))}
         members, notes = group_members.prepare(
             self.catalog.current, order[1:], body, flow.request.headers, self.unified_keys,
-            ctx.options.corral_unified_forward_client_key)
+            ctx.options.corral_unified_forward_client_key, ctx.options.corral_usage_inject)
         if members:
             self.groups.pending[flow] = members
         meta.setdefault(md.CHANGES, []).extend(

@@ -44,6 +44,7 @@ class Member:
     rest: str  # the path after the provider's prefix
     headers: tuple[tuple[bytes, bytes], ...] = field(repr=False)  # the provider's key among them
     body: bytes = field(repr=False)
+    usage_injected: bool = False  # stream_options.include_usage added for the record (the client gets no usage chunk)
 
     @property
     def base(self) -> str:
@@ -55,19 +56,27 @@ class Member:
 
 
 def prepare(catalog: Catalog, requested: list[str], body: Mapping[str, Any], client_headers: http.Headers,
-            keys: Mapping[str, str], forward_client_key: bool) -> tuple[list[Member], list[str]]:
+            keys: Mapping[str, str], forward_client_key: bool,
+            inject_usage: bool = True) -> tuple[list[Member], list[str]]:
     """The members for ``requested`` (in order), and a note for each target left out because the
-    request cannot be translated for it faithfully."""
+    request cannot be translated for it faithfully. ``inject_usage`` (``[usage] inject``): an
+    OpenAI-compatible stream is asked for its usage chunk, as the meter does for a native request."""
     stream = body.get("stream") is True
+    asked_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
     members, notes = [], []
     for name in requested:
         target = routing.resolve(catalog, name, stream)  # validated when the group was configured
         provider = target.provider
+        injected = False
         try:
             if target.translate is not None:
                 native = TRANSLATIONS[target.translate].to_native(copy.deepcopy(dict(body)), target.model)
             else:
                 native = {**body, "model": target.model}
+                injected = (stream and inject_usage and not asked_usage
+                            and catalog.takes_include_usage(provider, target.path))
+                if injected:
+                    native["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         except (TranslationError, AttributeError, TypeError, KeyError, ValueError) as e:
             notes.append(f"model group: {name} left out, the request cannot be sent to it ({e})")
             continue
@@ -79,7 +88,8 @@ def prepare(catalog: Catalog, requested: list[str], body: Mapping[str, Any], cli
         headers["host"] = host_header
         headers["content-type"] = "application/json"
         members.append(Member(name, provider.name, target.model, target.translate, scheme, host, port, path,
-                              host_header, target.path, tuple(headers.fields), json.dumps(native).encode()))
+                              host_header, target.path, tuple(headers.fields), json.dumps(native).encode(),
+                              injected))
     return members, notes
 
 
@@ -108,6 +118,10 @@ def switch(flow: http.HTTPFlow, member: Member, catalog: Catalog) -> None:
     # The first target's request carried these; the member's request never did.
     meta.pop(md.REQUEST_EDIT, None)
     meta.pop(md.INCLUDE_USAGE_INJECTED, None)
+    if member.usage_injected:  # the meter drops the usage chunk the client did not ask for
+        meta[md.INCLUDE_USAGE_INJECTED] = True
+        meta.setdefault(md.CHANGES, []).append(
+            f"model group: stream_options.include_usage added to the request to {member.requested} (usage recorded)")
     meta.pop(md.REQUEST_PARAMS, None)
     if meta.get(md.CACHE) in ("miss", "refresh"):
         # The cache key is the first target's native request: another provider's answer is not kept under it.

@@ -141,6 +141,17 @@ def test_stream_falls_back_and_streams_the_next_targets_answer(groups_gateway: G
     assert [a["status"] for a in json.loads(row["attempts"])] == [529, 200]
 
 
+def test_streamed_fallback_usage_is_recorded_without_a_chunk_the_client_did_not_ask_for(
+        groups_gateway: Gateway, fresh_mock, tag: str) -> None:
+    fresh_mock.enqueue(overloaded(503), "openai-chat-stream-1")
+    chunks = list(ask(groups_gateway, tag, "fast", stream=True))
+    assert chunks and all(c.usage is None for c in chunks)  # no usage chunk: the client did not ask
+    assert json.loads(fresh_mock.requests[1].body)["stream_options"] == {"include_usage": True}
+    row = groups_gateway.row_for(tag)
+    assert (row["provider"], row["input_tokens"], row["output_tokens"]) == ("openai", 1144, 2)
+    assert "include_usage added to the request to openai/gpt-4o-mini" in row["corral_changes"]
+
+
 @reliability(
     "bad client input",
     "a model group's first target refuses the request with a 4xx (400 invalid request)",
