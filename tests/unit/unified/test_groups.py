@@ -9,6 +9,7 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from addon import metadata as md
+from addon.config import ConfigFile
 from addon.services import CatalogService
 from addon.unified import members
 from addon.unified.groups import Group, GroupBook, GroupError, parse_groups
@@ -133,3 +134,19 @@ def test_switch_makes_the_flow_the_answering_members_exchange() -> None:
     assert flow.request.url == "https://api.openai.com/v1/chat/completions"
     assert json.loads(flow.request.content or b"")["model"] == "gpt-4o-mini"
     assert f"answered by {MINI} after {HAIKU}" in meta[md.CHANGES][-1]
+
+
+def test_corral_toml_models_tables_reach_the_option(tmp_path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text('[models.fast]\ntargets = ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]\n'
+                    'strategy = "weighted"\nweights = [3, 1]\n')
+    groups = book()
+    with taddons.context(ConfigFile(), groups) as tctx:
+        tctx.options.corral_config = str(path)
+        assert groups.groups["fast"] == Group("fast", (HAIKU, MINI), "weighted", (3.0, 1.0))
+    bad = tmp_path / "bad.toml"  # a fresh gateway: options already set win over a file read later
+    with taddons.context(ConfigFile(), book()) as tctx:
+        bad.write_text('[models.fast]\ntargets = ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]\n'
+                       'strategy = "weighted"\nweights = [3]\n')
+        with pytest.raises(exceptions.OptionsError, match=r"\[models.fast\]: strategy \"weighted\" needs weights"):
+            tctx.options.corral_config = str(bad)
