@@ -28,6 +28,7 @@ MODELS = {
     "models.rr": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "round-robin"},
     "models.heavy-groq": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "weighted", "weights": [0, 1]},
     "models.refused-first": {"targets": ["deadend/any-model", MINI]},
+    "models.slow-first": {"targets": ["mistral/mistral-small-latest", MINI]},
 }
 
 
@@ -41,6 +42,8 @@ def groups_gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory)
     config = {
         **MODELS,
         "retries": {"attempts": 1},  # one attempt per target: the record shows exactly the fallback
+        # A group's attempts follow its first target's policy: mistral's gives up on a silent upstream soon.
+        "retries.providers.mistral": {"ttfb_timeout": 1},
         "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens
     }
     with Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("groups")) as gw:
@@ -183,6 +186,14 @@ def test_connection_error_falls_back(groups_gateway: Gateway, fresh_mock, tag: s
     attempts = json.loads(row["attempts"])
     assert attempts[0]["status"] is None and attempts[0]["error"]
     assert (attempts[1]["status"], row["provider"]) == (200, "openai")
+
+
+def test_timeout_falls_back(groups_gateway: Gateway, fresh_mock, tag: str) -> None:
+    fresh_mock.enqueue(Reply.from_exchange("mistral-chat-json-1", delay_before_headers=30), "openai-chat-json-2")
+    assert ask(groups_gateway, tag, "slow-first").choices[0].message.content == "YES"
+    attempts = json.loads(groups_gateway.row_for(tag)["attempts"])
+    assert [(a["target"], a["status"]) for a in attempts] == [("mistral/mistral-small-latest", None), (MINI, 200)]
+    assert "ttfb_timeout" in attempts[0]["error"]
 
 
 def test_round_robin_rotates_the_first_target(groups_gateway: Gateway, fresh_mock, tag: str) -> None:
