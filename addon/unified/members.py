@@ -19,7 +19,8 @@ from typing import Any
 from mitmproxy import http
 
 from addon import metadata as md
-from addon.credentials import AmbiguousCredential, credential_fingerprint
+from addon.credentials import CREDENTIAL_HEADERS, AmbiguousCredential, credential_fingerprint
+from addon.keys.store import PREFIX
 from addon.unified import routing
 from addon.unified.errors import TranslationError
 from addon.unified.families import TRANSLATIONS
@@ -61,6 +62,10 @@ def prepare(catalog: Catalog, requested: list[str], body: Mapping[str, Any], cli
     """The members for ``requested`` (in order), and a note for each target left out because the
     request cannot be translated for it faithfully. ``inject_usage`` (``[usage] inject``): an
     OpenAI-compatible stream is asked for its usage chunk, as the meter does for a native request."""
+    if any(PREFIX in client_headers.get(name, "") for name in CREDENTIAL_HEADERS):
+        # A gateway key is swapped for the first target's credential by KeyCheck, after its checks; the
+        # other targets would carry the gateway key itself, unchecked: they are not tried.
+        return [], ["model group: the client presented a gateway key, so only the first target is tried"]
     stream = body.get("stream") is True
     asked_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
     members, notes = [], []

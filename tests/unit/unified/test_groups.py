@@ -150,3 +150,9 @@ def test_corral_toml_models_tables_reach_the_option(tmp_path) -> None:
                        'strategy = "weighted"\nweights = [3]\n')
         with pytest.raises(exceptions.OptionsError, match=r"\[models.fast\]: strategy \"weighted\" needs weights"):
             tctx.options.corral_config = str(bad)
+
+
+def test_a_gateway_key_is_never_sent_to_a_fallback_target() -> None:
+    body = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+    made, notes = members.prepare(CATALOG, [MINI], body, http.Headers(authorization="Bearer ck-abc123"), {}, True)
+    assert made == [] and "gateway key" in notes[0]
