@@ -28,6 +28,7 @@ MODELS = {
     "models.rr": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "round-robin"},
     "models.heavy-groq": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "weighted", "weights": [0, 1]},
     "models.refused-first": {"targets": ["deadend/any-model", MINI]},
+    "models.quickest": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "lowest-latency"},
     "models.slow-first": {"targets": ["mistral/mistral-small-latest", MINI]},
 }
 
@@ -220,6 +221,13 @@ def test_corral_flows_shows_the_alias_beside_the_answering_model(groups_gateway:
     assert "mini-first: gpt-4o-mini-2024" in table  # the alias, then the model that answered
     listed = json.loads(corral("flows", "--db", groups_gateway.db, "--limit", "1", "--json").stdout)
     assert (listed["requested_model"], listed["model_alias"]) == ("mini-first", "mini-first")
+
+
+def test_lowest_latency_measures_each_target_before_choosing(groups_gateway: Gateway, fresh_mock, tag: str) -> None:
+    fresh_mock.default = "openai-chat-json-2"
+    ask(groups_gateway, tag, "quickest")  # neither measured: the listed order
+    ask(groups_gateway, tag, "quickest")  # openai measured by its answer, groq not yet: groq first
+    assert [r.path for r in fresh_mock.requests] == ["/v1/chat/completions", "/openai/v1/chat/completions"]
 
 
 def test_models_lists_the_aliases(groups_gateway: Gateway) -> None:
