@@ -13,12 +13,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from google.genai import types
 
 from tests.support import corpus
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import Reply
 
 KEY = "sk-unified-embeddings-0123456789"
+# EmbedContentRequest's fields (https://ai.google.dev/api/embeddings#EmbedContentRequest).
+GEMINI_EMBED_REQUEST_KEYS = {"model", "content", "taskType", "title", "outputDimensionality"}
 DATA = Path(__file__).resolve().parents[1] / "data" / "unified_embeddings"
 
 
@@ -76,6 +79,9 @@ def test_gemini_embeddings_are_translated_both_ways(gateway: Gateway, fresh_mock
     received = fresh_mock.requests[0]
     assert received.path == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
     assert json.loads(received.body) == documented(name)["request"]["body"]  # the documented request, exactly
+    for request in json.loads(received.body)["requests"]:  # and valid for Gemini's own types
+        assert set(request) <= GEMINI_EMBED_REQUEST_KEYS
+        types.Content.model_validate(request["content"])  # the google-genai SDK's type: unknown keys refused
     assert received.headers["x-goog-api-key"] == KEY and "authorization" not in received.headers
     row = gateway.row_for(tag)
     assert (row["provider"], row["model"], row["status"]) == ("gemini", "gemini-embedding-001", 200)
