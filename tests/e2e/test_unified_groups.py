@@ -28,7 +28,9 @@ MODELS = {
     "models.rr": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "round-robin"},
     "models.heavy-groq": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "weighted", "weights": [0, 1]},
     "models.refused-first": {"targets": ["deadend/any-model", MINI]},
-    "models.quickest": {"targets": [MINI, "groq/llama3-8b-8192"], "strategy": "lowest-latency"},
+    # Latencies are per target, whichever alias measured them: targets no other test uses.
+    "models.quickest": {"targets": ["deepseek/deepseek-chat", "groq/llama-3.1-8b-instant"],
+                        "strategy": "lowest-latency"},
     "models.slow-first": {"targets": ["mistral/mistral-small-latest", MINI]},
 }
 
@@ -226,7 +228,7 @@ def test_corral_flows_shows_the_alias_beside_the_answering_model(groups_gateway:
 def test_lowest_latency_measures_each_target_before_choosing(groups_gateway: Gateway, fresh_mock, tag: str) -> None:
     fresh_mock.default = "openai-chat-json-2"
     ask(groups_gateway, tag, "quickest")  # neither measured: the listed order
-    ask(groups_gateway, tag, "quickest")  # openai measured by its answer, groq not yet: groq first
+    ask(groups_gateway, tag, "quickest")  # deepseek measured by its answer, groq not yet: groq first
     assert [r.path for r in fresh_mock.requests] == ["/v1/chat/completions", "/openai/v1/chat/completions"]
 
 
