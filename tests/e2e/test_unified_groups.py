@@ -31,6 +31,7 @@ MODELS = {
     # Latencies are per target, whichever alias measured them: targets no other test uses.
     "models.quickest": {"targets": ["deepseek/deepseek-chat", "groq/llama-3.1-8b-instant"],
                         "strategy": "lowest-latency"},
+    "models.gemini-second": {"targets": [HAIKU, "gemini/gemini-2.5-flash"]},
     "models.slow-first": {"targets": ["mistral/mistral-small-latest", MINI]},
 }
 
@@ -130,6 +131,20 @@ def test_the_answer_is_translated_with_the_family_that_answered(groups_gateway: 
     anthropic.Anthropic(base_url=groups_gateway.url + "/anthropic", api_key=KEY, max_retries=0).messages.create(
         **corpus.load(name)["request"]["body"], extra_headers={"x-mock-exchange": name, "x-test-id": native_tag})
     assert row["cost_usd"] == groups_gateway.row_for(native_tag)["cost_usd"]
+
+
+def test_a_third_family_answers_a_fallback(groups_gateway: Gateway, fresh_mock, tag: str) -> None:
+    """Anthropic, then Gemini generateContent: the client gets Gemini's answer in OpenAI's shape."""
+    name = "gemini-generatecontent-json-1"
+    fresh_mock.enqueue(overloaded(529), name)
+    result = ask(groups_gateway, tag, "gemini-second")
+    assert result.choices[0].message.content and result.usage is not None
+    assert fresh_mock.requests[1].path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert fresh_mock.requests[1].headers["x-goog-api-key"] == KEY
+    expected = corpus.load(name)["expect"]
+    row = groups_gateway.row_for(tag)
+    assert (row["provider"], row["input_tokens"], row["output_tokens"]) == (
+        "gemini", expected["input_tokens"], expected["output_tokens"])
 
 
 def test_stream_falls_back_and_streams_the_next_targets_answer(groups_gateway: Gateway, fresh_mock,
