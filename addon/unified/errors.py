@@ -51,3 +51,26 @@ def from_anthropic(status: int, body: bytes) -> bytes:
     text = body.decode("utf-8", "replace")[:2000]
     return openai_error_bytes(text or f"upstream answered HTTP {status}", "server_error" if status >= 500
                               else "invalid_request_error")
+
+
+def kind_for_status(status: int) -> str:
+    """OpenAI's error type for a provider status, where the provider's body names no type of its own."""
+    return {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 429: "rate_limit_error"}.get(status, "server_error" if status >= 500
+                                                                  else "invalid_request_error")
+
+
+def from_message_body(status: int, body: bytes) -> bytes:
+    """An error body of the ``{"message": ...}`` kind (Bedrock, Cohere; Bedrock also spells it
+    ``Message``) in OpenAI's shape, typed by the status. A body already in OpenAI's shape is kept."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return body  # OpenAI's shape already (e.g. an answer Corral made for a unified request)
+    message = (data.get("message") or data.get("Message")) if isinstance(data, dict) else None
+    if message:
+        return openai_error_bytes(str(message), kind_for_status(status))
+    text = body.decode("utf-8", "replace")[:2000]
+    return openai_error_bytes(text or f"upstream answered HTTP {status}", kind_for_status(status))

@@ -27,12 +27,15 @@ class Translation:
     path: Callable[[str, bool], str]
     # (OpenAI chat request, native model) -> the native request body; raises TranslationError.
     to_native: Callable[[dict[str, Any], str], dict[str, Any]]
-    # (status, whole native body, decoded) -> OpenAI's chat completion or error JSON.
-    translate_whole: Callable[[int, bytes], bytes]
-    # include_usage -> a translator of the native stream into OpenAI chunks.
-    stream_translator: Callable[[bool], StreamTranslator]
+    # (status, whole native body, decoded[, model]) -> OpenAI's chat completion or error JSON.
+    translate_whole: Callable[..., bytes]
+    # (include_usage[, model]) -> a translator of the native stream into OpenAI chunks.
+    stream_translator: Callable[..., StreamTranslator]
     # A media type fragment that marks a streamed native answer.
     stream_media: str = "event-stream"
+    # False when the native answer does not name the model (Converse, Cohere v2): the two callables above
+    # then also get the native model the request named, as their last argument.
+    model_in_answer: bool = True
 
 
 def _anthropic() -> Translation:
@@ -58,4 +61,21 @@ def _ollama() -> Translation:
                        ollama_response.OllamaStreamTranslator, stream_media="ndjson")
 
 
-TRANSLATIONS: dict[str, Translation] = {t.family: t for t in (_anthropic(), _gemini(), _ollama())}
+def _bedrock() -> Translation:
+    from addon.unified import bedrock_request, bedrock_response
+    from addon.unified.bedrock_stream import BedrockStreamTranslator
+
+    return Translation("bedrock", bedrock_request.path, bedrock_request.to_bedrock, bedrock_response.translate_whole,
+                       BedrockStreamTranslator, stream_media="amazon.eventstream", model_in_answer=False)
+
+
+def _cohere() -> Translation:
+    from addon.unified import cohere_request, cohere_response
+    from addon.unified.cohere_stream import CohereStreamTranslator
+
+    return Translation("cohere", lambda model, stream: "/v2/chat", cohere_request.to_cohere,
+                       cohere_response.translate_whole, CohereStreamTranslator, model_in_answer=False)
+
+
+TRANSLATIONS: dict[str, Translation] = {t.family: t for t in (_anthropic(), _gemini(), _ollama(), _bedrock(),
+                                                              _cohere())}

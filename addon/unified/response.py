@@ -76,7 +76,7 @@ class UnifiedResponse:
             response.content = translator.feed(decoded.data) + translator.finish_stream()
             response.headers["content-type"] = "text/event-stream"
             return
-        response.content = translation.translate_whole(response.status_code, decoded.data)
+        response.content = _translate_whole(flow, translation, response.status_code, decoded.data)
         response.headers["content-type"] = "application/json"
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -97,7 +97,18 @@ def _is_native_stream(response: http.Response, translation: Translation) -> bool
 
 def _stream_translator(flow: http.HTTPFlow, translation: Translation):
     options = flow.metadata.get(md.UNIFIED_STREAM) or {}
-    return translation.stream_translator(bool(options.get("include_usage")))
+    return translation.stream_translator(bool(options.get("include_usage")), *_model(flow, translation))
+
+
+def _translate_whole(flow: http.HTTPFlow, translation: Translation, status: int, body: bytes) -> bytes:
+    return translation.translate_whole(status, body, *_model(flow, translation))
+
+
+def _model(flow: http.HTTPFlow, translation: Translation) -> tuple[str, ...]:
+    """The native model, for a family whose answer does not name it."""
+    if translation.model_in_answer:
+        return ()
+    return ((flow.metadata.get(md.UNIFIED) or {}).get("native_model") or "",)
 
 
 class _Whole:
@@ -114,7 +125,7 @@ class _Whole:
 
     def finish(self) -> bytes:
         status = self.flow.response.status_code if self.flow.response is not None else 502
-        return self.translation.translate_whole(status, b"".join(self.parts))
+        return _translate_whole(self.flow, self.translation, status, b"".join(self.parts))
 
 
 def _wrap(inner, decoder: BoundedDecoder, feed: Callable[[bytes], bytes],

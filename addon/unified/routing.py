@@ -83,9 +83,11 @@ def _priced_models(pricing_id: str) -> tuple[str, ...]:
     return ()
 
 
-# Where the key goes for each auth style (a bearer token is "Bearer <key>").
+# Where the key goes for each auth style (a bearer token is "Bearer <key>"). A SigV4 provider (Bedrock)
+# takes its API keys as a bearer token too: the gateway signs nothing, so that is the key it can use.
 _KEY_HEADERS = {"bearer": "authorization", "x-api-key": "x-api-key", "api-key": "api-key",
-                "x-goog-api-key": "x-goog-api-key"}
+                "x-goog-api-key": "x-goog-api-key", "sigv4": "authorization"}
+_BEARER_AUTH = ("bearer", "sigv4")
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
@@ -114,7 +116,7 @@ def place_key(headers, provider: Provider, key: str | None, forward_client_key: 
         headers.pop(name, None)
     target = _KEY_HEADERS.get(provider.auth)
     if key and target:
-        headers[target] = f"Bearer {key}" if provider.auth == "bearer" else key
+        headers[target] = f"Bearer {key}" if provider.auth in _BEARER_AUTH else key
     if provider.format == "anthropic" and "anthropic-version" not in headers:
         headers["anthropic-version"] = ANTHROPIC_VERSION
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import struct
-import zlib
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ from providers.formats.eventstream import EventStreamDecoder, Message
 from providers.formats.include_usage import UsageChunkStripper, inject_include_usage
 from providers.formats.jsonarray import JSONArrayDecoder
 from providers.formats.sse import SSEDecoder
+from tests.support.eventstream import encode_frame
 from tests.unit.providers.test_formats_corpus import content_type, family_for, load, request_path, response_bytes
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -124,27 +123,6 @@ def test_json_array_elements(items: list[dict[str, Any]], cuts: list[int]) -> No
 
 
 # --- AWS event stream -------------------------------------------------------------------------
-
-
-def encode_header(name: str, value: bool | int | bytes | str) -> bytes:
-    out = bytes([len(name.encode())]) + name.encode()
-    if isinstance(value, bool):
-        return out + bytes([0 if value else 1])
-    if isinstance(value, int):
-        return out + b"\x05" + struct.pack(">q", value)
-    if isinstance(value, bytes):
-        return out + b"\x06" + struct.pack(">H", len(value)) + value
-    raw = value.encode()
-    return out + b"\x07" + struct.pack(">H", len(raw)) + raw
-
-
-def encode_frame(headers: dict[str, bool | int | bytes | str], payload: bytes) -> bytes:
-    hdr = b"".join(encode_header(k, v) for k, v in headers.items())
-    total = 12 + len(hdr) + len(payload) + 4
-    prelude = struct.pack(">II", total, len(hdr))
-    prelude += struct.pack(">I", zlib.crc32(prelude))
-    body = prelude + hdr + payload
-    return body + struct.pack(">I", zlib.crc32(body))
 
 
 header_values = st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.binary(max_size=30) | st.text(max_size=30)
