@@ -4,8 +4,12 @@ Rules for what Anthropic cannot honour (never silently changed in meaning):
 - dropped: ``seed``, ``store``, ``service_tier``, ``stream_options`` (usage is always in Anthropic's
   stream; ``include_usage`` decides only whether the client gets the usage chunk), ``n: 1``,
   ``parallel_tool_calls: true``, ``response_format: {"type": "text"}``, ``logprobs: false``;
+- ``response_format`` ``json_schema`` -> ``output_config.format`` (Anthropic structured outputs, always
+  enforced, so ``strict: false`` gets the stricter of the two; the JSON comes back as the message text;
+  a model without structured outputs answers Anthropic's own 400);
 - refused with a 400 naming the parameter: ``n > 1``, ``temperature > 1`` (Anthropic's range is 0..1),
-  ``response_format`` JSON object / schema, ``logprobs``/``top_logprobs``, ``logit_bias``,
+  ``response_format: {"type": "json_object"}`` (no schema-less JSON mode: send a ``json_schema``),
+  ``logprobs``/``top_logprobs``, ``logit_bias``,
   ``frequency_penalty``/``presence_penalty`` other than 0, ``audio``/``modalities``/``prediction``,
   and any parameter not listed here;
 - ``max_tokens`` is required by Anthropic: ``max_completion_tokens`` or ``max_tokens``, else
@@ -58,7 +62,22 @@ def to_anthropic(body: dict[str, Any], model: str) -> dict[str, Any]:
         out["tool_choice"] = choice
     if body.get("user"):
         out["metadata"] = {"user_id": str(body["user"])}
+    output_format = _output_format(body.get("response_format"))
+    if output_format is not None:
+        out["output_config"] = {"format": output_format}
     return out
+
+
+def _output_format(fmt: Any) -> dict[str, Any] | None:
+    if not fmt or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") != "json_schema":
+        raise TranslationError(f"response_format {fmt.get('type')!r} is not supported for Anthropic models: they have "
+                               "no schema-less JSON mode (send a json_schema)", "response_format")
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise TranslationError("response_format.json_schema.schema must be a JSON schema object", "response_format")
+    return {"type": "json_schema", "schema": schema}
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
@@ -68,10 +87,6 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
                                    "endpoint", key)
     if (body.get("n") or 1) != 1:
         raise TranslationError("n other than 1 is not supported for Anthropic models", "n")
-    fmt = body.get("response_format")
-    if fmt and fmt.get("type") != "text":
-        raise TranslationError(f"response_format {fmt.get('type')!r} is not supported for Anthropic models by "
-                               "the unified endpoint", "response_format")
     if body.get("logprobs"):
         raise TranslationError("logprobs are not available from Anthropic models", "logprobs")
     for key in ("frequency_penalty", "presence_penalty"):

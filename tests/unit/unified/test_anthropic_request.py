@@ -68,10 +68,21 @@ def test_images_url_and_base64() -> None:
     assert blocks[2]["source"] == {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
 
 
+def test_json_schema_becomes_structured_output() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}
+    out = to_anthropic({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}}}, "m")
+    assert out["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    plain = to_anthropic({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                          "response_format": {"type": "text"}}, "m")
+    assert "output_config" not in plain
+
+
 @pytest.mark.parametrize(("extra", "param"), [
     ({"n": 2}, "n"),
     ({"temperature": 1.5}, "temperature"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
     ({"logprobs": True}, "logprobs"),
     ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"logit_bias": {"1": 2}}, "logit_bias"),
