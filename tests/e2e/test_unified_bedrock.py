@@ -23,9 +23,10 @@ from botocore.validate import ParamValidator
 
 from tests.e2e.test_explicit_mode import corral_env
 from tests.e2e.test_unified import KEY, client
-from tests.support import corpus, doc_examples
+from tests.support import corpus, doc_examples, eventstream
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import Reply
+from tests.support.reliability import reliability
 
 SERVICE = botocore.session.get_session().get_service_model("bedrock-runtime")
 # A 1x1 PNG.
@@ -214,6 +215,12 @@ def test_json_schema_becomes_converse_structured_output(gateway: Gateway, fresh_
     assert structure["structure"]["jsonSchema"]["name"] == "joke"
 
 
+@reliability(
+    "bad client input",
+    "unified request for Bedrock with what Converse cannot take (an image URL, response_format json_object, ...)",
+    "400 in OpenAI's error shape with `param` naming it (openai.BadRequestError); nothing sent upstream",
+    "row: status 400, error naming the parameter",
+)
 @pytest.mark.parametrize(("kwargs", "param"), [
     ({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"},
@@ -253,6 +260,12 @@ def test_invalid_model_error_raises_bad_request(gateway: Gateway, fresh_mock, ta
     assert gateway.row_for(tag)["status"] == 400
 
 
+@reliability(
+    "upstream faults",
+    "Bedrock 429 ThrottlingException / 503 behind the unified endpoint",
+    "retried as [retries] says; then OpenAI's error shape (RateLimitError / InternalServerError), message kept",
+    "row: the status, retries counted",
+)
 @pytest.mark.parametrize(("name", "error", "status"), [
     ("bedrock-converse-throttling-error", openai.RateLimitError, 429),
     ("bedrock-converse-unavailable-error", openai.InternalServerError, 503),
@@ -269,6 +282,29 @@ def test_throttling_and_unavailable_are_retried_then_raised(gateway: Gateway, fr
     assert err.value.response.headers["retry-after"] == "0"
     assert fresh_mock.request_count == 3  # Corral's retries apply as to native flows
     assert gateway.row_for(tag)["status"] == status
+
+
+@reliability(
+    "upstream faults",
+    "exception frame inside a Bedrock ConverseStream behind the unified endpoint (throttlingException, ...)",
+    "the text so far, then an SSE error event the openai SDK raises as APIError; no [DONE]",
+    "row: the stream's error (exception type and message)",
+)
+def test_exception_frame_mid_stream_raises_in_the_sdk(gateway: Gateway, fresh_mock, tag: str) -> None:
+    frames = [eventstream.event("messageStart", {"role": "assistant"}),
+              eventstream.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Par"}}),
+              eventstream.exception("modelStreamErrorException", "The model stopped unexpectedly.")]
+    fresh_mock.enqueue(Reply(200, {"content-type": "application/vnd.amazon.eventstream"}, chunks=frames))
+    text = []
+    with pytest.raises(openai.APIError) as err:
+        for chunk in unified(gateway, tag).chat.completions.create(
+                model="bedrock/meta.llama3-2-1b-instruct-v1:0", stream=True,
+                messages=[{"role": "user", "content": "hi"}]):
+            text.append(chunk.choices[0].delta.content or "")
+    assert "".join(text) == "Par"
+    assert err.value.message == "The model stopped unexpectedly."
+    row = gateway.row_for(tag)
+    assert "modelStreamErrorException" in row["error"] and "stopped unexpectedly" in row["error"]
 
 
 def test_models_lists_bedrock_and_cohere(gateway: Gateway) -> None:

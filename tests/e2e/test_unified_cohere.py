@@ -22,6 +22,7 @@ import pytest
 from tests.e2e.test_unified import KEY, client
 from tests.support import corpus, doc_examples
 from tests.support.gateway import Gateway
+from tests.support.reliability import reliability
 
 _CHAT_PARAMS = {name: p.annotation for name, p in inspect.signature(cohere.ClientV2.chat).parameters.items()
                 if name not in ("self", "request_options")}
@@ -205,6 +206,12 @@ def test_not_found_error_raises_not_found(gateway: Gateway, fresh_mock, tag: str
     assert err.value.body["type"] == "not_found_error"  # type: ignore[index]
 
 
+@reliability(
+    "upstream faults",
+    "Cohere 429 / 500 behind the unified endpoint",
+    "retried as [retries] says; then OpenAI's error shape (RateLimitError / InternalServerError), message kept",
+    "row: the status, retries counted",
+)
 @pytest.mark.parametrize(("name", "error", "status"), [
     ("cohere-v2chat-ratelimit-error", openai.RateLimitError, 429),
     ("cohere-v2chat-server-error", openai.InternalServerError, 500),
