@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Names the upstream's content-encoding of a body Corral decoded to translate it.
 DECODED_HEADER = "corral-decoded"
+# Names the native media type of a stream translated to SSE when it was not SSE (Bedrock's event stream):
+# the cache keeps these headers with the native body, and a hit must be known for the stream it is.
+NATIVE_TYPE_HEADER = "corral-native-content-type"
 # Most decoded bytes of a non-streamed native answer translated (a chat answer is far smaller).
 WHOLE_LIMIT = 64 << 20
 
@@ -54,7 +57,7 @@ class UnifiedResponse:
         if _is_native_stream(response, translation):
             translator = _stream_translator(flow, translation)
             response.stream = _wrap(inner, decoder, translator.feed, translator.finish_stream)
-            response.headers["content-type"] = "text/event-stream"
+            _mark_sse(response)
         else:
             whole = _Whole(flow, translation)
             response.headers["content-type"] = "application/json"
@@ -74,7 +77,7 @@ class UnifiedResponse:
             # A whole stream made in process (a cache hit, a fixture): translated event by event all the same.
             translator = _stream_translator(flow, translation)
             response.content = translator.feed(decoded.data) + translator.finish_stream()
-            response.headers["content-type"] = "text/event-stream"
+            _mark_sse(response)
             return
         response.content = _translate_whole(flow, translation, response.status_code, decoded.data)
         response.headers["content-type"] = "application/json"
@@ -92,7 +95,15 @@ def translation_for(flow: http.HTTPFlow) -> Translation:
 
 
 def _is_native_stream(response: http.Response, translation: Translation) -> bool:
-    return 200 <= response.status_code < 300 and translation.stream_media in delivery.media_type(response.headers)
+    media = response.headers.get(NATIVE_TYPE_HEADER) or delivery.media_type(response.headers)
+    return 200 <= response.status_code < 300 and translation.stream_media in media
+
+
+def _mark_sse(response: http.Response) -> None:
+    native = response.headers.get(NATIVE_TYPE_HEADER) or delivery.media_type(response.headers)
+    if native != "text/event-stream":
+        response.headers[NATIVE_TYPE_HEADER] = native
+    response.headers["content-type"] = "text/event-stream"
 
 
 def _stream_translator(flow: http.HTTPFlow, translation: Translation):

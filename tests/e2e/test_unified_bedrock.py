@@ -307,6 +307,26 @@ def test_exception_frame_mid_stream_raises_in_the_sdk(gateway: Gateway, fresh_mo
     assert "modelStreamErrorException" in row["error"] and "stopped unexpectedly" in row["error"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_cache_hit_is_translated_like_the_miss(cache_gateway: Gateway, fresh_mock, tag: str, stream: bool) -> None:
+    """The cache keeps the native exchange (JSON, or the binary event stream); a hit is translated like the miss."""
+    name = "bedrock-converse-stream-2" if stream else "bedrock-converse-json-1"
+
+    def call():
+        result = client(cache_gateway, name, tag).chat.completions.create(
+            model="bedrock/us.amazon.nova-micro-v1:0", user=tag, stream=stream,
+            messages=[{"role": "user", "content": "What is the capital of France?"}])
+        if stream:
+            return [c.model_dump(exclude={"created", "id"}) for c in result]  # type: ignore[union-attr]
+        return result.model_dump(exclude={"created", "id"})  # type: ignore[union-attr]
+
+    first, second = call(), call()
+    assert second == first and first
+    assert fresh_mock.request_count == 1, "a hit must not reach the upstream"
+    rows = cache_gateway.wait_rows(lambda r: tag in (r.get("request_headers") or ""), 2)
+    assert sorted(r["cache"] for r in rows) == ["hit", "miss"]
+
+
 def test_models_lists_bedrock_and_cohere(gateway: Gateway) -> None:
     ids = {m.id for m in openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0).models.list()}
     assert "bedrock/meta.llama3-2-1b-instruct-v1:0" in ids
