@@ -65,6 +65,7 @@ from addon.router import Router
 from addon.services import CatalogService, PricingService, SecretsService, SharedState
 from addon.state import StateHeader
 from addon.telemetry.tracing import Telemetry
+from addon.unified.bedrock_sigv4 import BedrockSigner
 from addon.unified.groups import GroupBook
 from addon.unified.request import UnifiedRequest
 from addon.unified.response import UnifiedResponse
@@ -161,6 +162,7 @@ def build() -> list[object]:
         FixturePlayer(fixtures),  # record/replay fixtures: answers from the set, or marks what to record
         CacheLookup(cache, shared_state, catalog),  # answers hits without upstream (before limits: hits are free)
         RateLimiter(limits, shared_state, catalog),  # requests/tokens per window: 429 or queue; /_corral/limits
+        BedrockSigner(),  # [unified] bedrock_sigv4: SigV4 on the final native request; after hits and limits
         Retrier(catalog, groups),  # upstream attempts through the in-process relay: retries, timeouts, fallbacks
         Meter(),  # model, stream tee, usage, errors
         RateLimitAccounting(limits),  # after the Meter: corrects token windows to real usage; adaptive holds

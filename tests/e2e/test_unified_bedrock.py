@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 from urllib.parse import unquote
 
@@ -331,3 +332,47 @@ def test_models_lists_bedrock_and_cohere(gateway: Gateway) -> None:
     ids = {m.id for m in openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0).models.list()}
     assert "bedrock/meta.llama3-2-1b-instruct-v1:0" in ids
     assert "cohere/command-a" in ids
+
+
+@reliability(
+    "secrets",
+    "the gateway's own AWS credentials signing a unified Bedrock request ([unified] bedrock_sigv4)",
+    "-",
+    "row: request headers with the signature and session token redacted",
+)
+def test_sigv4_signed_with_the_gateways_aws_credentials(mock, tmp_path, tag: str) -> None:
+    """[unified] bedrock_sigv4: no Bedrock API key, so the gateway signs with its own AWS credentials; the
+    signature the mock receives is the one botocore computes for that request."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    mock.reset()
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token-example")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+           "AWS_SESSION_TOKEN": creds.token, "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    gw = Gateway(mock.url, config={"unified": {"forward_client_key": False, "bedrock_sigv4": True,
+                                               "bedrock_region": "us-west-2"}}, workdir=tmp_path)
+    gw.start(env=env)
+    try:
+        result = client(gw, "bedrock-converse-json-1", tag).chat.completions.create(
+            model="bedrock/meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": "hi"}])
+        stored = gw.row_for(tag)["request_headers"]
+    finally:
+        gw.stop()
+    assert result.usage is not None and result.usage.prompt_tokens == 52
+    received = mock.requests[0]
+    authorization = received.headers["authorization"]
+    assert authorization.startswith(f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{received.headers['x-amz-date'][:8]}"
+                                    "/us-west-2/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date;"
+                                    "x-amz-security-token, Signature=")
+    assert received.headers["x-amz-security-token"] == creds.token
+    assert creds.token not in stored and authorization.rsplit("=", 1)[1] not in stored
+    expected = AWSRequest(method="POST", url=f"http://{received.headers['host']}{received.path}", data=received.body,
+                          headers={k: received.headers[k] for k in ("content-type", "x-amz-date",
+                                                                    "x-amz-security-token")})
+    expected.context["timestamp"] = received.headers["x-amz-date"]
+    auth = SigV4Auth(creds, "bedrock", "us-west-2")
+    signature = auth.signature(auth.string_to_sign(expected, auth.canonical_request(expected)), expected)
+    assert authorization.endswith(f"Signature={signature}")
