@@ -14,6 +14,8 @@ import base64
 import json
 import os
 import ssl
+import subprocess
+from pathlib import Path
 from urllib.parse import unquote
 
 import botocore.session
@@ -23,7 +25,9 @@ import pytest
 from botocore.validate import ParamValidator
 
 from tests.e2e.test_explicit_mode import corral_env
+from tests.e2e.test_run import node_sdks as _node_sdks  # noqa: F401  (fixture: the npm openai package)
 from tests.e2e.test_unified import KEY, client
+from tests.e2e.test_unified_gemini import NODE_STREAM_JS
 from tests.support import corpus, doc_examples, eventstream
 from tests.support.gateway import Gateway
 from tests.support.mock_upstream import Reply
@@ -163,6 +167,27 @@ def test_stream_parallel_tool_calls_reassembled_by_the_sdk(gateway: Gateway, fre
     for column in ("model", "input_tokens", "cached_input_tokens", "output_tokens", "cost_usd"):
         assert row[column] == native[column], column
     assert row["cost_usd"] > 0
+
+
+def test_node_openai_stream_helper_reassembles_bedrock_tool_calls(gateway: Gateway, fresh_mock, tag: str,
+                                                                  _node_sdks: Path) -> None:  # noqa: F811
+    """The npm ``openai`` package's own stream helper over the translated binary event stream."""
+    name = "bedrock-converse-stream-tooluse"
+    fresh_mock.enqueue(doc_examples.reply(name))
+    script = _node_sdks / "unified-bedrock-stream.mjs"
+    script.write_text(NODE_STREAM_JS)
+    body = {"model": f"bedrock/{doc_examples.load(name)['model']}", "stream_options": {"include_usage": True},
+            "tools": [{"type": "function", "function": {"name": "top_song", "parameters": {"type": "object"}}}],
+            "messages": [{"role": "user", "content": "Top songs on WZPZ and WKRP?"}]}
+    proc = subprocess.run(["node", str(script), gateway.url + "/v1", KEY, tag, json.dumps(body)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = json.loads(proc.stdout)
+    calls = final["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"sign": "WZPZ"}, {"sign": "WKRP"}]
+    assert final["choices"][0]["finish_reason"] == "tool_calls"
+    assert (final["usage"]["prompt_tokens"], final["usage"]["completion_tokens"]) == (412 + 1024, 97)
+    native_request(fresh_mock)
 
 
 def test_multi_turn_with_image_tool_result_and_named_tool(gateway: Gateway, fresh_mock, tag: str) -> None:
