@@ -15,6 +15,7 @@ import json
 import os
 import ssl
 import subprocess
+import threading
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -167,6 +168,26 @@ def test_stream_parallel_tool_calls_reassembled_by_the_sdk(gateway: Gateway, fre
     for column in ("model", "input_tokens", "cached_input_tokens", "output_tokens", "cost_usd"):
         assert row[column] == native[column], column
     assert row["cost_usd"] > 0
+
+
+@pytest.mark.parametrize(("name", "model", "first"), [
+    ("bedrock-converse-stream-2", "bedrock/us.amazon.nova-micro-v1:0", "The"),
+    ("cohere-v2chat-stream-1", "cohere/command", "Ar"),
+])
+def test_translated_stream_is_not_buffered(gateway: Gateway, fresh_mock, tag: str, name: str, model: str,
+                                           first: str) -> None:
+    """The upstream holds the rest of its stream (after its first event, the message start) until the client
+    has the translated first chunk."""
+    hold = threading.Event()
+    fresh_mock.enqueue(Reply.from_exchange(name, hold=hold))
+    try:
+        stream = iter(unified(gateway, tag).chat.completions.create(
+            model=model, stream=True, messages=[{"role": "user", "content": "x"}]))
+        opening = next(stream).choices[0].delta
+    finally:
+        hold.set()
+    assert (opening.role, opening.content) == ("assistant", "")
+    assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices).startswith(first)
 
 
 def test_node_openai_stream_helper_reassembles_bedrock_tool_calls(gateway: Gateway, fresh_mock, tag: str,
