@@ -42,7 +42,6 @@ def book(rng=None) -> GroupBook:
     ({"targets": [HAIKU], "weights": [1]}, "weights only apply"),
     ({"targets": []}, "non-empty list"),
     ({"targets": [HAIKU], "fallback": True}, "unknown key\\(s\\) fallback"),
-    ({"targets": ["bedrock/anthropic.claude-v2"]}, "cannot reach bedrock"),
 ])
 def test_bad_tables_are_refused_naming_the_problem(table: dict, message: str) -> None:
     with pytest.raises(GroupError, match=message):
