@@ -130,13 +130,14 @@ def _json_line(row: Flow, full: bool) -> str:
 
 
 def follow(query: peewee.ModelSelect[Flow], limit: int, emit: Callable[[str], None], as_json: bool, full: bool,
-           sleep: Callable[[float], None] = time.sleep, polls: int | None = None) -> None:
+           sleep: Callable[[float], None] = time.sleep, polls: int | None = None,
+           now: Callable[[], datetime.datetime] = queries.utcnow) -> None:
     """The newest ``limit`` rows oldest first, then every row recorded later, as it appears.
-    ``polls`` bounds the loop (tests); by default it runs until interrupted."""
+    ``polls`` bounds the loop and ``now`` is the clock (tests); by default it runs until interrupted."""
     latest = list(query.order_by(Flow.started_at.desc(), Flow.id.desc()).limit(max(0, limit)))[::-1]
     seen: dict[str, datetime.datetime] = {}
     head = Flow.select(Flow.started_at).order_by(Flow.started_at.desc()).limit(1).scalar()
-    floor = (head or queries.utcnow()) - FOLLOW_LOOKBACK
+    floor = (head or now()) - FOLLOW_LOOKBACK
     for row in query.where(Flow.started_at >= floor).select(Flow.id, Flow.started_at):
         seen[row.id] = row.started_at
     widths = [len(h) for h in HEADERS]
@@ -153,7 +154,7 @@ def follow(query: peewee.ModelSelect[Flow], limit: int, emit: Callable[[str], No
     while polls is None or done < polls:
         sleep(FOLLOW_POLL)
         done += 1
-        floor = queries.utcnow() - FOLLOW_LOOKBACK
+        floor = now() - FOLLOW_LOOKBACK
         fresh = [r for r in query.where(Flow.started_at >= floor).order_by(Flow.started_at, Flow.id)
                  if r.id not in seen]
         for r in fresh:

@@ -92,7 +92,8 @@ def test_follow_prints_the_latest_oldest_first_then_new_rows(record: str) -> Non
         for fields in next(arrivals):
             add(**fields)
 
-    flows.follow(flows.build_query(args), 2, out.append, as_json=False, full=False, sleep=sleep, polls=3)
+    flows.follow(flows.build_query(args), 2, out.append, as_json=False, full=False, sleep=sleep, polls=3,
+                 now=lambda: NOW)
     assert out[0].split() == flows.HEADERS
     models = [line.split()[3] for line in out[1:]]
     assert len(models) == 4 and "old-model" not in models[:2]  # the newest two of the record first
