@@ -18,7 +18,8 @@ Each addon reads only metadata written by the ones before it (addon/metadata.py 
   stream wrapper is outermost, so every tee before it sees native bytes.
 - KeyCheck right after the Router and RequestGuard (it answers in the provider's shape) and before the
   cache and limits: a refused key costs nothing, and the provider credential is in place before anything
-  goes upstream. KeySpend after the Recorder, whose cost it adds to the key's spend.
+  goes upstream. KeySpend after the Recorder, whose cost it adds to the key's spend; BudgetAlerts after
+  KeySpend, so the spend it checks includes the flow.
 - Recorder after everything that writes metadata about the exchange; Annotator, Telemetry and Metrics
   after the Recorder, whose cost they show, trace and count.
 docs/architecture.md draws the chain and the path of one request through the hooks.
@@ -50,6 +51,8 @@ from addon.fixtures.taker import FixtureTaker
 from addon.flow_count import FlowCounter
 from addon.health import Health
 from addon.internal_hosts import InternalHosts
+from addon.keys.admin import KeyAdmin
+from addon.keys.alerts import BudgetAlerts
 from addon.keys.book import KeyBook
 from addon.keys.check import KeyCheck
 from addon.keys.spend import KeySpend
@@ -143,12 +146,13 @@ def build() -> list[object]:
     fixtures = FixtureBook()  # the fixture set in force: the player answers from it, the taker records into it
     keys = KeyBook(pricing, shared_state)  # [keys], [budgets]: verified keys and budget ledgers (check and spend)
     groups = GroupBook(catalog)  # [models.<alias>]: the unified endpoint's model groups (router and retrier)
+    key_admin = KeyAdmin()  # [keys] admin_token: who may change keys over the viewer's API
     registry = CollectorRegistry()  # Prometheus: Metrics counts into it, the Viewer serves it
     return [
         ConfigFile(),  # corral.toml -> options; first, so every later addon sees the file's values
         catalog, pricing, shared_state, groups,  # services with options: configured before the addons using them
         SecretsService(),  # [secrets]: more names redacted wherever a request is stored or shown
-        keys,
+        keys, key_admin,
         ConfigReload(),  # corral.toml changed (polled, SIGHUP, POST /_corral/reload): options updated, or refused whole
         Router(catalog, groups),  # provider, mode, upstream rewrite; answers unknown routes itself
         UnifiedRequest(),  # /v1/chat/completions to a translated provider: the native request, before all else
@@ -172,9 +176,10 @@ def build() -> list[object]:
         Recorder(pricing),  # one row per flow, written off the loop in batches
         UnifiedResponse(),  # after the Recorder (and around every tee): the client's copy in OpenAI's shape
         KeySpend(keys),  # after the Recorder: a gateway key's spend grows by the cost it recorded
+        BudgetAlerts(keys, registry),  # after KeySpend: thresholds of budgets crossed -> log, /metrics, webhook
         Telemetry(registry),  # [telemetry]: one OpenTelemetry span per flow over OTLP (after the Recorder: cost)
         Annotator(),  # mitmweb: flow.comment / flow.marked from what the recorder recorded
-        Viewer(registry),  # web UI, read-only JSON API and /metrics on [viewer] listen
+        Viewer(registry, key_admin),  # web UI, read-only JSON API and /metrics on [viewer] listen
         Metrics(registry),  # Prometheus counters from the flow's metadata; last, so it sees everything
     ]
 

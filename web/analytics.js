@@ -109,6 +109,8 @@
     status(`${a.bucket_seconds}s buckets · updated ${fmt.time(new Date().toISOString())}`);
   }
 
+  Corral.plots = { timeTicks, KINDS, HEIGHT };  // the spend view draws with the same ticks and formats
+
   Corral.views.analytics = {
     show(app) {
       const body = el("div", { id: "analytics" });

@@ -47,7 +47,7 @@ window.Corral = (() => {
   function route() {
     const hash = location.hash.replace(/^#\/?/, "");
     const [name, ...rest] = hash.split("/");
-    const view = name === "flow" ? "detail" : name === "analytics" ? "analytics" : "list";
+    const view = name === "flow" ? "detail" : ["analytics", "spend"].includes(name) ? name : "list";
     if (current && current.stop) current.stop();
     document.querySelectorAll("[data-nav]").forEach((a) =>
       a.classList.toggle("active", a.dataset.nav === (view === "detail" ? "list" : view)));

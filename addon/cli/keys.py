@@ -17,12 +17,12 @@ import peewee
 from addon import money
 from addon.cli import common
 from addon.cli.table import render_table
-from addon.keys import budgets, store
+from addon.keys import admin, budgets, store
 from addon.storage import db as dbmod
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keys", help="gateway keys: create, list, show, revoke, rotate")
+    p = sub.add_parser("keys", help="gateway keys: create, list, show, revoke, rotate, audit")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="issue a key (printed once)")
     common.add_config_args(create)
@@ -43,10 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   ("show", "one key and its spend this period", run_show),
                                   ("revoke", "refuse a key from now on", run_revoke),
                                   ("rotate", "a new secret for a key (printed once); the old one stops working",
-                                   run_rotate)):
+                                   run_rotate),
+                                  ("audit", "admin actions on keys: who, what, when (CLI and admin API)", run_audit)):
         action = actions.add_parser(name, help=help_text)
         common.add_config_args(action)
-        if name != "list":
+        if name == "audit":
+            action.add_argument("key", nargs="?", metavar="KEY", help="only this key (ck-<id>, the id or the name)")
+        elif name != "list":
             action.add_argument("key", metavar="KEY", help="ck-<id>, the id or the name")
         action.add_argument("--json", action="store_true", help="as JSON")
         action.set_defaults(func=func)
@@ -96,10 +99,8 @@ def run_create(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise SystemExit(f"corral: --tag: {e}") from None
     db = _db(args, create=True)
-    token, row = store.create(db, args.name, _split(args.providers), _split(args.models), args.budget_usd,
-                              args.period, expires, args.team, args.tag)
-    store.audit(db, _actor(), "create", row["id"], {k: row[k] for k in (
-        "name", "team", "tags", "providers", "models", "budget_usd", "period", "expires_at")})
+    token, row = admin.create(db, _actor(), args.name, _split(args.providers), _split(args.models),
+                              args.budget_usd, args.period, expires, team=args.team, tags=args.tag)
     if args.json:
         print(json.dumps({**_jsonable(row), "key": token}))
         return 0
@@ -179,9 +180,7 @@ def run_show(args: argparse.Namespace) -> int:
 def run_revoke(args: argparse.Namespace) -> int:
     db = _db(args)
     row = _find(db, args.key)
-    done = store.revoke(db, row["id"])
-    if done:
-        store.audit(db, _actor(), "revoke", row["id"])
+    done = admin.revoke(db, _actor(), row)
     print(f"corral: {row['prefix']} ({row['name']}) " + ("revoked" if done else "was already revoked"))
     return 0
 
@@ -189,12 +188,26 @@ def run_revoke(args: argparse.Namespace) -> int:
 def run_rotate(args: argparse.Namespace) -> int:
     db = _db(args)
     row = _find(db, args.key)
-    token = store.rotate(db, row["id"])
-    store.audit(db, _actor(), "rotate", row["id"])
+    token = admin.rotate(db, _actor(), row)
     if args.json:
         print(json.dumps({"prefix": row["prefix"], "name": row["name"], "key": token}))
         return 0
     print(f"rotated {row['prefix']} ({row['name']}): scope, budget and spend stay with it")
     print(f"key: {token}")
     print("This is the only time the key is shown; the old key stops working within [keys] cache_ttl seconds.")
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    db = _db(args)
+    key_id = _find(db, args.key)["id"] if args.key else None
+    rows = store.audit_rows(db, key_id)
+    if args.json:
+        print(json.dumps([{"at": f"{r['at']:%Y-%m-%dT%H:%M:%SZ}", "actor": r["actor"], "action": r["action"],
+                           "key": store.PREFIX + r["key_id"],
+                           "detail": json.loads(r["detail"]) if r["detail"] else None}
+                          for r in rows]))
+        return 0
+    print(render_table(["at (UTC)", "action", "key", "by"], [
+        [f"{r['at']:%Y-%m-%d %H:%M:%S}", r["action"], store.PREFIX + r["key_id"], r["actor"]] for r in rows]))
     return 0

@@ -18,11 +18,13 @@ from addon.cli import (
     providers,
     reload as reload_cmd,
     run,
+    spend,
     start,
     stats,
 )
 
-COMMANDS = [start, run, flows, providers, env, certs, keys, limits, cache, stats, export, fixtures, paths, reload_cmd]
+COMMANDS = [start, run, flows, providers, env, certs, keys, limits, cache, stats, spend, export, fixtures, paths,
+            reload_cmd]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,7 +135,25 @@ class KeyAudit(BaseModel):
         table_name = "key_audit"
 
 
-ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry, GatewayKey, KeyAudit]
+class BudgetAlert(BaseModel):
+    """One row per budget alert sent ([alerts] thresholds): a budget crossing a threshold fires once per
+    period. The unique index is the claim, so neither a restart nor another gateway process sharing the
+    database sends it again (addon/keys/alerts.py)."""
+
+    budget = peewee.CharField(max_length=255)  # "key:<id>" (the 8 hex digits of ck-<id>), "team:<name>", "tag:<k>=<v>"
+    threshold = peewee.FloatField()  # fraction of the limit: 0.5, 0.8, 1.0
+    period_start = peewee.DateTimeField()  # start of the budget period it fired in (UTC)
+    fired_at = peewee.DateTimeField(index=True)
+    spent_usd = peewee.FloatField()
+    limit_usd = peewee.FloatField()
+    detail = peewee.TextField(null=True)  # JSON: the event as sent (key prefix and name, never the key)
+
+    class Meta:
+        table_name = "budget_alerts"
+        indexes = ((("budget", "threshold", "period_start"), True),)
+
+
+ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry, GatewayKey, KeyAudit, BudgetAlert]
 
 # Field names `corral flows --json` prints, in order.
 FLOW_SUMMARY_FIELDS = [

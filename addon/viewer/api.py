@@ -7,7 +7,7 @@
 | GET /api/flows/<id>/curl | the request as a curl command line through the gateway, credentials as $VARIABLES |
 | GET /api/facets | distinct providers, models, cache outcomes (filter drop-downs) |
 | GET /api/analytics | totals, time series, by provider, by model: ?since=24h ?until ?provider ?model |
-| GET /api/keys | gateway keys (`corral keys`): prefix, name, scope, budget, status, spend this period; never a key or its hash |
+| /api/keys, /api/budgets, /api/spend | gateway keys, their admin API (create, revoke, rotate), budgets and spend: addon/viewer/admin_api.py |
 | GET /metrics | Prometheus text format |
 
 Every query runs on a worker thread; the event loop only formats JSON.
@@ -23,7 +23,6 @@ from typing import Any
 import tornado.web
 from mitmproxy import ctx
 
-from addon.keys import store as keys_store
 from addon.storage import queries
 from addon.storage.models import database_proxy
 from addon.viewer import metrics
@@ -124,13 +123,6 @@ class AnalyticsHandler(Base):
         self.send(await run_query(queries.analytics, filters))
 
 
-class KeysHandler(Base):
-    async def get(self) -> None:
-        unpriced = float(getattr(ctx.options, "corral_keys_unpriced_usd", "0.01"))
-        tz = getattr(ctx.options, "corral_keys_timezone", "UTC")
-        self.send(await run_query(lambda: keys_store.summary(database_proxy, unpriced, tz)))
-
-
 class MetricsHandler(Base):
     def get(self) -> None:
         if self.viewer.registry is None:
@@ -160,6 +152,8 @@ class StaticHandler(Guarded, tornado.web.StaticFileHandler):
 
 
 def make_app(viewer, web_dir: Path) -> tornado.web.Application:
+    from addon.viewer import admin_api  # it builds on Base above
+
     args = {"viewer": viewer}
     return tornado.web.Application([
         (r"/api/flows", FlowsHandler, args),
@@ -167,7 +161,7 @@ def make_app(viewer, web_dir: Path) -> tornado.web.Application:
         (r"/api/flows/([A-Za-z0-9_.:-]+)/(curl)", FlowHandler, args),
         (r"/api/facets", FacetsHandler, args),
         (r"/api/analytics", AnalyticsHandler, args),
-        (r"/api/keys", KeysHandler, args),
+        *((path, handler, args) for path, handler in admin_api.ROUTES),
         (r"/metrics", MetricsHandler, args),
         (r"/(.*)", StaticHandler, {"viewer": viewer, "path": str(web_dir), "default_filename": "index.html"}),
     ], compress_response=True)

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from tornado.httpserver import HTTPServer
 
 from addon import hostcheck, paths
+from addon.keys.admin import KeyAdmin
 from addon.storage import db as dbmod
 from addon.storage.models import database_proxy
 from addon.viewer.api import make_app
@@ -34,8 +35,9 @@ DEFAULT_LISTEN = "127.0.0.1:8082"  # 8081 is mitmweb's own UI
 
 
 class Viewer:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, admin: KeyAdmin | None = None) -> None:
         self.registry = registry  # what /metrics serves: the Metrics addon counts into it
+        self.admin = admin  # who may create, revoke and rotate gateway keys over the API (None: nobody)
         self.server: HTTPServer | None = None
         self.address: tuple[str, int] | None = None
         self.bound: tuple[str, int] | None = None

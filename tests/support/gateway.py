@@ -39,6 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    """Until something accepts on loopback ``port`` (a gateway's viewer binds its port after the proxy's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listening on port {port} after {timeout:g} s") from None
+            time.sleep(0.02)
+
+
 def toml_value(value: Any) -> str:
     return json.dumps(value)  # JSON scalars and arrays of them are valid TOML
 
