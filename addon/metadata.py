@@ -53,6 +53,7 @@ addons themselves, keyed by ``flow.id``.
 | corral.unified | dict | router | the request came through the unified OpenAI-compatible endpoint (`POST /v1/chat/completions`, `POST /v1/embeddings`, addon/unified/): {endpoint ("chat.completions" / "embeddings"), requested_model ("<provider>/<model>" as the client sent it), native_model, translate (the family the request is translated to, None when the provider is OpenAI-compatible and gets it as is)}; a translated embeddings request also encoding_format ("float" / "base64": how the client gets the vectors, set by unified request); for a model group (`[models.<alias>]`, addon/unified/groups.py) also alias, targets (the order this request tries them in) and answered_by (the target whose answer the client got; the retrier updates it, with native_model, translate, provider, format and the request, when a later target answers) |
 | corral.unified_stream | dict | unified request, router (model groups) | a translated request (or a model group's): {stream (the client asked for a stream), include_usage (the client asked for the usage chunk)}; the unified response addon answers in that shape |
 | corral.gateway_key | str | key check | id of the valid gateway key (`ck-<id>`) the request presented; never the key itself. Key spend adds the flow's cost to it |
+| corral.budget_refused | str | key check | id of the budget (`key:<id>`, `team:<name>`, `tag:<k>=<v>`) that had no room for the request (its 429); budget alerts count the budget as used up (the 100 % threshold) |
 | corral.state_degraded | list[str] | rate limiter, accounting, cache | shared state (`[state] url`, Redis) was unavailable for this flow: notes like "limits: ..." / "cache: ..."; the client gets `x-corral-state: degraded` (addon/state.py) |
 """  # noqa: E501 - a markdown table keeps one row per line
 
@@ -105,6 +106,7 @@ STATE_DEGRADED = "corral.state_degraded"
 UNIFIED = "corral.unified"
 UNIFIED_STREAM = "corral.unified_stream"
 GATEWAY_KEY = "corral.gateway_key"
+BUDGET_REFUSED = "corral.budget_refused"
 
 INTERNAL_PREFIX = "_corral"  # http://<gateway>/_corral/... : Corral's own endpoints
 

@@ -1,12 +1,14 @@
 """BudgetAlerts: one event per budget, threshold and period when spend crosses ``[alerts] thresholds``.
 
-After KeySpend (which has added the flow's cost to its key's spend), each recorded flow of a gateway key
-with a budget schedules a check of that key *off the request path*: a task of its own that reads the
-spend through ``KeyBook.spent`` (the same number admission uses), so no response waits for it. For
-every threshold the spend has reached (``spent / limit >= 0.8``) and that has not fired in this period,
-the event goes to the log (warning), to ``/metrics`` (``corral_budget_alerts_total{budget,threshold}``,
-``corral_budget_used_ratio{budget}``) and to ``[alerts] webhook`` (addon/keys/webhook.py: queued,
-retried, never waited for).
+After KeySpend (which has settled the flow's cost on its budgets), each recorded flow of a gateway key
+schedules a check of that key *off the request path*: a task of its own that reads the state of every
+budget the key counts towards (its own, its team's, its tags': ``KeyBook.states(budgets_of(record))``,
+the numbers admission uses), so no response waits for it. For every threshold the spend has reached
+(``spent / limit >= 0.8``) and that has not fired in this period, the event goes to the log (warning),
+to ``/metrics`` (``corral_budget_alerts_total{budget,threshold}``, ``corral_budget_used_ratio{budget}``)
+and to ``[alerts] webhook`` (addon/keys/webhook.py: queued, retried, never waited for). Admission refuses
+the request that *would* cross a budget, so spend may stop short of the limit: a budget that refused a
+request (``corral.budget_refused``) counts as used up, 100 %.
 
 Exactly once per (budget, threshold, period): before an event goes out, a row is inserted into the
 ``budget_alerts`` table, whose unique index (budget, threshold, period_start) is the claim. A restart,
@@ -15,7 +17,6 @@ new ``period_start`` and fires again. The claim comes first, so a crash between 
 loses that webhook call rather than sending it twice (the log line and the row stay). With the
 database unreachable the event still goes out (a repeat after a restart is better than silence).
 
-``observe()`` takes any budget (name, spend, limit, period): team and tag budgets use the same path.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class BudgetAlerts:
         self._claimed: set[tuple[str, float, datetime.datetime]] = set()  # fired (or found fired) here
         self._records: dict[str, tuple[float, store.KeyRecord | None]] = {}  # key id -> (until, record)
         self._again: dict[str, bool] = {}  # key id being checked -> check it once more when done
+        self._used_up: set[str] = set()  # budgets that refused a request since their last check
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-alerts")
         self._db: peewee.Database | None = None
@@ -156,6 +158,8 @@ class BudgetAlerts:
         key_id = flow.metadata.get(md.GATEWAY_KEY)
         if key_id is None or not flow.metadata.get(md.RECORDED) or not self.thresholds:
             return
+        if refused := flow.metadata.get(md.BUDGET_REFUSED):
+            self._used_up.add(refused)
         if key_id in self._again:  # a check of this key is under way: one more after it, not one per flow
             self._again[key_id] = True
             return
@@ -174,7 +178,8 @@ class BudgetAlerts:
                         about = ({"key_prefix": record.prefix, "key_name": record.name} if budget.kind == "key"
                                  else {budget.kind: budget.name})
                         await self.observe(budget.id, state.spent_usd, budget.usd, budget.period, state.period_start,
-                                           state.reset_at, about)
+                                           state.reset_at, about, used_up=budget.id in self._used_up)
+                        self._used_up.discard(budget.id)
                 if not self._again.get(key_id):
                     break
                 self._again[key_id] = False
@@ -186,12 +191,16 @@ class BudgetAlerts:
     # --- any budget -------------------------------------------------------------------------------
 
     async def observe(self, budget: str, spent: float, limit: float, period: str, start: datetime.datetime,
-                      end: datetime.datetime | None, about: dict[str, Any]) -> list[dict[str, Any]]:
-        """Fire the thresholds ``spent / limit`` has reached and that did not fire this period; the events sent."""
+                      end: datetime.datetime | None, about: dict[str, Any],
+                      used_up: bool = False) -> list[dict[str, Any]]:
+        """Fire the thresholds ``spent / limit`` has reached and that did not fire this period; the events sent.
+
+        ``used_up``: the budget refused a request (no room for it), so it counts as 100 % even though the
+        refused request's cost was never spent (admission refuses the request that *would* cross it)."""
         if limit <= 0:
             return []
-        ratio = spent / limit
-        sent = []
+        ratio = max(spent / limit, 1.0) if used_up else spent / limit
+        sent: list[dict[str, Any]] = []
         for threshold in self.thresholds:
             if ratio < threshold:
                 break
@@ -202,13 +211,14 @@ class BudgetAlerts:
                 self._claimed.clear()
             self._claimed.add(slot)
             event = {"event": "budget_alert", "budget": budget, **about, "spent_usd": round(spent, 9),
-                     "limit_usd": limit, "threshold": threshold, "period": period, "period_start": _iso(start),
-                     "reset": _iso(end), "at": _iso(self.book.now())}
+                     "limit_usd": limit, "threshold": threshold,
+                     "used_up": spent / limit < threshold,  # reached by a refusal, not by what was spent
+                     "period": period, "period_start": _iso(start), "reset": _iso(end), "at": _iso(self.book.now())}
             if not await self._claim(event, start):
                 continue  # fired before: by this gateway before a restart, or by another one
             self._fire(event)
             sent.append(event)
-        self.used.labels(budget).set(ratio)  # last: once it shows, this check's events are out
+        self.used.labels(budget).set(spent / limit)  # last: once it shows, this check's events are out
         return sent
 
     def _fire(self, event: dict[str, Any]) -> None:
@@ -216,9 +226,10 @@ class BudgetAlerts:
         who = (f"gateway key {event['key_prefix']} ({event['key_name']})" if event.get("key_prefix")
                else event["budget"])
         when = f"resets at {event['reset'][:16].replace('T', ' ')} UTC" if event["reset"] else "does not reset"
-        logger.warning("corral: budget alert: %s reached %g%% of its %s %s budget: spent %s; it %s",
+        logger.warning("corral: budget alert: %s reached %g%% of its %s %s budget: spent %s%s; it %s",
                        who, threshold * 100, money.usd(event["limit_usd"]),
-                       _ADJECTIVE.get(event["period"], event["period"]), money.usd(event["spent_usd"]), when)
+                       _ADJECTIVE.get(event["period"], event["period"]), money.usd(event["spent_usd"]),
+                       ", no room for the next request" if event["used_up"] else "", when)
         self.fired.labels(event["budget"], f"{threshold:g}").inc()
         self.webhook.submit(event)
 

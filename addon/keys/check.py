@@ -168,6 +168,7 @@ class KeyCheck:
         if refusal is None:
             return True
         st = refusal.state
+        flow.metadata[md.BUDGET_REFUSED] = st.budget.id
         period = st.budget.period
         reset = f"{st.reset_at:%Y-%m-%dT%H:%M:%SZ}" if st.reset_at is not None else "never"
         when = "it does not reset (period total)"

@@ -143,15 +143,19 @@ class AuditHandler(Base):
 def budgets(unpriced: float, tz: str, thresholds: tuple[float, ...]) -> dict[str, Any]:
     """Every budgeted key with its spend this period, the ones nearest their limit first; fired alerts."""
     near = thresholds[0] if thresholds else 1.0
+    # A budget that refused a request fired its 100 % alert (used up) though its spend stops short of it.
+    used_up = {(r.budget, r.period_start) for r in BudgetAlert.select(BudgetAlert.budget, BudgetAlert.period_start)
+               .where(BudgetAlert.threshold >= 1).execute(database_proxy)}
     out = []
     for key in store.summary(database_proxy, unpriced, tz):
         if not key["budget_usd"] or key["status"] != "active":
             continue
         ratio = key["spent_usd"] / key["budget_usd"]
+        over = ratio >= 1 or (f"key:{key['id']}", key["period_start"]) in used_up
         out.append({"budget": f"key:{key['id']}", "prefix": key["prefix"], "name": key["name"],
                     "spent_usd": key["spent_usd"], "limit_usd": key["budget_usd"], "period": key["period"],
                     "ratio": round(ratio, 6), "reset": queries.iso(key["period_end"]),
-                    "state": "over" if ratio >= 1 else "near" if ratio >= near else "ok"})
+                    "state": "over" if over else "near" if ratio >= near else "ok"})
     out.sort(key=lambda b: -b["ratio"])
     fired: list[dict[str, Any]] = list(
         BudgetAlert.select().order_by(BudgetAlert.fired_at.desc()).limit(100).dicts().execute(database_proxy))

@@ -168,3 +168,14 @@ async def test_a_webhook_refusing_with_4xx_is_not_retried_but_5xx_is() -> None:
             assert clock.waits == waits, mode
             assert registry.get_sample_value("corral_budget_alert_webhook_events_total", {"outcome": "failed"}) == 1
             await sender.stop()
+
+
+async def test_a_budget_that_refused_a_request_counts_as_used_up(setup) -> None:
+    book, clock, _, _ = setup
+    alerts, registry = alerts_for(book, clock)
+    start, end = store.period_bounds("day", book.now())
+    events = await alerts.observe("team:ml", 0.96, 1.0, "day", start, end, {"team": "ml"}, used_up=True)
+    assert [(e["threshold"], e["used_up"]) for e in events] == [(0.5, False), (0.8, False), (1.0, True)]
+    assert registry.get_sample_value("corral_budget_used_ratio", {"budget": "team:ml"}) == pytest.approx(0.96)
+    assert await alerts.observe("team:ml", 0.96, 1.0, "day", start, end, {"team": "ml"}, used_up=True) == []
+    await alerts.done()
