@@ -3,7 +3,7 @@
 | path | answer |
 |---|---|
 | GET /api/keys | gateway keys: prefix, name, scope, budget, status, spend this period; never a key or its hash |
-| POST /api/keys | admin: create a key; JSON {name, providers, models, budget_usd, period, expires}; 201 with the key, once |
+| POST /api/keys | admin: create a key; JSON {name, team, tags, providers, models, budget_usd, period, expires}; 201 with the key, once |
 | POST /api/keys/<ref>/revoke | admin: revoke (ref: ck-<id>, id or name) |
 | POST /api/keys/<ref>/rotate | admin: a new secret, in the answer once |
 | GET /api/keys/audit | admin actions: who, what, when, key prefix (?key=<ref>) |
@@ -85,13 +85,18 @@ class KeysHandler(Base):
                     raise ValueError("expected a JSON object")
                 admin.check_create(body.get("name"), body.get("budget_usd"), body.get("period"), body.get("expires"))
                 expires = store.utcnow() + store.parse_duration(body["expires"]) if body.get("expires") else None
-                lists = {n: _list(body.get(n), n) for n in ("providers", "models")}
+                lists = {n: _list(body.get(n), n) for n in ("providers", "models", "tags")}
+                for tag in lists["tags"] or ():
+                    store.parse_tag(tag)
+                team = body.get("team")
+                if team is not None and (not isinstance(team, str) or not team.strip() or len(team) > 255):
+                    raise ValueError("team: a non-empty string of at most 255 characters")
             except (ValueError, TypeError) as e:
                 self.send({"error": str(e)}, 400)
                 return
             token, row = await run_query(lambda: admin.create(
                 _db(), actor, body["name"].strip(), lists["providers"], lists["models"],
-                body.get("budget_usd"), body.get("period"), expires))
+                body.get("budget_usd"), body.get("period"), expires, team=team, tags=lists["tags"]))
             self.send({**_jsonable(row), "key": token}, 201)
             return
         found = await run_query(lambda: store.find(_db(), ref))
@@ -117,7 +122,7 @@ def _list(value: Any, name: str) -> list[str] | None:
 
 def _jsonable(row: dict) -> dict:
     out = {k: (f"{v:%Y-%m-%dT%H:%M:%SZ}" if hasattr(v, "strftime") else v) for k, v in row.items()}
-    for name in ("providers", "models"):
+    for name in ("providers", "models", "tags"):
         out[name] = json.loads(out[name]) if out.get(name) else None
     return out
 

@@ -61,12 +61,13 @@ def refused_soon(gw: Gateway, key: str, tag: str) -> str:
 def test_create_rotate_revoke_over_http_audited_and_never_stored(gw: Gateway, mock: MockUpstream, tag: str,
                                                                  tmp_path) -> None:
     created = httpx.post(f"{API}/keys", headers=JSON, json={
-        "name": "api-made", "providers": ["openai"], "models": ["gpt-4o*"], "budget_usd": 5, "period": "month",
-        "expires": "30d"})
+        "name": "api-made", "team": "search", "tags": ["env=prod"], "providers": ["openai"], "models": ["gpt-4o*"],
+        "budget_usd": 5, "period": "month", "expires": "30d"})
     assert created.status_code == 201, created.text
     body = created.json()
     key, prefix = body["key"], body["prefix"]
     assert key.startswith(prefix + "_") and body["budget_usd"] == 5 and body["providers"] == ["openai"]
+    assert body["team"] == "search" and body["tags"] == ["env=prod"]
     assert chat(gw, key, tag).choices
     assert [r.headers["authorization"] for r in mock.requests if r.headers.get("x-test-id") == tag] == [
         f"Bearer {OPENAI_KEY}"]
@@ -87,7 +88,7 @@ def test_create_rotate_revoke_over_http_audited_and_never_stored(gw: Gateway, mo
     assert [(a["action"], a["actor"], a["key"]) for a in audit] == [
         ("create", "loopback", prefix), ("rotate", f"token:{fingerprint(ADMIN_TOKEN)}", prefix),
         ("revoke", "loopback", prefix)]
-    assert audit[0]["detail"]["budget_usd"] == 5
+    assert audit[0]["detail"]["budget_usd"] == 5 and audit[0]["detail"]["team"] == "search"
     table = corral("keys", "audit", "--db", gw.db, "--config", "-").stdout
     assert f"rotate  {prefix}  token:fp_" in table
 
@@ -119,6 +120,8 @@ def test_admin_calls_need_json_and_no_foreign_origin(gw: Gateway) -> None:
     assert foreign.status_code == 403
     bad = httpx.post(f"{API}/keys", headers=JSON, json={"name": "x", "budget_usd": 1})
     assert bad.status_code == 400 and "needs a period" in bad.json()["error"]
+    bad_tag = httpx.post(f"{API}/keys", headers=JSON, json={"name": "x", "tags": ["no-equals-sign"]})
+    assert bad_tag.status_code == 400 and "KEY=VALUE" in bad_tag.json()["error"]
     assert httpx.post(f"{API}/keys/ck-00000000/revoke", headers=JSON).status_code == 404
     names = [k["name"] for k in httpx.get(f"{API}/keys").json()]
     assert "x" not in names
