@@ -157,3 +157,28 @@ def test_a_hanging_webhook_delays_no_request(mock: MockUpstream, tag: str, tmp_p
             assert metric(viewer_port, "corral_budget_alerts_total", budget=f"key:{first[3:11]}", threshold="1") == 1
         finally:
             gw.stop()
+
+
+def test_a_team_budget_alerts_through_the_same_path(mock: MockUpstream, hook: WebhookReceiver, tag: str,
+                                                     tmp_path) -> None:
+    viewer_port = free_port()
+    cfg = {**config(hook.url, viewer_port), "budgets.team.ml": {"usd": 0.0001, "period": "day"}}
+    gw = Gateway(mock.url, config=cfg, workdir=tmp_path).start(env=ENV)
+    try:
+        keys = [create_key(gw, "--name", f"ml-{n}", "--team", "ml") for n in "ab"]  # no budget of their own
+        answered = 0
+        while answered < 10:
+            try:
+                assert chat(gw, keys[answered % 2], tag).choices
+            except openai.RateLimitError as e:
+                assert e.response.headers["x-corral-budget"] == "team:ml"
+                break
+            answered += 1
+        assert answered == 4
+        events = hook.wait_events(3)
+        assert [(e["budget"], e["team"], e["threshold"], e["used_up"]) for e in events] == [
+            ("team:ml", "ml", 0.5, False), ("team:ml", "ml", 0.8, False), ("team:ml", "ml", 1.0, True)]
+        assert all("key_prefix" not in e for e in events)
+        assert "budget alert: team:ml reached 100% of its $0.00010 daily budget" in gw.log()
+    finally:
+        gw.stop()
