@@ -41,6 +41,9 @@ addons themselves, keyed by ``flow.id``.
 | corral.cache_ttl | float | cache | seconds a stored answer of this request lives |
 | corral.retries | int | retrier | extra upstream attempts made (attempts - 1), fallbacks included |
 | corral.attempts | list[dict] | retrier | per attempt: {upstream, status (None if no response), error, wait_ms (wait before the next attempt)}, and for a model group's flow target ("<provider>/<model>" the attempt went to) |
+| corral.attempt_times | list[[int, int]] | retrier | per attempt, in the order of corral.attempts: [start, end] in epoch nanoseconds; start when the attempt began connecting, end when its answer's head arrived (its error body read) or it failed. For the telemetry's attempt spans |
+| corral.cache_lookup_at | [int, int] | cache | [start, end] of the cache lookup (key and store read) in epoch nanoseconds; set when the store was asked (hit or miss) |
+| corral.wait_at | [int, int] | rate limiter | [start, end] in epoch nanoseconds of the time the flow was held (end - start = corral.wait_ms); set with corral.wait_ms |
 | corral.wait_ms | float | rate limiter | time the flow was held by a queueing limit (the client gets `x-corral-ratelimit-wait-ms`, addon/limits/accounting.py) |
 | corral.gateway_error | str | any | error Corral itself answered with (429 limit, 502 upstream down, 504 ttfb timeout) or, on a stream the retrier cut for idleness, why |
 | corral.recorded | bool | recorder | the flow's row was queued for the database |
@@ -93,6 +96,9 @@ CACHE_KEY = "corral.cache_key"
 CACHE_TTL = "corral.cache_ttl"
 RETRIES = "corral.retries"
 ATTEMPTS = "corral.attempts"
+ATTEMPT_TIMES = "corral.attempt_times"
+CACHE_LOOKUP_AT = "corral.cache_lookup_at"
+WAIT_AT = "corral.wait_at"
 WAIT_MS = "corral.wait_ms"
 GATEWAY_ERROR = "corral.gateway_error"
 RECORDED = "corral.recorded"

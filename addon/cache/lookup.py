@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions, http
@@ -182,6 +183,7 @@ class CacheLookup:
         if backend is None:
             meta[md.CACHE] = "off"
             return
+        started_ns = time.time_ns()
         if len(flow.request.raw_content or b"") > INLINE_KEY_LIMIT:
             key = await asyncio.to_thread(cache_key.cache_key, flow, self.policy, asked.namespace)
         else:
@@ -201,6 +203,7 @@ class CacheLookup:
         except Exception:  # an unreadable cache is a miss, never a failed request
             logger.warning("corral: cache read failed", exc_info=True)
             entry = None
+        meta[md.CACHE_LOOKUP_AT] = [started_ns, time.time_ns()]
         if entry is None:
             meta[md.CACHE] = "miss"
             return

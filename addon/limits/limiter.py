@@ -194,6 +194,7 @@ class RateLimiter:
         costs = {id(w): (1 if w.what == "requests" else estimate_tokens(body, lim.tokens))
                  for lim, _ in buckets for w in lim.windows}
         started = self.clock()
+        started_ns = time.time_ns()
         deadline = math.inf
         joined: list[tuple[str, str]] = []
         slept = False
@@ -237,7 +238,10 @@ class RateLimiter:
                     if not queue:
                         book.queues.pop(qkey, None)
             if slept:
-                meta[md.WAIT_MS] = round((self.clock() - started) * 1000, 2)
+                held = self.clock() - started
+                meta[md.WAIT_MS] = round(held * 1000, 2)
+                # Epoch start, and the end the limiter's own clock measured: the span is the wait.
+                meta[md.WAIT_AT] = [started_ns, started_ns + round(held * 1e9)]
 
     async def _blocked(
         self, flow: http.HTTPFlow, buckets: list[tuple[Limit, str]], costs: dict[int, int]

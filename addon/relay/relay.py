@@ -56,6 +56,7 @@ class Job:
     policy: Policy
     fallbacks: tuple[Target, ...] = ()
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    times: list[list[int]] = field(default_factory=list)  # per attempt [start, end], epoch ns (telemetry)
     client_gone: Callable[[], bool] = lambda: False
     outcome: Outcome | None = None  # an answer already received (inline path met a stream): just relay it
     answered: Target | None = None  # the target whose answer the client gets
@@ -198,6 +199,7 @@ class Relay:
         """Every attempt the policy allows; the attempts are on the flow as they are made."""
         meta = job.flow.metadata
         meta[md.ATTEMPTS] = job.attempts  # the same list: attempts show up as they are made
+        meta[md.ATTEMPT_TIMES] = job.times
         try:
             return await self._attempt_all(job, headers, body)
         finally:
@@ -307,13 +309,22 @@ class Relay:
         return retry_after_seconds(outcome.result().headers)
 
     async def _attempt(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes) -> Outcome:
-        assert self.pool is not None
-        policy = job.policy
         record: dict[str, Any] = {"upstream": target.upstream, "status": None, "error": None, "wait_ms": None}
         label = target.member.requested if target.member is not None else job.label
         if label is not None:
             record["target"] = label
         job.attempts.append(record)
+        times = [time.time_ns(), 0]
+        job.times.append(times)
+        try:
+            return await self._attempt_one(job, target, headers, body, record)
+        finally:
+            times[1] = time.time_ns()
+
+    async def _attempt_one(self, job: Job, target: Target, headers: list[tuple[bytes, bytes]], body: bytes,
+                           record: dict[str, Any]) -> Outcome:
+        assert self.pool is not None
+        policy = job.policy
         if target.member is not None:  # a model group's member: its own native request
             url, body = target.member.url, target.member.body
             request_headers = complete(list(target.member.headers), body, url)

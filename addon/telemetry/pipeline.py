@@ -2,9 +2,10 @@
 
 Imported only when telemetry is on: the SDK and the exporters (protobuf, requests) cost ~100 ms of
 start-up and memory a gateway without a collector should not pay. Nothing here runs on the event
-loop but ``on_end``, which appends to the processor's bounded queue; the export (and its retries)
-happens on the processor's own thread. When the collector is down the queue fills and spans are
-dropped, never queued without bound, and both kinds of loss are counted.
+loop but ``emit``, which appends a flow's ``Record`` (plain values) to the SDK batch processor's
+bounded queue; turning records into spans (addon/telemetry/spans.py), recording the GenAI metrics,
+encoding and sending all happen on the processor's own thread. When the collector is down the queue
+fills and records are dropped, never queued without bound, and their spans are counted as dropped.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from addon import metadata as md
+from addon.telemetry.context import ratio_bound_of
+from addon.telemetry.spans import Builder, hand_over
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +58,28 @@ class Counts:
 
 
 class CountingExporter(SpanExporter):
-    """Counts what leaves the queue: exported, or dropped when the collector refused or was away."""
+    """Turns the records of a batch into spans and hands them to the OTLP exporter; counts what it
+    takes (exported) and what it refuses or cannot reach (dropped)."""
 
-    def __init__(self, inner: SpanExporter, counts: Counts) -> None:
+    def __init__(self, inner: SpanExporter, counts: Counts, builder: Builder) -> None:
         self.inner = inner
         self.counts = counts
+        self.builder = builder
         self.failing = False
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, records: Sequence[Any]) -> SpanExportResult:
         with self.counts.lock:
-            self.counts.queued -= len(spans)
+            self.counts.queued -= len(records)
+        spans: list[bytes] = []
+        for record in records:
+            try:
+                spans.extend(self.builder.build(record))
+            except Exception:  # one odd flow must not cost the batch
+                logger.exception("telemetry: a flow's spans could not be built")
+        if not spans:
+            return SpanExportResult.SUCCESS
         try:
-            result = self.inner.export(spans)
+            result = self.inner.export(self.builder.request(spans))  # type: ignore[arg-type] # bytes, see hand_over
         except Exception as e:  # the batch thread logs and forgets; count it first
             logger.warning("telemetry: export failed: %s", e)
             result = SpanExportResult.FAILURE
@@ -89,46 +102,50 @@ class CountingExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
+def span_count(record: Any) -> int:
+    """How many spans a record becomes (for the drop count when the full queue pushes one out)."""
+    if not record.context.sampled:
+        return 0
+    meta = record.meta
+    return (1 + len(meta.get(md.ATTEMPT_TIMES) or ()) + (md.CACHE_LOOKUP_AT in meta) + (md.WAIT_AT in meta))
+
+
 class CountingBatchProcessor(BatchSpanProcessor):
-    """BatchSpanProcessor that counts the spans its full queue pushes out (the SDK only logs them)."""
+    """The SDK's batch processor (its thread, bounded queue and OTEL_BSP_* settings) carrying flow
+    records instead of spans; counts what its full queue pushes out (the SDK only logs it)."""
 
     def __init__(self, exporter: CountingExporter, queue_size: int) -> None:
         super().__init__(exporter, max_queue_size=queue_size, max_export_batch_size=min(512, queue_size))
         self.counts = exporter.counts
         self.queue_size = queue_size
 
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.context is None or not span.context.trace_flags.sampled:
-            return
+    def emit(self, record: Any) -> None:
         full = False
         with self.counts.lock:
             if self.counts.queued >= self.queue_size:
-                full = True  # the queue pushes its oldest span out to take this one
+                full = True  # the queue pushes its oldest record out to take this one
             else:
                 self.counts.queued += 1
         if full:
-            self.counts.add("dropped", 1)
-        super().on_end(span)
+            self.counts.add("dropped", span_count(record))
+        self._batch_processor.emit(record)
 
     def stop(self, timeout_ms: int) -> None:
         """shutdown() with a bounded wait: BatchSpanProcessor.shutdown() waits up to 30 s for a
         collector that may be down."""
-        inner = getattr(self, "_batch_processor", None)
-        if inner is not None and hasattr(inner, "shutdown"):
-            inner.shutdown(timeout_millis=timeout_ms)
-        else:
-            self.shutdown()
+        self._batch_processor.shutdown(timeout_millis=timeout_ms)
 
 
 def make_exporter(settings: Settings) -> SpanExporter:
+    """The SDK's OTLP exporter for the protocol, taking the bytes addon/telemetry/encode.py writes."""
     if settings.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-        return GrpcExporter(endpoint=settings.endpoint or None, headers=settings.headers or None)
+        return hand_over(GrpcExporter(endpoint=settings.endpoint or None, headers=settings.headers or None))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=traces_url(settings.endpoint) if settings.endpoint else None,
-                            headers=settings.headers or None)
+    return hand_over(OTLPSpanExporter(endpoint=traces_url(settings.endpoint) if settings.endpoint else None,
+                                      headers=settings.headers or None))
 
 
 def traces_url(endpoint: str, signal: str = "traces") -> str:
@@ -189,12 +206,16 @@ class Pipeline:
         self.settings = settings
         self.counts = counts
         resource = Resource.create({"service.name": settings.service_name})
-        sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
-        self.provider = TracerProvider(resource=resource, sampler=sampler)
-        self.processor = CountingBatchProcessor(CountingExporter(make_exporter(settings), counts), settings.queue_size)
-        self.provider.add_span_processor(self.processor)
-        self.tracer = self.provider.get_tracer("corral")
+        self.ratio_bound = ratio_bound_of(settings.sample_ratio)
         self.metrics = GenAIMetrics(settings, resource) if settings.metrics else None
+        builder = Builder(dict(resource.attributes), self.metrics)
+        self.processor = CountingBatchProcessor(CountingExporter(make_exporter(settings), counts, builder),
+                                                settings.queue_size)
+
+    def emit(self, record: Any) -> None:
+        """A finished flow, from the event loop: queued when its trace is sampled or metrics are on."""
+        if record.context.sampled or self.metrics is not None:
+            self.processor.emit(record)
 
     def shutdown(self, background: bool) -> None:
         """Flush what is queued (bounded wait) and stop the export thread; in a thread of its own when
@@ -214,40 +235,3 @@ class Pipeline:
 
 def env_endpoint() -> str:
     return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
-
-
-class Spans:
-    """Starting, propagating and ending one flow's span: the only code touching the tracing API."""
-
-    def __init__(self) -> None:
-        from opentelemetry import trace
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        self.trace = trace
-        self.propagator = TraceContextTextMapPropagator()
-
-    def start(self, pipeline: Pipeline, name: str, headers: Any, start_ns: int, attributes: dict[str, Any]) -> Any:
-        """A CLIENT span (the gateway calls the provider), the child of the caller's ``traceparent``."""
-        parent = self.propagator.extract(headers) if "traceparent" in headers else None
-        return pipeline.tracer.start_span(name, context=parent, kind=self.trace.SpanKind.CLIENT,
-                                          start_time=start_ns, attributes=attributes)
-
-    def inject(self, span: Any, headers: Any) -> None:
-        self.propagator.inject(headers, context=self.trace.set_span_in_context(span))
-
-    def child(self, pipeline: Pipeline, parent: Any, name: str, start_ns: int, end_ns: int,
-              attributes: dict[str, Any]) -> None:
-        """A finished INTERNAL span under ``parent`` (a part of the flow Corral itself spent time on)."""
-        span = pipeline.tracer.start_span(name, context=self.trace.set_span_in_context(parent),
-                                          kind=self.trace.SpanKind.INTERNAL, start_time=start_ns,
-                                          attributes=attributes)
-        span.end(end_time=end_ns)
-
-    def end(self, span: Any, attributes: dict[str, Any], error: str | None, first_token_ns: int | None,
-            end_ns: int) -> None:
-        span.set_attributes(attributes)
-        if first_token_ns is not None:
-            span.add_event("corral.first_token", timestamp=first_token_ns)
-        if error is not None:
-            span.set_status(self.trace.Status(self.trace.StatusCode.ERROR, error))
-        span.end(end_time=end_ns)

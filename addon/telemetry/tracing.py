@@ -1,15 +1,15 @@
 """Telemetry: one OpenTelemetry span per LLM flow, exported over OTLP ([telemetry] in corral.toml).
 
 Off unless ``[telemetry] otlp_endpoint`` or the standard ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is
-set; off, it imports nothing of OpenTelemetry. The span starts at ``requestheaders`` with the time the
-request began (as the child of the caller's ``traceparent``), so its context exists before the request
-goes upstream (``propagate_upstream``); it ends at ``response`` / ``error`` with the time the last byte
-went, its attributes taken from the metadata of every addon before it (after the Recorder: the cost).
+set; off, it imports nothing of OpenTelemetry. At ``requestheaders`` the flow gets its span's ids and
+start time (the child of the caller's ``traceparent``), so its context exists before the request goes
+upstream (``propagate_upstream``); at ``response`` / ``error`` it hands a ``Record`` of the finished
+flow (its metadata, written by every addon before this one: after the Recorder, the cost) to the export
+thread, which builds the spans. The event loop never touches an OpenTelemetry object per flow.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from addon import metadata as md
 from addon.config import parse_json_option
-from addon.telemetry import attributes as attrs
+from addon.telemetry import attributes as attrs, context
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +31,21 @@ OPTIONS = frozenset({
     "corral_telemetry_service_name", "corral_telemetry_sample_ratio", "corral_telemetry_queue_size",
     "corral_telemetry_metrics",
 })
-# Span attributes the GenAI metrics carry (the conventions' metric attributes; never content or ids).
-METRIC_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
-                     "gen_ai.response.model", "server.address", "server.port", "error.type")
 
 
 def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
+
+
+class Open:
+    """A flow between ``requestheaders`` and its end."""
+
+    __slots__ = ("ids", "request_model", "start_ns")
+
+    def __init__(self, ids: context.SpanIds, start_ns: int) -> None:
+        self.ids = ids
+        self.start_ns = start_ns
+        self.request_model: str | None = None
 
 
 def parse_headers(value: str) -> dict[str, str]:
@@ -57,9 +65,10 @@ def parse_headers(value: str) -> dict[str, str]:
 class Telemetry:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.pipeline: Any = None  # addon.telemetry.pipeline.Pipeline when on
-        self.spans_api: Any = None  # addon.telemetry.pipeline.Spans when on
         self.counts: Any = None
-        self.spans: dict[str, Any] = {}  # flow.id -> its open span
+        self.open: dict[str, Open] = {}  # flow.id -> its span's ids and start
+        self.propagate = False
+        self.capture = False
         self.exported = Counter("corral_telemetry_spans_exported", "Spans the OTLP collector accepted",
                                 registry=registry)
         self.dropped = Counter("corral_telemetry_spans_dropped",
@@ -110,6 +119,9 @@ class Telemetry:
         )
 
     def configure(self, updated: set[str]) -> None:
+        # Read per flow: kept here, as mitmproxy hands out a deep copy of an option at every read.
+        self.propagate = ctx.options.corral_telemetry_propagate_upstream
+        self.capture = ctx.options.corral_telemetry_capture_content
         if not updated & OPTIONS:
             return
         settings = self._settings()
@@ -121,7 +133,6 @@ class Telemetry:
 
             if self.counts is None:
                 self.counts = pipeline.Counts(self._count)
-                self.spans_api = pipeline.Spans()
             try:
                 self.pipeline = pipeline.Pipeline(settings, self.counts)
             except Exception as e:  # a malformed endpoint URL, an exporter that cannot start
@@ -178,23 +189,22 @@ class Telemetry:
     # --- flows -----------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if self.pipeline is None or not md.is_llm_flow(flow) or flow.id in self.spans:
+        pipeline = self.pipeline
+        if pipeline is None or flow.id in self.open or not md.is_llm_flow(flow):
             return
-        base = attrs.base_attributes(flow)
-        span = self.spans_api.start(self.pipeline, str(base["gen_ai.operation.name"]), flow.request.headers,
-                                    _ns(flow.request.timestamp_start or time.time()), base)
-        self.spans[flow.id] = span
-        if ctx.options.corral_telemetry_propagate_upstream and md.PROVIDER in flow.metadata:
-            self.spans_api.inject(span, flow.request.headers)
+        headers = flow.request.headers
+        parent, state = attrs.header_values(headers.fields, b"traceparent", b"tracestate")
+        ids = context.start(parent, state, pipeline.ratio_bound)
+        self.open[flow.id] = Open(ids, _ns(flow.request.timestamp_start or time.time()))
+        if self.propagate and md.PROVIDER in flow.metadata:
+            headers["traceparent"] = ids.traceparent()
+            if ids.tracestate:
+                headers["tracestate"] = ids.tracestate
 
     def request(self, flow: http.HTTPFlow) -> None:
-        span = self.spans.get(flow.id)
-        if span is None:
-            return
-        request = attrs.request_attributes(flow)
-        span.set_attributes(request)
-        if model := request.get("gen_ai.request.model"):
-            span.update_name(f"{attrs.operation(flow.request.path)} {model}")  # the conventions' span name
+        state = self.open.get(flow.id)
+        if state is not None:
+            state.request_model = flow.metadata.get(md.MODEL)  # the answer's model may replace it later
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.finish(flow)
@@ -203,53 +213,21 @@ class Telemetry:
         self.finish(flow)
 
     def done(self) -> None:
-        for flow_id in list(self.spans):
-            span = self.spans.pop(flow_id)
-            self.spans_api.end(span, {"error.type": "gateway_shutdown"}, "gateway shut down", None, _ns(time.time()))
-        if self.pipeline is not None:
-            self.pipeline.shutdown(background=False)
-            self.pipeline = None
+        pipeline, self.pipeline = self.pipeline, None
+        if pipeline is None:
+            return
+        now = time.time_ns()
+        for state in self.open.values():  # flows cut by the shutdown
+            pipeline.emit(attrs.Record(state.ids, "", "", {}, state.start_ns, now, state.request_model,
+                                       corral_error="gateway_shutdown"))
+        self.open.clear()
+        pipeline.shutdown(background=False)
 
     def finish(self, flow: http.HTTPFlow) -> None:
-        span = self.spans.pop(flow.id, None)
-        if span is None:
+        """A snapshot of the finished flow for the export thread: the loop's whole share of the work."""
+        state = self.open.pop(flow.id, None)
+        if state is None or self.pipeline is None:
             return
-        try:
-            values = attrs.response_attributes(flow)
-            if ctx.options.corral_telemetry_capture_content:
-                values.update(attrs.content_attributes(flow, self._request_json(flow)))
-            first = flow.metadata.get(md.FIRST_BYTE_AT)
-            first_ns = None
-            if first and flow.metadata.get(md.STREAM):
-                first_ns = _ns(first)
-                values["gen_ai.response.time_to_first_chunk"] = max(0.0, first - flow.request.timestamp_start)
-            resp = flow.response
-            end = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or (
-                flow.error.timestamp if flow.error is not None else None) or time.time()
-            wait = flow.metadata.get(md.WAIT_MS)
-            if wait and self.pipeline is not None:
-                # The limiter holds the flow once its body is in, before it goes upstream.
-                held_from = flow.request.timestamp_end or flow.request.timestamp_start
-                self.spans_api.child(self.pipeline, span, "corral.ratelimit.wait", _ns(held_from),
-                                     _ns(held_from + wait / 1000), {"corral.ratelimit.wait_ms": wait})
-            if self.pipeline is not None and self.pipeline.metrics is not None:
-                usage = flow.metadata.get(md.USAGE) or {}
-                known = {**getattr(span, "attributes", {}), **values}
-                self.pipeline.metrics.record(end - flow.request.timestamp_start, usage.get("input_tokens"),
-                                             usage.get("output_tokens"),
-                                             {k: known[k] for k in METRIC_ATTRIBUTES if k in known})
-            error = values.get("error.type")
-            self.spans_api.end(span, values, str(error) if error else None, first_ns, _ns(end))
-        except Exception:
-            span.end()  # a bug here must not leave the span open for ever
-            raise
-
-    @staticmethod
-    def _request_json(flow: http.HTTPFlow) -> Any:
-        raw = flow.request.raw_content
-        if not raw or len(raw) > 8 * attrs.CONTENT_LIMIT or flow.request.headers.get("content-encoding"):
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return None
+        record = attrs.record(flow, state.ids, state.start_ns, state.request_model,
+                              self.capture)
+        self.pipeline.emit(record)

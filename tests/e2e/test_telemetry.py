@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from tests.support.gateway import Gateway, free_port, new_tag
-from tests.support.mock_upstream import MockUpstream
-from tests.support.otlp_collector import OTLPCollector
+from tests.support.mock_upstream import MockUpstream, Reply
+from tests.support.otlp_collector import OTLPCollector, split
 from tests.support.reliability import reliability
 from tests.support.waiting import until
 
@@ -74,7 +74,7 @@ def test_json_call_span_carries_the_genai_attributes_of_the_recorded_row(
         max_tokens=50, temperature=0.2, top_p=0.9,
     )
     row = traced.row_for(tag)
-    [span] = collector.trace(trace_id)
+    span, children = split(collector.trace(trace_id))
 
     assert span["parent_span_id"] == parent  # the caller's trace goes on through the gateway
     assert span["kind"] == SPAN_KIND_CLIENT
@@ -104,6 +104,17 @@ def test_json_call_span_carries_the_genai_attributes_of_the_recorded_row(
     assert (span["end_ns"] - span["start_ns"]) / 1e6 == pytest.approx(row["duration_ms"], abs=0.01)
     assert collector.requests[-1]["x-collector-token"] == "t0k"  # [telemetry.headers] reach the collector
 
+    # Children: the cache lookup (a miss), then the one upstream attempt, each within the flow's span.
+    assert sorted(children) == ["POST", "corral.cache.lookup"]
+    [lookup] = children["corral.cache.lookup"]
+    assert lookup["attributes"] == {"corral.cache": "miss"} == {"corral.cache": row["cache"]}
+    [attempt] = children["POST"]
+    assert attempt["kind"] == SPAN_KIND_CLIENT and attempt["status_code"] != STATUS_ERROR
+    assert attempt["attributes"] == {"http.request.method": "POST", "http.response.status_code": 200,
+                                     "server.address": "127.0.0.1", "server.port": fresh_mock.port}
+    assert span["start_ns"] <= lookup["start_ns"] <= lookup["end_ns"] <= attempt["start_ns"]
+    assert attempt["start_ns"] < attempt["end_ns"] <= span["end_ns"]
+
 
 def test_stream_span_has_time_to_first_token_and_the_stream_usage(
     traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
@@ -116,7 +127,7 @@ def test_stream_span_has_time_to_first_token_and_the_stream_usage(
     )
     chunks = list(stream)
     row = traced.row_for(tag)
-    [span] = collector.trace(trace_id)
+    span, children = split(collector.trace(trace_id))
     a = span["attributes"]
     assert span["parent_span_id"] == parent
     assert a["gen_ai.request.stream"] is True and a["corral.stream"] is True
@@ -130,6 +141,10 @@ def test_stream_span_has_time_to_first_token_and_the_stream_usage(
     assert a["gen_ai.response.time_to_first_chunk"] == pytest.approx((event["time_ns"] - span["start_ns"]) / 1e9,
                                                                       abs=1e-6)
     assert a["gen_ai.response.time_to_first_chunk"] * 1000 == pytest.approx(row["ttfb_ms"], abs=0.01)
+    # The attempt whose answer streamed lasts until the stream's end went to the client.
+    [attempt] = children["POST"]
+    assert attempt["attributes"]["http.response.status_code"] == 200
+    assert attempt["start_ns"] < event["time_ns"] and attempt["end_ns"] == span["end_ns"]
 
 
 def test_upstream_error_span_is_marked_failed(
@@ -141,7 +156,7 @@ def test_upstream_error_span_is_marked_failed(
         client(traced, tag, header).chat.completions.create(model="gpt-4o-mini",
                                                             messages=[{"role": "user", "content": f"error {tag}"}])
     row = traced.row_for(tag)
-    [span] = collector.trace(trace_id)
+    span, _ = split(collector.trace(trace_id))
     a = span["attributes"]
     assert a["http.response.status_code"] == row["status"] == caught.value.status_code
     assert a["error.type"] == str(caught.value.status_code)
@@ -178,8 +193,8 @@ def test_cache_hit_span_says_hit_with_the_saved_cost(
     trace_id, _, header = traceparent()
     sdk(traced, "mistral/v1", tag, header).chat.completions.create(model="mistral-small-latest", messages=messages)
     row = traced.row_for(tag)
-    [miss] = collector.trace(first_trace)
-    [hit] = collector.trace(trace_id)
+    miss, _ = split(collector.trace(first_trace))
+    hit, hit_children = split(collector.trace(trace_id))
     assert miss["attributes"]["corral.cache"] == "miss" and hit["attributes"]["corral.cache"] == row["cache"] == "hit"
     a = hit["attributes"]
     assert a["gen_ai.provider.name"] == "mistral_ai"
@@ -187,6 +202,10 @@ def test_cache_hit_span_says_hit_with_the_saved_cost(
     assert a["corral.saved_cost_usd"] == pytest.approx(row["saved_cost_usd"])
     assert a["gen_ai.usage.input_tokens"] == row["input_tokens"] == miss["attributes"]["gen_ai.usage.input_tokens"]
     assert fresh_mock.request_count == 1
+    assert sorted(hit_children) == ["corral.cache.lookup"]  # a hit makes no upstream attempt
+    [lookup] = hit_children["corral.cache.lookup"]
+    assert lookup["attributes"]["corral.cache"] == "hit"
+    assert hit["start_ns"] <= lookup["start_ns"] < lookup["end_ns"] <= hit["end_ns"]
 
 
 def test_rate_limited_span_is_an_error_of_that_kind(
@@ -202,10 +221,12 @@ def test_rate_limited_span_is_an_error_of_that_kind(
         sdk(traced, "groq/openai/v1", tag, header, key).chat.completions.create(
             model="llama-3.1-8b-instant", messages=[{"role": "user", "content": f"two {tag}"}])
     row = traced.row_for(tag)
-    [span] = collector.trace(trace_id)
+    span, children = split(collector.trace(trace_id))
     a = span["attributes"]
     assert a["http.response.status_code"] == row["status"] == 429
     assert a["error.type"] == "rate_limited" and span["status_code"] == STATUS_ERROR
+    assert a["corral.gateway_error"] == row["error"] and "groq-1rpm" in row["error"]
+    assert "POST" not in children  # refused before anything went upstream
 
 
 def test_queued_call_has_a_child_span_for_its_wait(
@@ -220,27 +241,66 @@ def test_queued_call_has_a_child_span_for_its_wait(
     sdk(traced, "together/v1", tag, header, key).chat.completions.create(  # held until the next second
         model="meta-llama/Llama-3-8b", messages=[{"role": "user", "content": f"two {tag}"}])
     row = traced.row_for(tag)
-    spans = collector.trace(trace_id, count=2)
-    flow_span, wait = sorted(spans, key=lambda s: s["name"] == "corral.ratelimit.wait")
-    assert wait["name"] == "corral.ratelimit.wait" and wait["parent_span_id"] == flow_span["span_id"]
+    flow_span, children = split(collector.trace(trace_id))
+    [wait] = children["corral.ratelimit.wait"]
+    [attempt] = children["POST"]
     assert row["wait_ms"] > 0
+    assert wait["attributes"]["corral.ratelimit.limits"] == ["together-1rps"]
+    assert wait["end_ns"] <= attempt["start_ns"]  # held, then sent
     assert flow_span["attributes"]["corral.ratelimit.wait_ms"] == pytest.approx(row["wait_ms"])
     assert (wait["end_ns"] - wait["start_ns"]) / 1e6 == pytest.approx(row["wait_ms"], abs=0.01)
     assert flow_span["start_ns"] <= wait["start_ns"] and wait["end_ns"] <= flow_span["end_ns"]
 
 
-def test_retried_call_span_counts_the_retries(traced: Gateway, collector: OTLPCollector, tag: str) -> None:
+def test_retried_call_has_a_child_span_per_attempt(
+    traced: Gateway, fresh_mock: MockUpstream, collector: OTLPCollector, tag: str
+) -> None:
+    fresh_mock.enqueue(Reply.error(503, **{"retry-after": "0"}), "openai-chat-json-1")
+    trace_id, _, header = traceparent()
+    answer = client(traced, tag, header).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"retry {tag}"}])
+    row = traced.row_for(tag)
+    span, children = split(collector.trace(trace_id))
+    a = span["attributes"]
+    assert a["corral.retries"] == row["retries"] == 1
+    assert a["http.response.status_code"] == row["status"] == 200 and "error.type" not in a
+    assert a["gen_ai.response.id"] == answer.id
+    first, second = children["POST"]
+    recorded = json.loads(row["attempts"])
+    assert [x["status"] for x in recorded] == [503, 200]
+    assert first["attributes"] == {"http.request.method": "POST", "http.response.status_code": 503,
+                                   "error.type": "503", "corral.attempt.wait_ms": recorded[0]["wait_ms"],
+                                   "server.address": "127.0.0.1", "server.port": fresh_mock.port}
+    assert first["status_code"] == STATUS_ERROR
+    assert second["attributes"] == {"http.request.method": "POST", "http.response.status_code": 200,
+                                    "http.request.resend_count": 1,
+                                    "server.address": "127.0.0.1", "server.port": fresh_mock.port}
+    assert span["start_ns"] < first["start_ns"] < first["end_ns"] <= second["start_ns"] < second["end_ns"]
+    assert second["end_ns"] <= span["end_ns"]
+
+
+def test_call_no_upstream_answered_has_its_failed_attempts(
+    traced: Gateway, collector: OTLPCollector, tag: str
+) -> None:
     trace_id, _, header = traceparent()
     with pytest.raises(openai.APIStatusError):
         sdk(traced, "deadend/v1", tag, header).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     row = traced.row_for(tag)
-    [span] = collector.trace(trace_id)
+    span, children = split(collector.trace(trace_id))
     a = span["attributes"]
     assert a["corral.retries"] == row["retries"] > 0
     assert a["http.response.status_code"] == row["status"] == 502
     assert a["error.type"] == "upstream_unavailable"
     assert a["corral.gateway_error"] == row["error"]
+    attempts = children["POST"]
+    assert len(attempts) == row["retries"] + 1
+    for attempt, recorded in zip(attempts, json.loads(row["attempts"]), strict=True):
+        assert attempt["status_code"] == STATUS_ERROR and "http.response.status_code" not in attempt["attributes"]
+        assert attempt["attributes"]["corral.attempt.error"] == recorded["error"]
+        assert attempt["attributes"]["error.type"] == recorded["error"].split(":")[0]
+        assert (attempt["attributes"]["server.address"], attempt["attributes"]["server.port"]) == (
+            a["server.address"], a["server.port"])
 
 
 @reliability("upstream faults", "OTLP collector down", "answers unchanged, no error",
@@ -265,9 +325,10 @@ def test_collector_down_costs_clients_nothing_and_drops_are_counted(
             text = httpx.get(f"http://127.0.0.1:{viewer_port}/metrics").text
             line = next((ln for ln in text.splitlines() if ln.startswith("corral_telemetry_spans_dropped_total")), "")
             value = float(line.split()[-1]) if line else 0.0
-            return value if value >= 6 else 0.0
+            return value if value >= 12 else 0.0
 
-        assert until(dropped, timeout=20) == 6  # every span: pushed out of the full queue, or refused
+        # Every span (the flow's and its upstream attempt's): pushed out of the full queue, or refused.
+        assert until(dropped, timeout=20) == 12
         assert "Traceback" not in gw.log()
     finally:
         gw.stop()
@@ -286,7 +347,7 @@ def test_propagate_upstream_and_capture_content(
         trace_id, _, header = traceparent()
         answer = client(gw, tag, header).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Dragons?"}])
-        [span] = collector.trace(trace_id)
+        span, _ = split(collector.trace(trace_id))
     finally:
         gw.stop()
     # The provider got the gateway span's context: same trace, the gateway's span as its parent.

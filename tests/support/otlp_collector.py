@@ -76,6 +76,18 @@ def decode_metrics(body: bytes) -> list[dict[str, Any]]:
     return points
 
 
+def split(spans: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """A flow's spans -> (the flow span, its children by name)."""
+    ids = {s["span_id"] for s in spans}
+    [top] = [s for s in spans if s["parent_span_id"] not in ids]
+    children: dict[str, list[dict[str, Any]]] = {}
+    for s in sorted(spans, key=lambda s: s["start_ns"]):
+        if s is not top:
+            assert s["parent_span_id"] == top["span_id"], s
+            children.setdefault(s["name"], []).append(s)
+    return top, children
+
+
 class OTLPCollector:
     """Use as a context manager; ``url`` is the base URL to configure (``/v1/traces`` is the path)."""
 

@@ -72,7 +72,7 @@ def test_provider_names_follow_the_conventions() -> None:
 def test_corral_error_kind_wins_over_the_status() -> None:
     flow = tflow.tflow(resp=http.Response.make(502, b"{}", {"x-corral-error": "upstream_unavailable"}))
     flow.metadata.update({md.PROVIDER: "openai", md.UPSTREAM: "https://api.openai.com/v1"})
-    out = attrs.response_attributes(flow)
+    out = attrs.response_attributes(attrs.record(flow, None, 0, None, capture=False))
     assert out["error.type"] == "upstream_unavailable"
     assert (out["server.address"], out["server.port"]) == ("api.openai.com", 443)
     assert "gen_ai.response.model" not in out  # no response was parsed: the model is only the request's
