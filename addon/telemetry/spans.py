@@ -88,7 +88,6 @@ def hand_over(exporter: Any) -> Any:
         translate = exporter._translate_data
         exporter._translate_data = lambda data: (ExportTraceServiceRequest.FromString(data.data)
                                                  if isinstance(data, encode.Encoded) else translate(data))
-        exporter._count_data = lambda data: len(data)
         return exporter
     original = getattr(module, "encode_spans", None)
     if original is None:

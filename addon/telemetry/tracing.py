@@ -173,8 +173,8 @@ class Telemetry:
             import importlib.util
 
             if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
-                raise exceptions.OptionsError("[telemetry] protocol = \"grpc\" needs the package "
-                                              "opentelemetry-exporter-otlp-proto-grpc (pip install it)")
+                raise exceptions.OptionsError("[telemetry] protocol = \"grpc\" needs the OTLP/gRPC exporter: "
+                                              "pip install 'corral[otlp-grpc]'")
         from addon.telemetry.pipeline import Settings
 
         return Settings(endpoint=endpoint, protocol=protocol, headers=headers,

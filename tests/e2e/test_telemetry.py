@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.gateway import Gateway, free_port, new_tag
 from tests.support.mock_upstream import MockUpstream, Reply
-from tests.support.otlp_collector import OTLPCollector, split
+from tests.support.otlp_collector import OTLPCollector, OTLPGrpcCollector, split
 from tests.support.reliability import reliability
 from tests.support.waiting import until
 
@@ -394,3 +394,39 @@ def test_genai_metrics_over_otlp(
     assert attributes["gen_ai.response.model"] == row["model"] and "error.type" not in attributes
     assert duration[0]["count"] == 1
     assert duration[0]["sum"] * 1000 == pytest.approx(row["duration_ms"], abs=0.01)
+
+
+def test_grpc_export_of_spans_and_metrics(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory, tag: str
+) -> None:
+    with OTLPGrpcCollector() as grpc_collector:
+        config = {"telemetry": {"otlp_endpoint": grpc_collector.url, "protocol": "grpc", "metrics": True},
+                  "telemetry.headers": {"x-collector-token": "t0k"}}
+        gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry-grpc"))
+        gw.start(env={**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "100"})
+        try:
+            fresh_mock.enqueue("openai-chat-json-1")
+            trace_id, parent, header = traceparent()
+            answer = client(gw, tag, header).chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Dragons over gRPC?"}])
+            row = gw.row_for(tag)
+            span, children = split(grpc_collector.trace(trace_id))
+
+            def tokens() -> dict[str, dict]:
+                points = {p["attributes"]["gen_ai.token.type"]: p for p in list(grpc_collector.metrics)
+                          if p["name"] == "gen_ai.client.token.usage"}
+                return points if len(points) == 2 else {}
+
+            by_type = until(tokens)
+        finally:
+            gw.stop()
+    assert span["parent_span_id"] == parent and span["name"] == "chat gpt-4o-mini"
+    a = span["attributes"]
+    assert a["gen_ai.response.id"] == answer.id
+    assert a["gen_ai.usage.input_tokens"] == row["input_tokens"] == by_type["input"]["sum"]
+    assert a["gen_ai.usage.output_tokens"] == row["output_tokens"] == by_type["output"]["sum"]
+    assert by_type["input"]["attributes"]["gen_ai.provider.name"] == "openai"
+    assert by_type["input"]["attributes"]["gen_ai.response.model"] == row["model"]
+    [attempt] = children["POST"]
+    assert attempt["attributes"]["http.response.status_code"] == 200
+    assert grpc_collector.requests[0]["x-collector-token"] == "t0k"  # gRPC metadata

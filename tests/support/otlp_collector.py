@@ -1,8 +1,10 @@
-"""A real OTLP/HTTP trace receiver on loopback: what a collector sees of the gateway's spans.
+"""Real OTLP receivers on loopback: what a collector sees of the gateway's spans and metrics.
 
-It decodes each ``POST /v1/traces`` body (an ExportTraceServiceRequest, protobuf, gzip or not) with
-the OpenTelemetry protobuf definitions, as the OpenTelemetry Collector does, and keeps every span as a
-plain dict for the test to check. ``status`` lets a test make the collector refuse (503).
+``OTLPCollector`` (OTLP/HTTP) decodes each ``POST /v1/traces`` / ``/v1/metrics`` body (protobuf, gzip or
+not) with the OpenTelemetry protobuf definitions, as the OpenTelemetry Collector does, and keeps every
+span as a plain dict for the test to check; ``status`` lets a test make it refuse (503).
+``OTLPGrpcCollector`` is the same over gRPC: a grpcio server implementing opentelemetry-proto's
+TraceService and MetricsService.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class OTLPCollector:
         self.requests: list[dict[str, str]] = []  # headers of each export request
         self.status = 200
         self._lock = threading.Lock()
+        self._serve()
+
+    def _serve(self) -> None:
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -131,13 +136,19 @@ class OTLPCollector:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> OTLPCollector:
+    def __enter__(self) -> Any:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def add(self, spans: list[dict[str, Any]], metrics: list[dict[str, Any]], headers: dict[str, str]) -> None:
+        with self._lock:
+            self.requests.append(headers)
+            self.spans.extend(spans)
+            self.metrics.extend(metrics)
 
     def trace(self, trace_id: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
         """The spans of trace ``trace_id`` once ``count`` of them arrived."""
@@ -146,3 +157,42 @@ class OTLPCollector:
                 spans = [s for s in self.spans if s["trace_id"] == trace_id]
             return spans if len(spans) >= count else []
         return until(found, timeout=timeout, message=f"no {count} spans of trace {trace_id} reached the collector")
+
+
+class OTLPGrpcCollector(OTLPCollector):
+    """The same receiver over OTLP/gRPC (``url`` is what ``otlp_endpoint`` takes with protocol grpc)."""
+
+    def _serve(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        collector = self
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
+                collector.add(decode(request.SerializeToString()), [], dict(context.invocation_metadata()))
+                return ExportTraceServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request: ExportMetricsServiceRequest, context: Any) -> ExportMetricsServiceResponse:
+                collector.add([], decode_metrics(request.SerializeToString()), dict(context.invocation_metadata()))
+                return ExportMetricsServiceResponse()
+
+        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self.grpc_server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.grpc_server)
+        self.port = self.grpc_server.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Any:
+        self.grpc_server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.grpc_server.stop(grace=None)

@@ -48,8 +48,9 @@ def test_spans_decode_to_what_the_sdk_encodes() -> None:
 
 def test_a_root_span_without_tracestate() -> None:
     context = SpanContext(TRACE, SPAN, False, TraceFlags(TraceFlags.SAMPLED))
+    scope = InstrumentationScope("corral")
     expected = sdk_request([ReadableSpan("chat", context, None, Resource(RESOURCE), {"a": 1}, kind=SpanKind.CLIENT,
-                                         start_time=1, end_time=2, instrumentation_scope=InstrumentationScope("corral"))])
+                                         start_time=1, end_time=2, instrumentation_scope=scope)])
     got = ExportTraceServiceRequest.FromString(
         encode.request(RESOURCE, "corral", [encode.span(TRACE, SPAN, 0, False, "", "chat", encode.KIND_CLIENT, 1, 2,
                                                         {"a": 1})]))

@@ -95,3 +95,18 @@ def test_standard_environment_variables_turn_it_on(monkeypatch: pytest.MonkeyPat
         finally:
             if t.pipeline is not None:
                 t.pipeline.shutdown(background=False)
+
+
+def test_grpc_without_its_exporter_is_refused_with_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("opentelemetry.exporter.otlp.proto.grpc")
+                        else real(name, *a))
+    t = Telemetry(CollectorRegistry())
+    with taddons.context(t) as tctx, pytest.raises(exceptions.OptionsError) as caught:
+        tctx.configure(t, corral_telemetry_otlp_endpoint="http://127.0.0.1:9", corral_telemetry_protocol="grpc")
+    assert str(caught.value) == ("[telemetry] protocol = \"grpc\" needs the OTLP/gRPC exporter: "
+                                 "pip install 'corral[otlp-grpc]'")
+    assert t.pipeline is None
