@@ -1,6 +1,12 @@
 """CPU the gateway process spends per request with [telemetry] on (spans to a loopback OTLP collector)
 and off: ``python -m bench.telemetry_overhead [requests] [rounds]``.
 
+``python -m bench.telemetry_overhead --in-process [flows]``: the telemetry addon alone, in this process:
+its hooks for each flow (a recorded JSON call's metadata: one upstream attempt, a cache miss), then the
+export thread's work for them (spans built and encoded as the exporter would send them; nothing sent),
+as process CPU time per flow. On a busy machine the gateway's whole CPU per request varies by more
+than the telemetry costs; this isolates it.
+
 Same gateway, same recorded JSON answer from the corpus mock, one keep-alive httpx client; the gateway's
 own user+system CPU time (/proc/PID/stat) over the loop, divided by the requests. Rounds alternate
 off/on so a busy machine shifts both alike. With telemetry on, the CPU is read once the collector
@@ -52,7 +58,70 @@ def run(mock: MockUpstream, collector: OTLPCollector, telemetry: bool, requests:
     return (after - before) * 1000 / requests
 
 
+def in_process(flows: int) -> None:
+    import time
+
+    from mitmproxy import http
+    from mitmproxy.test import taddons, tflow
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from prometheus_client import CollectorRegistry
+
+    from addon.telemetry.tracing import Telemetry
+
+    class Encoding:  # the OTLP exporter up to the bytes it would send
+        def export(self, data: object) -> SpanExportResult:
+            serialize = getattr(data, "SerializePartialToString", None)
+            (serialize() if serialize else encode_spans(data).SerializePartialToString())  # type: ignore[arg-type]
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 0) -> bool:
+            return True
+
+    def flow() -> http.HTTPFlow:
+        now, ns = time.time(), time.time_ns()
+        f = tflow.tflow(resp=http.Response.make(200, b"{}", {"content-type": "application/json"}))
+        f.request.method, f.request.path = "POST", "/v1/chat/completions"
+        f.request.timestamp_start, f.response.timestamp_end = now, now + 0.01
+        f.metadata.update({
+            "corral.provider": "openai", "corral.mode": "reverse", "corral.upstream": "https://api.openai.com/v1",
+            "corral.model": "gpt-4o-mini", "corral.stream_requested": False, "corral.stream": False,
+            "corral.request_params": {"max_tokens": 20, "temperature": 0}, "corral.complete": True,
+            "corral.usage": {"input_tokens": 10, "output_tokens": 5, "cached_input_tokens": None},
+            "corral.finish_reason": "stop", "corral.response_id": "chatcmpl-1", "corral.cost_usd": 0.0001,
+            "corral.credential": "fp:abc", "corral.retries": 0, "corral.cache": "miss",
+            "corral.attempts": [{"upstream": "https://api.openai.com/v1", "status": 200, "error": None,
+                                 "wait_ms": None}],
+            "corral.attempt_times": [[ns, ns + 5_000_000]], "corral.cache_lookup_at": [ns, ns + 10_000],
+        })
+        return f
+
+    t = Telemetry(CollectorRegistry())
+    with taddons.context(t) as tctx:
+        tctx.configure(t, corral_telemetry_otlp_endpoint="http://127.0.0.1:9", corral_telemetry_queue_size=flows)
+        t.pipeline.processor.span_exporter.inner = Encoding()
+        batch = [flow() for _ in range(flows)]
+        start = time.process_time()
+        for f in batch:
+            t.requestheaders(f)
+            t.request(f)
+            t.response(f)
+        t.pipeline.processor.force_flush()
+        end = time.process_time()
+        t.pipeline.shutdown(background=False)
+        t.pipeline = None
+    # Both threads' CPU: the export thread takes full batches while the hooks still run.
+    print(f"{flows} flows: telemetry CPU {(end - start) * 1e6 / flows:.1f} us per flow "
+          f"(hooks and export thread); {t.counts.exported} spans encoded")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--in-process"]:
+        in_process(int(sys.argv[2]) if len(sys.argv) > 2 else 5000)
+        return
     requests = int(sys.argv[1]) if len(sys.argv) > 1 else 500
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     off: list[float] = []
