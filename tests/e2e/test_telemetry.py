@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -333,6 +334,39 @@ def test_collector_down_costs_clients_nothing_and_drops_are_counted(
     finally:
         gw.stop()
     assert json.dumps(gw.log()).count("dropping until it does") >= 1  # one warning per outage, not per span
+
+
+@reliability("upstream faults", "OTLP collector hangs (accepts, never answers)", "answers unchanged, not delayed",
+             "the exporter waits in its own thread; the spans leave once the collector answers")
+def test_a_hanging_collector_delays_no_request(
+    mock: MockUpstream, fresh_mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory, tag: str
+) -> None:
+    with OTLPCollector() as hung:
+        hung.stall = threading.Event()
+        config = {"telemetry": {"otlp_endpoint": hung.url}}
+        gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry-hung"))
+        # The exporter would wait 60 s for an answer: far longer than the client below waits for one.
+        gw.start(env={**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_EXPORTER_OTLP_TIMEOUT": "60"})
+        try:
+            sdk = openai.OpenAI(base_url=gw.base("openai/v1"), api_key="sk-x", max_retries=0, timeout=20,
+                                default_headers={"x-test-id": tag})
+            fresh_mock.enqueue("openai-chat-json-1")
+            trace_id, _, header = traceparent()
+            first = sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "1"}],
+                                                extra_headers={"traceparent": header})
+            until(lambda: hung.stalled >= 1, message="the exporter never reached the collector")
+            for i in range(5):  # the export thread is stuck on the first batch now
+                fresh_mock.enqueue("openai-chat-json-1")
+                answer = sdk.chat.completions.create(model="gpt-4o-mini",
+                                                     messages=[{"role": "user", "content": f"{i}"}])
+                assert answer.id == first.id  # the recorded answer, unchanged
+            assert len(gw.wait_rows(lambda r: tag in (r.get("request_headers") or ""), count=6)) == 6
+            hung.stall.set()  # the collector answers: the spans held back leave
+            span, _ = split(hung.trace(trace_id))
+            assert span["attributes"]["gen_ai.response.id"] == first.id
+        finally:
+            hung.stall.set()
+            gw.stop()
 
 
 def test_propagate_upstream_and_capture_content(

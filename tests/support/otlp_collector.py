@@ -98,6 +98,9 @@ class OTLPCollector:
         self.metrics: list[dict[str, Any]] = []  # histogram points, as exported (cumulative)
         self.requests: list[dict[str, str]] = []  # headers of each export request
         self.status = 200
+        # Set: every export request waits for this event before it is read (a collector that hangs).
+        self.stall: threading.Event | None = None
+        self.stalled = 0  # export requests that have waited on ``stall``
         self._lock = threading.Lock()
         self._serve()
 
@@ -106,6 +109,10 @@ class OTLPCollector:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                if (stall := collector.stall) is not None:
+                    with collector._lock:
+                        collector.stalled += 1
+                    stall.wait(60)
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
