@@ -40,9 +40,10 @@ def _ns(seconds: float) -> int:
 class Open:
     """A flow between ``requestheaders`` and its end."""
 
-    __slots__ = ("ids", "request_model", "start_ns")
+    __slots__ = ("flow", "ids", "request_model", "start_ns")
 
-    def __init__(self, ids: context.SpanIds, start_ns: int) -> None:
+    def __init__(self, flow: http.HTTPFlow, ids: context.SpanIds, start_ns: int) -> None:
+        self.flow = flow  # for a span the shutdown ends: what the flow was until then
         self.ids = ids
         self.start_ns = start_ns
         self.request_model: str | None = None
@@ -195,7 +196,7 @@ class Telemetry:
         headers = flow.request.headers
         parent, state = attrs.header_values(headers.fields, b"traceparent", b"tracestate")
         ids = context.start(parent, state, pipeline.ratio_bound)
-        self.open[flow.id] = Open(ids, _ns(flow.request.timestamp_start or time.time()))
+        self.open[flow.id] = Open(flow, ids, _ns(flow.request.timestamp_start or time.time()))
         if self.propagate and md.PROVIDER in flow.metadata:
             headers["traceparent"] = ids.traceparent()
             if ids.tracestate:
@@ -218,8 +219,9 @@ class Telemetry:
             return
         now = time.time_ns()
         for state in self.open.values():  # flows cut by the shutdown
-            pipeline.emit(attrs.Record(state.ids, "", "", {}, state.start_ns, now, state.request_model,
-                                       corral_error="gateway_shutdown"))
+            req = state.flow.request
+            pipeline.emit(attrs.Record(state.ids, req.path, req.method, dict(state.flow.metadata), state.start_ns,
+                                       now, state.request_model, corral_error="gateway_shutdown"))
         self.open.clear()
         pipeline.shutdown(background=False)
 

@@ -110,3 +110,33 @@ def test_grpc_without_its_exporter_is_refused_with_the_extra_to_install(monkeypa
     assert str(caught.value) == ("[telemetry] protocol = \"grpc\" needs the OTLP/gRPC exporter: "
                                  "pip install 'corral[otlp-grpc]'")
     assert t.pipeline is None
+
+
+def test_a_flow_the_shutdown_cuts_ends_its_span_as_such() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    sent: list[ExportTraceServiceRequest] = []
+
+    class Keep:
+        def export(self, data: object) -> SpanExportResult:
+            sent.append(ExportTraceServiceRequest.FromString(data.SerializePartialToString()))  # type: ignore[attr-defined]
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+    t = Telemetry(CollectorRegistry())
+    with taddons.context(t) as tctx:
+        tctx.configure(t, corral_telemetry_otlp_endpoint="http://127.0.0.1:9")
+        t.pipeline.processor.span_exporter.inner = Keep()
+        flow = tflow.tflow()
+        flow.request.path = "/v1/chat/completions"
+        flow.metadata.update({md.PROVIDER: "anthropic", md.MODEL: "claude"})
+        t.requestheaders(flow)
+        t.request(flow)
+        t.done()
+    [span] = [s for r in sent for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    values = {kv.key: kv.value for kv in span.attributes}
+    assert span.name == "chat claude" and values["gen_ai.provider.name"].string_value == "anthropic"
+    assert values["error.type"].string_value == "gateway_shutdown" and span.status.code == 2
