@@ -10,6 +10,7 @@ TraceService and MetricsService.
 from __future__ import annotations
 
 import gzip
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,6 +77,12 @@ def decode_metrics(body: bytes) -> list[dict[str, Any]]:
                     points.append({"name": m.name, "unit": m.unit, "count": dp.count, "sum": dp.sum,
                                    "attributes": {kv.key: value_of(kv.value) for kv in dp.attributes}})
     return points
+
+
+def traceparent() -> tuple[str, str, str]:
+    """A caller's new trace: (trace id, its span id, the traceparent header naming them)."""
+    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, parent, f"00-{trace_id}-{parent}-01"
 
 
 def split(spans: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
