@@ -1,4 +1,5 @@
-"""Telemetry: one OpenTelemetry span per LLM flow, exported over OTLP ([telemetry] in corral.toml).
+"""Telemetry: one OpenTelemetry span per LLM flow (with a child per upstream attempt, cache lookup and
+rate-limit wait), exported over OTLP ([telemetry] in corral.toml).
 
 Off unless ``[telemetry] otlp_endpoint`` or the standard ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is
 set; off, it imports nothing of OpenTelemetry. At ``requestheaders`` the flow gets its span's ids and
