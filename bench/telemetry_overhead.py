@@ -1,6 +1,9 @@
 """CPU the gateway process spends per request with [telemetry] on (spans to a loopback OTLP collector)
 and off: ``python -m bench.telemetry_overhead [requests] [rounds]``.
 
+``python -m bench.telemetry_overhead --paired [requests] [rounds]``: both gateways running at once,
+each request sent to one then the other, so the load of a shared machine weighs on both alike.
+
 ``python -m bench.telemetry_overhead --in-process [flows]``: the telemetry addon alone, in this process:
 its hooks for each flow (a recorded JSON call's metadata: one upstream attempt, a cache miss), then the
 export thread's work for them (spans built and encoded as the exporter would send them; nothing sent),
@@ -118,7 +121,51 @@ def in_process(flows: int) -> None:
           f"(hooks and export thread); {t.counts.exported} spans encoded")
 
 
+def flows(collector: OTLPCollector) -> int:
+    """Flow spans received (the roots: the requests send no traceparent), children not counted."""
+    return sum(1 for s in list(collector.spans) if not s["parent_span_id"])
+
+
+def paired(requests: int, rounds: int) -> None:
+    """Both gateways at once, requests alternating between them: a busy machine slows both alike."""
+    with MockUpstream() as mock, OTLPCollector() as collector:
+        mock.chunk_delay = 0
+        gateways = {}
+        for name, config in (("off", {}), ("on", {"telemetry": {"otlp_endpoint": collector.url}})):
+            gw = Gateway(mock.url, config=config, workdir=Path(tempfile.mkdtemp(prefix="corral-bench-otel-")))
+            gateways[name] = gw.start()
+        headers = {"authorization": "Bearer sk-x", "x-mock-exchange": "openai-chat-json-2"}
+        clients = {name: httpx.Client(base_url=gw.base("openai/v1"), headers=headers) for name, gw in gateways.items()}
+        try:
+            for client in clients.values():
+                for _ in range(20):
+                    client.post("/chat/completions", json=BODY).raise_for_status()
+            results: dict[str, list[float]] = {"off": [], "on": []}
+            for _ in range(rounds):
+                before = {name: cpu_seconds(gw.proc.pid) for name, gw in gateways.items()}  # type: ignore[union-attr]
+                expected = flows(collector) + requests
+                for _ in range(requests):
+                    for client in clients.values():
+                        client.post("/chat/completions", json=BODY).raise_for_status()
+                until(lambda n=expected: flows(collector) >= n, timeout=30)
+                for name, gw in gateways.items():
+                    results[name].append((cpu_seconds(gw.proc.pid) - before[name]) * 1000 / requests)  # type: ignore[union-attr]
+        finally:
+            for client in clients.values():
+                client.close()
+            for gw in gateways.values():
+                gw.stop()
+    diffs = [on - off for on, off in zip(results["on"], results["off"], strict=True)]
+    print(f"{requests} requests x {rounds} rounds, both gateways at once; gateway CPU ms/request")
+    print(f"  telemetry off: {', '.join(f'{x:.3f}' for x in results['off'])}")
+    print(f"  telemetry on:  {', '.join(f'{x:.3f}' for x in results['on'])}")
+    print(f"  difference per round: {', '.join(f'{x:+.3f}' for x in diffs)}; median {statistics.median(diffs):+.3f}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--paired"]:
+        paired(int(sys.argv[2]) if len(sys.argv) > 2 else 1000, int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+        return
     if sys.argv[1:2] == ["--in-process"]:
         in_process(int(sys.argv[2]) if len(sys.argv) > 2 else 5000)
         return
