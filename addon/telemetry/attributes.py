@@ -264,6 +264,8 @@ def attempt_attributes(method: str, attempt: dict[str, Any], index: int) -> dict
         out["error.type"] = str(code)
     if attempt.get("wait_ms") is not None:
         out["corral.attempt.wait_ms"] = attempt["wait_ms"]
+    if attempt.get("target"):
+        out["corral.attempt.target"] = str(attempt["target"])  # a model group's "<provider>/<model>"
     return out
 
 
