@@ -89,6 +89,27 @@ async def test_the_provider_credential_replaces_the_key(provider, fmt, url, head
     assert flow.metadata[md.GATEWAY_KEY] == "0123abcd"
 
 
+@pytest.mark.parametrize(("provider", "fmt", "fields", "expected"), [
+    # the key's header goes whole; an own authorization is replaced in place, its second field dropped
+    ("openai", "openai",
+     ((b"Host", b"x"), (b"X-Api-Key", KEY.encode()), (b"Authorization", b"Bearer sk-own"),
+      (b"authorization", b"Bearer sk-two"), (b"Accept", b"*/*")),
+     ((b"Host", b"x"), (b"Authorization", b"Bearer sk-prov-oai"), (b"Accept", b"*/*"))),
+    # credential in x-api-key: authorization goes, the key's header is removed and set again at the end
+    ("anthropic", "anthropic",
+     ((b"Host", b"x"), (b"Authorization", b"Bearer sk-own"), (b"X-Api-Key", KEY.encode()),
+      (b"x-api-key", b"other"), (b"Accept", b"*/*")),
+     ((b"Host", b"x"), (b"Accept", b"*/*"), (b"x-api-key", b"sk-ant-prov"))),
+])
+async def test_the_swap_edits_the_header_fields_as_mitmproxys_headers_would(provider, fmt, fields, expected) -> None:
+    check = KeyCheck(FakeBook(), CatalogService())
+    flow = flow_for(provider, fmt, "https://x/v1/messages", {})
+    flow.request.headers.fields = fields
+    await admit(check, flow)
+    assert flow.response is None
+    assert flow.request.headers.fields == expected
+
+
 async def test_model_scope_is_checked_once_the_model_is_known() -> None:
     check = KeyCheck(FakeBook(), CatalogService())
     flow = flow_for("openai", "openai", CHAT, {"authorization": f"Bearer {KEY}"})
