@@ -158,7 +158,7 @@ def build() -> list[object]:
         UnifiedRequest(),  # /v1/chat/completions to a translated provider: the native request, before all else
         InternalHosts(),  # /_corral/*: 403 to a Host that does not name this machine (DNS rebinding)
         RequestGuard(),  # 431 header caps, 400 CR/LF/NUL in values, 508 loops; after the Router (error shape)
-        KeyCheck(keys, catalog),  # gateway keys: 401/403/429 budget, then the provider credential swapped in
+        KeyCheck(keys, catalog, groups),  # gateway keys: 401/403/429 budget, then the provider credential swapped in
         Health(shared_state),  # /_corral/health and /_corral/ready (never recorded)
         FlowCounter(),  # provider requests seen, for `corral run`'s "nothing went through" check: /_corral/flows
         LocalCapture(),  # `corral run --capture`: mitmproxy's local mode for single processes: /_corral/capture

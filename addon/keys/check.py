@@ -23,6 +23,7 @@ the client presented, so per-credential limits and cache namespaces apply per ga
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 
@@ -34,6 +35,7 @@ from addon.keys import budgets, store
 from addon.keys.book import KeyBook
 from addon.responses import make_error
 from addon.services import CatalogService
+from addon.unified.groups import GroupBook
 from addon.state import StateUnavailable, note_degraded
 
 logger = logging.getLogger(__name__)
@@ -96,9 +98,10 @@ def _remove_query_key(request: http.Request) -> None:
 
 
 class KeyCheck:
-    def __init__(self, book: KeyBook, catalog: CatalogService) -> None:
+    def __init__(self, book: KeyBook, catalog: CatalogService, groups: GroupBook | None = None) -> None:
         self.book = book
         self.catalog = catalog
+        self.groups = groups  # a model group's other targets (the unified endpoint): checked and swapped too
         self._admitted: dict[str, store.KeyRecord] = {}  # flow id -> its key, between the two hooks
         self._checked: set[str] = set()  # flows requestheaders decided on (routed from the head)
 
@@ -160,8 +163,12 @@ class KeyCheck:
         applying = self.book.budgets_of(record)
         if applying and not await self._within_budgets(flow, applying):
             return
-        if not self._swap(flow, flow.metadata[md.PROVIDER]) and self.book.holds(flow.id):
-            await self.book.settle(flow, 0.0)  # refused: give the reservation back
+        if not self._swap(flow, flow.metadata[md.PROVIDER]):
+            if self.book.holds(flow.id):
+                await self.book.settle(flow, 0.0)  # refused: give the reservation back
+            return
+        if self.groups is not None and self.groups.pending.get(flow):
+            self._clear_members(flow, record)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._admitted.pop(flow.id, None)  # answered before `request` (e.g. by the cache)
@@ -235,6 +242,28 @@ class KeyCheck:
             headers.fields = _swapped_fields(headers.fields, header.encode(), value, header != "authorization")
             _remove_query_key(request)
         return True
+
+    def _clear_members(self, flow: http.HTTPFlow, record: store.KeyRecord) -> None:
+        """A model group's other targets: each one the key may use gets its provider credential in place
+        of the gateway key; the others are left out (noted), as is one without a credential."""
+        assert self.groups is not None
+        cleared, notes = [], []
+        for member in self.groups.pending.get(flow) or []:
+            provider = self.catalog.current.get(member.provider)
+            auth = provider.auth if provider is not None else "bearer"
+            credential = self.book.credential_for(member.provider)
+            if not record.allows_provider(member.provider) or not record.allows_model(member.model):
+                notes.append(f"model group: {member.requested} left out, gateway key {record.prefix} may not use it")
+            elif credential is None or auth not in _PLACES:
+                notes.append(f"model group: {member.requested} left out, no provider credential for "
+                             f"{member.provider} to use with gateway keys")
+            else:
+                header, template = _PLACES[auth]
+                value = template.format(credential).encode("utf-8", "surrogateescape")
+                fields = _swapped_fields(member.headers, header.encode(), value, header != "authorization")
+                cleared.append(dataclasses.replace(member, headers=fields, awaits_key_check=False))
+        self.groups.pending[flow] = cleared
+        flow.metadata.setdefault(md.CHANGES, []).extend(notes)
 
     def _failed(self, flow: http.HTTPFlow) -> None:
         logger.exception("corral: gateway key check failed for %s", flow.metadata.get(md.PROVIDER))

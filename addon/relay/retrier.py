@@ -147,6 +147,9 @@ class Retrier:
         primary = meta.get(md.UPSTREAM) or f"{req.scheme}://{req.host_header or req.host}"
         fallbacks = self.fallbacks.get(provider, ())
         members = self.groups.pending.pop(flow, None) if self.groups is not None else None
+        if members:
+            # Fail closed: a member KeyCheck has not cleared would carry the client's gateway key upstream.
+            members = [m for m in members if not m.awaits_key_check]
         if members:  # after the provider's own fallback upstreams, the group's other targets
             fallbacks = (*fallbacks, *(Target(m.base, member=m) for m in members))
         job = Job(flow, req.method, req.url, primary, policy, fallbacks)

@@ -46,6 +46,9 @@ class Member:
     headers: tuple[tuple[bytes, bytes], ...] = field(repr=False)  # the provider's key among them
     body: bytes = field(repr=False)
     usage_injected: bool = False  # stream_options.include_usage added for the record (the client gets no usage chunk)
+    # The client presented a gateway key: KeyCheck checks this target against the key's scope and swaps
+    # in its provider credential; a member still awaiting that is never sent (Retrier).
+    awaits_key_check: bool = False
 
     @property
     def base(self) -> str:
@@ -62,10 +65,7 @@ def prepare(catalog: Catalog, requested: list[str], body: Mapping[str, Any], cli
     """The members for ``requested`` (in order), and a note for each target left out because the
     request cannot be translated for it faithfully. ``inject_usage`` (``[usage] inject``): an
     OpenAI-compatible stream is asked for its usage chunk, as the meter does for a native request."""
-    if any(PREFIX in client_headers.get(name, "") for name in CREDENTIAL_HEADERS):
-        # A gateway key is swapped for the first target's credential by KeyCheck, after its checks; the
-        # other targets would carry the gateway key itself, unchecked: they are not tried.
-        return [], ["model group: the client presented a gateway key, so only the first target is tried"]
+    gateway_key = any(PREFIX in client_headers.get(name, "") for name in CREDENTIAL_HEADERS)
     stream = body.get("stream") is True
     asked_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
     members, notes = [], []
@@ -94,7 +94,7 @@ def prepare(catalog: Catalog, requested: list[str], body: Mapping[str, Any], cli
         headers["content-type"] = "application/json"
         members.append(Member(name, provider.name, target.model, target.translate, scheme, host, port, path,
                               host_header, target.path, tuple(headers.fields), json.dumps(native).encode(),
-                              injected))
+                              injected, gateway_key))
     return members, notes
 
 

@@ -22,7 +22,7 @@ from google.genai import types
 
 from tests.support.cli import corral
 from tests.support.gateway import Gateway, free_port
-from tests.support.mock_upstream import MockUpstream
+from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.reliability import reliability
 
 OPENAI_KEY = "sk-provider-openai-0123456789"
@@ -35,6 +35,9 @@ CONFIG = {
     "providers.gemini": {"api_key": "env:CORRAL_TEST_GEMINI_KEY"},
     # Per-key rate limits are the [[limits]] machinery: the gateway key is the flow's credential.
     "limits": [{"name": "per-key-3rpm", "requests_per_minute": 3, "provider": "anthropic", "per": "credential"}],
+    # A model group of two providers (the unified endpoint); one attempt each, so the fallback is immediate.
+    "models.fast": {"targets": ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]},
+    "retries.providers.anthropic": {"attempts": 1},
 }
 VIEWER_PORT = free_port()
 ISSUED: list[str] = []  # every key the tests created, for the leak check at the end
@@ -121,6 +124,39 @@ def test_unified_endpoint_swaps_the_key_for_the_translated_provider(gw: Gateway,
             extra_headers={"x-test-id": tag})
     [seen] = received(mock, tag)
     assert seen.headers["x-api-key"] == ANTHROPIC_KEY and "authorization" not in seen.headers
+
+
+def overloaded() -> Reply:
+    body = json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).encode()
+    return Reply(529, {"content-type": "application/json"}, body)
+
+
+@reliability("secrets", "a model group falls back with a gateway key (unified endpoint)",
+             "the next target's answer; a target outside the key's scope is never tried",
+             "each provider got its own configured key, never the ck- key; the left-out target noted in the changes")
+def test_model_group_fallback_swaps_the_gateway_key_per_target(gw: Gateway, mock: MockUpstream, tag: str) -> None:
+    key = create_key(gw, "--name", "app-group", "--providers", "anthropic,openai")
+    mock.enqueue(overloaded(), "openai-chat-json-2")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, default_headers={"x-test-id": tag})
+    result = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "Dragons?"}])
+    assert result.choices[0].message.content == "YES"
+    to_anthropic, to_openai = received(mock, tag)
+    assert to_anthropic.headers["x-api-key"] == ANTHROPIC_KEY and "authorization" not in to_anthropic.headers
+    assert to_openai.headers["authorization"] == f"Bearer {OPENAI_KEY}" and "x-api-key" not in to_openai.headers
+    assert all(key not in v for r in (to_anthropic, to_openai) for v in r.headers.values())
+    row = gw.row_for(tag)
+    assert row["provider"] == "openai" and row["gateway_key"] == key[3:11]
+    assert [a["target"] for a in json.loads(row["attempts"])] == ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]
+
+    # A key that may use Anthropic only: the OpenAI target is left out, the client gets Anthropic's 529.
+    scoped = create_key(gw, "--name", "app-group-anthropic", "--providers", "anthropic")
+    mock.enqueue(overloaded())
+    with pytest.raises(openai.InternalServerError):
+        openai.OpenAI(base_url=gw.url + "/v1", api_key=scoped, max_retries=0).chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "Dragons?"}], extra_headers={"x-test-id": tag + "-s"})
+    [only] = received(mock, tag + "-s")
+    assert only.headers["x-api-key"] == ANTHROPIC_KEY
+    assert "openai/gpt-4o-mini left out, gateway key" in gw.row_for(tag + "-s")["corral_changes"]
 
 
 def test_anthropic_sdk_key_in_x_api_key_is_swapped(gw: Gateway, mock: MockUpstream, tag: str) -> None:
