@@ -35,8 +35,8 @@ from addon.keys import budgets, store
 from addon.keys.book import KeyBook
 from addon.responses import make_error
 from addon.services import CatalogService
-from addon.unified.groups import GroupBook
 from addon.state import StateUnavailable, note_degraded
+from addon.unified.groups import GroupBook
 
 logger = logging.getLogger(__name__)
 
