@@ -6,22 +6,50 @@ indexed by tool call, so the SDK's stream helpers reassemble them). Usage is exa
 counts from ``message_start``, output tokens from the final ``message_delta``; the usage chunk is sent
 only when the client asked for it (``stream_options.include_usage``). An ``error`` event becomes an
 SSE ``{"error": ...}`` event, which the openai SDK raises as an ``APIError``.
+
+Most of a stream is text deltas, pings and block stops, and this runs for every event on the event
+loop: those are recognised by their ``event:`` line and a strict pattern of their compact JSON (as
+Anthropic sends it), and a text delta's chunk is a precomputed prefix and suffix around the text's
+JSON string, which is reused as it came when it needs no escaping. Any event that does not match
+exactly takes the general path (``json.loads``, a dict, ``json.dumps``), whose output is the same.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from addon.unified.anthropic_response import finish_reason, usage
 from addon.unified.errors import openai_error
 
+# Anthropic's compact JSON of the events most of a stream is made of (it pads some with spaces before
+# the last brace). A JSON number and a JSON string as the grammar has them; an index's value is not
+# needed on the fast path (text and thinking deltas do not carry it over).
+_INDEX = rb'"index":(?:0|[1-9][0-9]*)'
+_STRING = rb'"(?:[^"\\\x00-\x1f]|\\.)*"'
+_END = rb"[ \t]*\}[ \t]*"
+# event line -> the pattern of its data line; a match with a group is a text or thinking delta (its kind,
+# its JSON string), one without is an event with no chunk.
+_FAST = {
+    b"content_block_delta": re.compile(
+        rb'\{"type":"content_block_delta",' + _INDEX + rb',"delta":\{"type":"(text|thinking)_delta",'
+        rb'"\1":(' + _STRING + rb')\}' + _END),
+    b"ping": re.compile(rb'\{"type": ?"ping"' + _END),
+    b"content_block_stop": re.compile(rb'\{"type":"content_block_stop",' + _INDEX + _END),
+    b"content_block_start": re.compile(
+        rb'\{"type":"content_block_start",' + _INDEX + rb',"content_block":\{"type":"text","text":""\}' + _END),
+}
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+
 
 class AnthropicStreamTranslator:
-    def __init__(self, include_usage: bool) -> None:
+    def __init__(self, include_usage: bool, fast: bool = True) -> None:
         self.include_usage = include_usage
-        self.buffer = b""
+        self.fast = fast  # False: every event through the general path (the property tests' reference)
+        self.buffer = bytearray()  # the start of an event whose end has not arrived
+        self.cr = False  # the last chunk ended in "\r", whose "\n" may start the next one
         self.id = ""
         self.model: str | None = None
         self.created = int(time.time())
@@ -29,14 +57,36 @@ class AnthropicStreamTranslator:
         self.tool_index: dict[int, int] = {}  # content block index -> tool call index
         self.finish: str | None = None
         self.done = False
+        self._heads: dict[bytes, bytes] = {}  # made when first needed, again after message_start
+        self._tail = b""
 
     def feed(self, data: bytes) -> bytes:
         """OpenAI SSE bytes for the complete events in ``data`` (and what was buffered before)."""
-        self.buffer += data.replace(b"\r\n", b"\n")
+        if self.cr:
+            data, self.cr = b"\r" + data, False
+        if data.endswith(b"\r"):
+            data, self.cr = data[:-1], True
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        buffer = self.buffer
+        if buffer:  # only the new bytes (and the last old one) are searched for the end of an event
+            start = len(buffer) - 1
+            buffer += data
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                return b""
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            end = data.find(b"\n\n")
         out: list[bytes] = []
-        while b"\n\n" in self.buffer:
-            raw, self.buffer = self.buffer.split(b"\n\n", 1)
-            out += self._event(raw)
+        pos = 0
+        while end >= 0:
+            self._event(data[pos:end], out)
+            pos = end + 2
+            end = data.find(b"\n\n", pos)
+        if pos < len(data):
+            buffer += data[pos:]
         return b"".join(out)
 
     def finish_stream(self) -> bytes:
@@ -44,39 +94,60 @@ class AnthropicStreamTranslator:
         tail = self.feed(b"\n\n") if self.buffer.strip() else b""
         return tail
 
-    def _event(self, raw: bytes) -> list[bytes]:
+    def _event(self, raw: bytes, out: list[bytes]) -> None:
+        if self.done:
+            return
+        if self.fast and raw.startswith(b"event: "):
+            line = raw.find(b"\n")
+            pattern = _FAST.get(raw[7:line]) if line > 0 and raw.startswith(b"data: ", line + 1) else None
+            match = pattern.fullmatch(raw, line + 7) if pattern is not None else None
+            if match is not None:
+                if match.lastindex is None:
+                    return  # ping, content_block_stop, an empty text block's start
+                text = match[2]
+                if b"\\" in text or not text.isascii():  # escaped in OpenAI's chunk as json.dumps escapes it
+                    try:
+                        text = _DUMPS(json.loads(text)).encode()
+                    except ValueError:
+                        text = b""
+                if text:
+                    out.append((self._heads.get(match[1]) or self._template(match[1])) + text + self._tail)
+                    return
+        self._general(raw, out)
+
+    def _general(self, raw: bytes, out: list[bytes]) -> None:
         data = b"\n".join(line[5:].lstrip() for line in raw.split(b"\n") if line.startswith(b"data:"))
-        if not data or self.done:
-            return []
+        if not data:
+            return
         try:
             event = json.loads(data)
         except ValueError:
-            return []
+            return
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
             self.id, self.model = message.get("id", ""), message.get("model")
+            self._heads.clear()
             self.native_usage.update(message.get("usage") or {})
-            return [self._chunk({"role": "assistant", "content": ""})]
-        if kind == "content_block_start":
-            return self._block_start(event.get("index", 0), event.get("content_block") or {})
-        if kind == "content_block_delta":
-            return self._block_delta(event.get("index", 0), event.get("delta") or {})
-        if kind == "message_delta":
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+        elif kind == "content_block_start":
+            out += self._block_start(event.get("index", 0), event.get("content_block") or {})
+        elif kind == "content_block_delta":
+            out += self._block_delta(event.get("index", 0), event.get("delta") or {})
+        elif kind == "message_delta":
             self.native_usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             self.finish = finish_reason((event.get("delta") or {}).get("stop_reason")) or "stop"
-            return [self._chunk({}, finish=self.finish)]
-        if kind == "message_stop":
+            out.append(self._chunk({}, finish=self.finish))
+        elif kind == "message_stop":
             self.done = True
-            out = []
             if self.include_usage:
                 out.append(self._sse({**self._base(), "choices": [], "usage": usage(self.native_usage)}))
-            return [*out, b"data: [DONE]\n\n"]
-        if kind == "error":
+            out.append(b"data: [DONE]\n\n")
+        elif kind == "error":
             self.done = True
             err = event.get("error") or {}
-            return [self._sse(openai_error(str(err.get("message", "")), str(err.get("type", "server_error"))))]
-        return []  # ping, content_block_stop, and event types this translator does not know
+            out.append(self._sse(openai_error(str(err.get("message", "")), str(err.get("type", "server_error")))))
+        # ping, content_block_stop, and event types this translator does not know: nothing
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[bytes]:
         kind = block.get("type")
@@ -100,6 +171,14 @@ class AnthropicStreamTranslator:
             return [self._chunk({"tool_calls": [call]})]
         return []
 
+    def _template(self, kind: bytes) -> bytes:
+        """A text or thinking delta's chunk before its JSON string (and, in ``_tail``, after it), as
+        ``_chunk`` makes it."""
+        whole = self._chunk({"content" if kind == b"text" else "reasoning_content": ""})
+        cut = whole.rindex(b'""')
+        self._heads[kind], self._tail = whole[:cut], whole[cut + 2:]
+        return whole[:cut]
+
     def _base(self) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
 
@@ -109,4 +188,4 @@ class AnthropicStreamTranslator:
 
     @staticmethod
     def _sse(obj: dict[str, Any]) -> bytes:
-        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+        return b"data: " + _DUMPS(obj).encode() + b"\n\n"
