@@ -3,18 +3,31 @@ bytes as its general path (json.loads, dict, json.dumps), whatever the chunking 
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from addon.unified import anthropic_stream
 from addon.unified.anthropic_stream import AnthropicStreamTranslator
-from bench.mock import anthropic_events
 from tests.support import corpus
 from tests.unit.unified.test_anthropic_response import STREAM, sse
 
+
+def _bench_mock():
+    # By path: test_bench_mock puts bench/ first on sys.path, where `bench` is bench/bench.py, not the folder.
+    path = Path(__file__).resolve().parents[3] / "bench" / "mock.py"
+    spec = importlib.util.spec_from_file_location("corral_bench_mock", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+anthropic_events = _bench_mock().anthropic_events
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
