@@ -151,7 +151,10 @@ def test_corral_toml_models_tables_reach_the_option(tmp_path) -> None:
             tctx.options.corral_config = str(bad)
 
 
-def test_a_gateway_key_is_never_sent_to_a_fallback_target() -> None:
+def test_a_member_with_a_gateway_key_awaits_the_key_check() -> None:
+    # KeyCheck swaps in the provider credential and clears the flag; the Retrier never sends a flagged one.
     body = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
     made, notes = members.prepare(CATALOG, [MINI], body, http.Headers(authorization="Bearer ck-abc123"), {}, True)
-    assert made == [] and "gateway key" in notes[0]
+    assert [m.awaits_key_check for m in made] == [True] and notes == []
+    plain, _ = members.prepare(CATALOG, [MINI], body, http.Headers(authorization="Bearer sk-abc123"), {}, True)
+    assert [m.awaits_key_check for m in plain] == [False]
