@@ -6,9 +6,12 @@ headers), plus the database reads a running gateway repeats (the key re-verified
 cache_ttl``, the budget's sum every ``spend_ttl``, on the keys thread) spread over the requests of
 the bench's rate. Budget: <= 0.1 ms CPU per request.
 With ``--redis URL`` the same through the shared ledger (two Lua scripts per request; the CPU is this
-process's, the time in Redis and on the socket is not CPU here).
+process's, the time in Redis and on the socket is not CPU here). With ``--database`` the same through
+the database ledger (``[keys] ledger = "database"``, a SQLite file: two write transactions per request
+on the keys thread; CPU of every thread of this process, and the wall time of one request's admission
+and settlement).
 
-    .venv/bin/python -m bench.keys_check [--redis redis://127.0.0.1:6379/15]
+    .venv/bin/python -m bench.keys_check [--redis redis://127.0.0.1:6379/15 | --database]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ SDK_HEADERS = {"host": "127.0.0.1:8080", "accept-encoding": "gzip, deflate", "co
                "x-stainless-read-timeout": "600", "content-length": "89"}
 
 
-async def main(n: int = 100_000, redis: str | None = None) -> None:
+async def main(n: int = 100_000, redis: str | None = None, database: bool = False) -> None:
     book = KeyBook(PricingService(CatalogService()))
     book.spend_ttl = book.memory.ttl = 1e9  # the database sum is cached: what every request but one a second pays
 
@@ -54,6 +57,13 @@ async def main(n: int = 100_000, redis: str | None = None) -> None:
         from addon.keys.ledger import RedisLedger
         book.shared = RedisLedger(redis, read)
         n = min(n, 10_000)
+    tmp = tempfile.TemporaryDirectory()
+    if database:
+        from addon.keys.dbledger import DatabaseLedger
+        book.url = f"sqlite:///{tmp.name}/corral.db"
+        dbmod.connect(book.url).close()
+        book.shared = DatabaseLedger(book._off_loop, lambda db, budget, start: 0.0, time.time)
+        n = min(n, 5_000)
     record = store.KeyRecord("0123abcd", "app", None, None, 1e6, "day", None, None, team="ml", tags=("env=prod",))
     book.team_budgets = {"ml": Budget("team", "ml", 1e6, "day")}
     book.tag_budgets = {"env=prod": Budget("tag", "env=prod", 1e6, "month")}
@@ -72,7 +82,7 @@ async def main(n: int = 100_000, redis: str | None = None) -> None:
     check = (time.process_time() - start) / n * 1e3
     print(f"presented_key + cached verify: {check * 1e3:.2f} µs CPU per request")
 
-    start = time.process_time()
+    start, wall = time.process_time(), time.perf_counter()
     for i in range(n):
         flow.id = str(i)
         token = presented_key(request)
@@ -83,14 +93,16 @@ async def main(n: int = 100_000, redis: str | None = None) -> None:
         refusal, _ = await book.admit(flow.id, book.budgets_of(found), book.estimate(flow) or 0.0)
         assert refusal is None
         await book.finished(flow)
-    total = (time.process_time() - start) / n * 1e3
-    where = "Redis" if redis else "in process"
+    total, elapsed = (time.process_time() - start) / n * 1e3, (time.perf_counter() - wall) / n * 1e3
+    where = "Redis" if redis else "database ledger, SQLite" if database else "in process"
     print(f"key check + admission on 3 budgets + settlement ({where}): {total * 1e3:.2f} µs CPU per request "
-          f"(budget {BUDGET_MS * 1e3:.0f} µs: {'PASS' if total <= BUDGET_MS else 'MISS'})")
-    if book.shared is not None:
-        await book.shared.close()
+          f"(budget {BUDGET_MS * 1e3:.0f} µs: {'PASS' if total <= BUDGET_MS else 'MISS'})"
+          + (f"; {elapsed:.2f} ms wall per request, one at a time" if database else ""))
+    if redis:
+        await book.shared.close()  # type: ignore[union-attr]
     book.done()
-    if not redis:
+    tmp.cleanup()
+    if not redis and not database:
         await whole_path(n // 2)
 
 
@@ -173,4 +185,6 @@ async def whole_path(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis", help="measure the shared ledger on this Redis (its keys are left to expire)")
-    asyncio.run(main(redis=parser.parse_args().redis))
+    parser.add_argument("--database", action="store_true", help="measure the database ledger on a SQLite file")
+    args = parser.parse_args()
+    asyncio.run(main(redis=args.redis, database=args.database))

@@ -5,7 +5,8 @@ Shared by KeyCheck (admission, early in the chain) and KeySpend (after the Recor
 flow's cost). The database is only read on one thread of its own, never on the event loop: a verified
 key is kept ``[keys] cache_ttl`` seconds (so a check costs a dict lookup and one SHA-256, and a
 revocation takes effect within that time on every instance), budget sums ``[keys] spend_ttl`` seconds
-(addon/keys/ledger.py: in this process, or in Redis with ``[state] url``).
+(addon/keys/ledger.py: in this process, or in Redis with ``[state] url``), or the budgets are kept in the
+database itself (addon/keys/dbledger.py, ``[keys] ledger``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from mitmproxy import ctx, exceptions, http
 
 from addon import config, metadata as md, paths, state
 from addon.keys import budgets, ledger as ledgers, store
+from addon.keys.dbledger import DatabaseLedger
 from addon.limits.config import estimate_tokens
 from addon.services import PricingService, SharedState
 from addon.state import StateUnavailable
 from addon.storage import db as dbmod
+from addon.workers import WORKER_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ class KeyBook:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-keys")
         self._verified: dict[bytes, tuple[float, store.KeyRecord | None]] = {}  # sha256(key) -> (until, record)
         self.memory = ledgers.MemoryLedger(self._read, clock)
-        self.shared: ledgers.RedisLedger | None = None  # [state] url = redis://...
+        self.shared: ledgers.RedisLedger | DatabaseLedger | None = None  # [keys] ledger: redis or database
         self._learned: dict[tuple[str | None, str | None], float] = {}  # (provider, model) -> last charge
         self._applying: dict[store.KeyRecord, list[budgets.Budget]] = {}  # record -> its budgets, per config
         self._asked: dict[str, tuple[str | None, str | None]] = {}  # flow id -> (provider, model) estimated
@@ -112,6 +115,10 @@ class KeyBook:
                           "Seconds a verified gateway key is trusted without the database (revocation delay).")
         loader.add_option("corral_keys_spend_ttl", str, "2",
                           "Seconds a key's spend read from the database is reused (this process adds its own flows).")
+        loader.add_option("corral_keys_ledger", str, "auto",
+                          "Where budgets are counted: memory (this process), database (exact across the processes "
+                          "sharing it), redis ([state] url), or auto: redis with [state] url, database with "
+                          "--workers, else memory.")
         loader.add_option("corral_keys_timezone", str, "UTC",
                           "Time zone of budget periods (calendar day, week from Monday, month), e.g. Europe/Berlin.")
         loader.add_option("corral_keys_unpriced_usd", str, "0.01",
@@ -160,11 +167,7 @@ class KeyBook:
                     raise exceptions.OptionsError(f"[budgets.{kind}]: {e}") from None
                 setattr(self, f"{kind}_budgets", parsed)
                 self._applying.clear()
-        url = getattr(ctx.options, "corral_state_url", "memory://")
-        if state.is_redis(url) and (self.shared is None or self.shared.url != url):
-            self.shared = ledgers.RedisLedger(url, self._read)
-        elif not state.is_redis(url):
-            self.shared = None
+        self._choose_ledger()
         if "corral_keys_timezone" in updated:
             try:
                 store.zone(ctx.options.corral_keys_timezone)
@@ -178,6 +181,25 @@ class KeyBook:
             self._db = None
             self._verified.clear()
             self.memory.clear()
+
+    def _choose_ledger(self) -> None:
+        mode = ctx.options.corral_keys_ledger
+        url = getattr(ctx.options, "corral_state_url", "memory://")
+        if mode not in ("auto", "memory", "database", "redis"):
+            raise exceptions.OptionsError(f"[keys] ledger: expected \"auto\", \"memory\", \"database\" or "
+                                          f"\"redis\", got {mode!r}")
+        if mode == "redis" and not state.is_redis(url):
+            raise exceptions.OptionsError("[keys] ledger = \"redis\" needs [state] url = \"redis://...\"")
+        if mode == "auto":  # one process: memory is exact and costs no query; several: they must share
+            mode = "redis" if state.is_redis(url) else "database" if os.environ.get(WORKER_ENV) else "memory"
+        if mode == "redis":
+            if not isinstance(self.shared, ledgers.RedisLedger) or self.shared.url != url:
+                self.shared = ledgers.RedisLedger(url, self._read)
+        elif mode == "database":
+            if not isinstance(self.shared, DatabaseLedger):
+                self.shared = DatabaseLedger(self._off_loop, self._seed, self.wallclock)
+        else:
+            self.shared = None
 
     def on_failure(self) -> str:
         return self.shared_state.on_failure if self.shared_state is not None else "open"
@@ -247,6 +269,11 @@ class KeyBook:
 
         return await self._off_loop(query)
 
+    def _seed(self, db: peewee.Database, budget: budgets.Budget, start: datetime.datetime) -> float:
+        """The recorded flows' charge in a budget's period (on the keys thread): a database ledger slot's seed."""
+        ids = store.key_ids(db, budget.kind, budget.name)
+        return store.spent(db, ids, start, self.unpriced_usd, self.unpriced_per_1k)
+
     def estimate(self, flow: http.HTTPFlow) -> float | None:
         """What a request will probably cost, reserved at admission: the last exact charge of a request
         to the same provider and model in this process, else its input (body bytes / 4 tokens) and its
@@ -282,7 +309,7 @@ class KeyBook:
     async def admit(self, flow_id: str, applying: list[budgets.Budget],
                     estimate: float) -> tuple[ledgers.Refusal | None, str | None]:
         """Reserve ``estimate`` on every budget if all have room: (the refusal or None, a degradation note).
-        Raises StateUnavailable when Redis is down and ``[state] on_failure = "closed"``."""
+        Raises StateUnavailable when the shared ledger is unavailable and ``[state] on_failure = "closed"``."""
         now = self.now()
         if self.shared is None:
             return await self.memory.admit(flow_id, applying, estimate, now, self.timezone), None
@@ -291,7 +318,7 @@ class KeyBook:
         except StateUnavailable as e:
             if self.on_failure() == "closed":
                 raise
-            # Open: this process's own count still holds the line (exact within it, like without Redis).
+            # Open: this process's own count still holds the line (exact within it, like the memory ledger).
             refusal = await self.memory.admit(flow_id, applying, estimate, now, self.timezone)
             return refusal, f"budgets: {e}; counted by this process only (on_failure = open)"
 

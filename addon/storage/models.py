@@ -153,7 +153,30 @@ class BudgetAlert(BaseModel):
         indexes = ((("budget", "threshold", "period_start"), True),)
 
 
-ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry, GatewayKey, KeyAudit, BudgetAlert]
+class BudgetSlot(BaseModel):
+    """A budget's settled spend in one period, for ``[keys] ledger = "database"`` (addon/keys/dbledger.py):
+    seeded once from the recorded flows, then kept by the settlements of every process on the database."""
+
+    slot = peewee.CharField(primary_key=True, max_length=320)  # "<budget id>@<period start, UTC ISO>"
+    spent_nano = peewee.BigIntegerField()  # integer nano-dollars: no float drift across processes
+
+    class Meta:
+        table_name = "budget_slots"
+
+
+class BudgetHold(BaseModel):
+    """One admitted, still running request's reservation on one budget slot (``[keys] ledger = "database"``)."""
+
+    flow_id = peewee.CharField(max_length=64, index=True)
+    slot = peewee.CharField(max_length=320, index=True)
+    nano = peewee.BigIntegerField()
+    at = peewee.BigIntegerField()  # unix seconds; a hold older than dbledger.HOLD_TTL no longer counts
+
+    class Meta:
+        table_name = "budget_holds"
+
+
+ALL_MODELS: list[type[BaseModel]] = [Flow, CacheEntry, GatewayKey, KeyAudit, BudgetAlert, BudgetSlot, BudgetHold]
 
 # Field names `corral flows --json` prints, in order.
 FLOW_SUMMARY_FIELDS = [

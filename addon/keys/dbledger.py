@@ -1,0 +1,137 @@
+"""DatabaseLedger (``[keys] ledger = "database"``, the default of ``corral start --workers N`` without
+Redis): budget admission exact across every process sharing the database, no Redis needed.
+
+Each budget and period is one ``budget_slots`` row (settled spend, integer nano-dollars, seeded once
+from the recorded flows); each admitted request still running holds one ``budget_holds`` row per
+budget. Admission is one write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-level
+advisory lock): it checks every budget of the request and inserts holds on all of them or on none, so
+no other process can take the same room in between. Settlement is another: the holds go, the exact
+charge is added to the slots. Both run on KeyBook's database thread, never on the event loop.
+
+A hold older than ``HOLD_TTL`` no longer counts: it belongs to a process that died before settling.
+"""
+
+from __future__ import annotations
+
+import datetime
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import peewee
+
+from addon.keys.budgets import Budget, BudgetState
+from addon.keys.ledger import NANO, Refusal, _bounds
+from addon.state import StateUnavailable
+
+HOLD_TTL = 3600  # seconds: longer than any request runs
+_PG_LOCK_KEY = zlib.crc32(b"corral-budget-ledger")  # PostgreSQL advisory lock every admission takes
+
+# fn(db, *args) run on the keys thread
+Runner = Callable[..., Awaitable[Any]]
+# (db, budget, period start) -> the recorded flows' USD in that period: a slot's seed
+Seeder = Callable[[peewee.Database, Budget, datetime.datetime], float]
+
+
+@contextmanager
+def _locked(db: peewee.Database) -> Iterator[None]:
+    """A write transaction no other process's admission or settlement runs beside."""
+    if isinstance(db, peewee.SqliteDatabase):
+        with db.atomic("IMMEDIATE"):  # takes the write lock at BEGIN: no read-then-upgrade race
+            yield
+        return
+    with db.atomic():
+        if isinstance(db, peewee.PostgresqlDatabase):
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+        yield
+
+
+class DatabaseLedger:
+    def __init__(self, run: Runner, seed: Seeder, wallclock: Callable[[], float]) -> None:
+        self.run, self.seed, self.wallclock = run, seed, wallclock
+        self._flows: dict[str, list[str]] = {}  # flow id -> the slots it holds room on
+
+    @staticmethod
+    def slot(budget: Budget, start: datetime.datetime) -> str:
+        return f"{budget.id}@{start.isoformat()}"
+
+    def _figures(self, db: peewee.Database, budget: Budget, start: datetime.datetime,
+                 now: int) -> tuple[int, int]:
+        """(spent, reserved) of a budget's period in nano-dollars, its slot seeded if new. In a transaction."""
+        p, slot = db.param, self.slot(budget, start)
+        row = db.execute_sql(f"SELECT spent_nano FROM budget_slots WHERE slot = {p}", (slot,)).fetchone()
+        if row is None:
+            spent = round(self.seed(db, budget, start) * NANO)
+            db.execute_sql(f"INSERT INTO budget_slots (slot, spent_nano) VALUES ({p}, {p})", (slot, spent))
+            # A new period: holds of processes that died long ago go (once per budget and period).
+            db.execute_sql(f"DELETE FROM budget_holds WHERE at < {p}", (now - HOLD_TTL,))
+        else:
+            spent = int(row[0])
+        held = db.execute_sql(f"SELECT SUM(nano) FROM budget_holds WHERE slot = {p} AND at >= {p}",
+                              (slot, now - HOLD_TTL)).fetchone()
+        return spent, int(held[0] or 0)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self.run(fn, *args)
+        except peewee.PeeweeException as e:  # locked past busy_timeout, database gone: [state] on_failure decides
+            raise StateUnavailable(f"database ledger: {e}") from e
+
+    async def admit(self, flow_id: str, budgets: list[Budget], estimate: float, now: datetime.datetime,
+                    tz: str) -> Refusal | None:
+        bounds = [_bounds(b, now, tz) for b in budgets]
+        slots = [self.slot(b, start) for b, (start, _) in zip(budgets, bounds, strict=True)]
+        est, at = round(estimate * NANO), int(self.wallclock())
+
+        def admit(db: peewee.Database) -> tuple[int, int, int] | None:
+            with _locked(db):
+                for i, (budget, (start, _)) in enumerate(zip(budgets, bounds, strict=True)):
+                    spent, reserved = self._figures(db, budget, start, at)
+                    if spent + reserved + est > round(budget.usd * NANO):
+                        return i, spent, reserved
+                p = db.param
+                for slot in slots:
+                    db.execute_sql(f"INSERT INTO budget_holds (flow_id, slot, nano, at) VALUES ({p}, {p}, {p}, {p})",
+                                   (flow_id, slot, est, at))
+                return None
+
+        refused = await self._run(admit)
+        if refused is None:
+            self._flows[flow_id] = slots
+            return None
+        i, spent, reserved = refused
+        start, end = bounds[i]
+        return Refusal(BudgetState(budgets[i], spent / NANO, reserved / NANO, start, end), estimate)
+
+    async def settle(self, flow_id: str, usd: float) -> None:
+        slots = self._flows.pop(flow_id, [])
+        if not slots:
+            return
+        charge = max(0, round(usd * NANO))
+
+        def settle(db: peewee.Database) -> None:
+            p = db.param
+            with _locked(db):
+                db.execute_sql(f"DELETE FROM budget_holds WHERE flow_id = {p}", (flow_id,))
+                if charge:
+                    for slot in slots:
+                        db.execute_sql(f"UPDATE budget_slots SET spent_nano = spent_nano + {p} WHERE slot = {p}",
+                                       (charge, slot))
+
+        await self._run(settle)
+
+    def holds(self, flow_id: str) -> bool:
+        return flow_id in self._flows
+
+    async def states(self, budgets: list[Budget], now: datetime.datetime, tz: str) -> list[BudgetState]:
+        bounds = [_bounds(b, now, tz) for b in budgets]
+        at = int(self.wallclock())
+
+        def read(db: peewee.Database) -> list[tuple[int, int]]:
+            with _locked(db):  # may seed a slot
+                return [self._figures(db, b, start, at) for b, (start, _) in zip(budgets, bounds, strict=True)]
+
+        figures = await self._run(read) if budgets else []
+        return [BudgetState(b, spent / NANO, reserved / NANO, start, end)
+                for b, (start, end), (spent, reserved) in zip(budgets, bounds, figures, strict=True)]
