@@ -56,21 +56,22 @@ class DatabaseLedger:
     def slot(budget: Budget, start: datetime.datetime) -> str:
         return f"{budget.id}@{start.isoformat()}"
 
-    def _figures(self, db: peewee.Database, budget: Budget, start: datetime.datetime,
-                 now: int) -> tuple[int, int]:
-        """(spent, reserved) of a budget's period in nano-dollars, its slot seeded if new. In a transaction."""
-        p, slot = db.param, self.slot(budget, start)
-        row = db.execute_sql(f"SELECT spent_nano FROM budget_slots WHERE slot = {p}", (slot,)).fetchone()
-        if row is None:
-            spent = round(self.seed(db, budget, start) * NANO)
-            db.execute_sql(f"INSERT INTO budget_slots (slot, spent_nano) VALUES ({p}, {p})", (slot, spent))
-            # A new period: holds of processes that died long ago go (once per budget and period).
-            db.execute_sql(f"DELETE FROM budget_holds WHERE at < {p}", (now - HOLD_TTL,))
-        else:
-            spent = int(row[0])
-        held = db.execute_sql(f"SELECT SUM(nano) FROM budget_holds WHERE slot = {p} AND at >= {p}",
-                              (slot, now - HOLD_TTL)).fetchone()
-        return spent, int(held[0] or 0)
+    def _figures(self, db: peewee.Database, budgets: list[Budget], starts: list[datetime.datetime],
+                 now: int) -> list[tuple[int, int]]:
+        """(spent, reserved) of each budget's period in nano-dollars, new slots seeded. In a transaction."""
+        p, slots = db.param, [self.slot(b, start) for b, start in zip(budgets, starts, strict=True)]
+        found = {row[0]: (int(row[1]), int(row[2])) for row in db.execute_sql(
+            f"SELECT s.slot, s.spent_nano, (SELECT COALESCE(SUM(h.nano), 0) FROM budget_holds h "
+            f"WHERE h.slot = s.slot AND h.at >= {p}) FROM budget_slots s "
+            f"WHERE s.slot IN ({', '.join([p] * len(slots))})", (now - HOLD_TTL, *slots))}
+        for budget, start, slot in zip(budgets, starts, slots, strict=True):
+            if slot not in found:
+                spent = round(self.seed(db, budget, start) * NANO)
+                db.execute_sql(f"INSERT INTO budget_slots (slot, spent_nano) VALUES ({p}, {p})", (slot, spent))
+                # A new period: holds of processes that died long ago go (once per budget and period).
+                db.execute_sql(f"DELETE FROM budget_holds WHERE at < {p}", (now - HOLD_TTL,))
+                found[slot] = (spent, 0)
+        return [found[slot] for slot in slots]
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -80,20 +81,22 @@ class DatabaseLedger:
 
     async def admit(self, flow_id: str, budgets: list[Budget], estimate: float, now: datetime.datetime,
                     tz: str) -> Refusal | None:
+        if not budgets:
+            return None
         bounds = [_bounds(b, now, tz) for b in budgets]
         slots = [self.slot(b, start) for b, (start, _) in zip(budgets, bounds, strict=True)]
         est, at = round(estimate * NANO), int(self.wallclock())
 
         def admit(db: peewee.Database) -> tuple[int, int, int] | None:
             with _locked(db):
-                for i, (budget, (start, _)) in enumerate(zip(budgets, bounds, strict=True)):
-                    spent, reserved = self._figures(db, budget, start, at)
+                figures = self._figures(db, budgets, [start for start, _ in bounds], at)
+                for i, (budget, (spent, reserved)) in enumerate(zip(budgets, figures, strict=True)):
                     if spent + reserved + est > round(budget.usd * NANO):
                         return i, spent, reserved
                 p = db.param
-                for slot in slots:
-                    db.execute_sql(f"INSERT INTO budget_holds (flow_id, slot, nano, at) VALUES ({p}, {p}, {p}, {p})",
-                                   (flow_id, slot, est, at))
+                db.execute_sql("INSERT INTO budget_holds (flow_id, slot, nano, at) VALUES "
+                               + ", ".join([f"({p}, {p}, {p}, {p})"] * len(slots)),
+                               [v for slot in slots for v in (flow_id, slot, est, at)])
                 return None
 
         refused = await self._run(admit)
@@ -115,9 +118,8 @@ class DatabaseLedger:
             with _locked(db):
                 db.execute_sql(f"DELETE FROM budget_holds WHERE flow_id = {p}", (flow_id,))
                 if charge:
-                    for slot in slots:
-                        db.execute_sql(f"UPDATE budget_slots SET spent_nano = spent_nano + {p} WHERE slot = {p}",
-                                       (charge, slot))
+                    db.execute_sql(f"UPDATE budget_slots SET spent_nano = spent_nano + {p} "
+                                   f"WHERE slot IN ({', '.join([p] * len(slots))})", (charge, *slots))
 
         await self._run(settle)
 
@@ -130,7 +132,7 @@ class DatabaseLedger:
 
         def read(db: peewee.Database) -> list[tuple[int, int]]:
             with _locked(db):  # may seed a slot
-                return [self._figures(db, b, start, at) for b, (start, _) in zip(budgets, bounds, strict=True)]
+                return self._figures(db, budgets, [start for start, _ in bounds], at)
 
         figures = await self._run(read) if budgets else []
         return [BudgetState(b, spent / NANO, reserved / NANO, start, end)

@@ -1,6 +1,7 @@
 """The database ledger ([keys] ledger = "database"): two ledgers, each with its own connection and thread
-like two worker processes, on one SQLite file admit exactly the room of a budget, on every budget of
-a request or none, settle to the exact charge, and forget the holds of a process that died."""
+like two worker processes, on one SQLite file (and one PostgreSQL database, where available) admit
+exactly the room of a budget, on every budget of a request or none, settle to the exact charge, and
+forget the holds of a process that died."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from addon.keys import dbledger
 from addon.keys.budgets import Budget
 from addon.keys.dbledger import DatabaseLedger
 from addon.storage import db as dbmod
+from tests.support import pgdb
 
 NOW = datetime.datetime(2026, 12, 3, 12, 0)
 COST = 0.000024
@@ -39,15 +41,21 @@ class Process:
         self.executor.shutdown()
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Process, Process]]:
-    url = f"sqlite:///{tmp_path / 'corral.db'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Process, Process]]:
+    if request.param == "postgres":
+        pgdb.require()
+        url = pgdb.create_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'corral.db'}"
     dbmod.connect(url).close()  # the schema, as the first gateway process makes it
     clock = [1_800_000_000.0]
     a, b = Process(url, 0.001, clock), Process(url, 0.001, clock)
     yield a, b
     a.close()
     b.close()
+    if request.param == "postgres":
+        pgdb.drop_database(url)
 
 
 async def test_two_processes_admit_exactly_the_room_and_settle_to_the_exact_cost(pair) -> None:
@@ -91,7 +99,7 @@ async def test_the_holds_of_a_process_that_died_stop_counting(pair) -> None:
     assert await b.ledger.admit("next", [team], COST, NOW, "UTC") is None
 
 
-async def test_a_locked_database_is_a_state_failure(pair, tmp_path: Path) -> None:
+async def test_a_database_that_fails_is_a_state_failure(pair, tmp_path: Path) -> None:
     a, _ = pair
     a.executor.submit(a.db.close).result()
     a.db = dbmod.open_url(f"sqlite:///{tmp_path / 'missing' / 'corral.db'}")  # cannot be opened
