@@ -8,11 +8,14 @@ cannot all slip in under it.
 - ``MemoryLedger`` (no Redis): the database's sum for the period (re-read every ``[keys] spend_ttl``
   seconds, off the event loop) + this process's recorded flows not in the database yet + its
   reservations. Exact within one process (nothing between check and reserve yields to the event loop);
-  several processes (``--workers``, machines) see each other's spend only through the database, so
-  each may admit up to one ``spend_ttl`` of traffic the others' limits would have refused.
+  several processes (machines, or ``--workers`` with ``[keys] ledger = "memory"``) see each other's
+  spend only through the database, so each may admit up to one ``spend_ttl`` of traffic the others'
+  limits would have refused.
 - ``RedisLedger`` (``[state] url = redis://...``): one hash per budget and period in Redis, checked and
   reserved by one Lua script (addon/keys/lua.py), corrected by another: exact across every gateway
   sharing that Redis. A budget's hash is seeded once per period from the database.
+- ``DatabaseLedger`` (addon/keys/dbledger.py, ``[keys] ledger = "database"``, the default with
+  ``--workers`` and no Redis): the same in two tables of the database, exact across every process on it.
 """
 
 from __future__ import annotations
