@@ -13,11 +13,15 @@ from pathlib import Path
 
 import peewee
 import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons
 
 from addon.keys import dbledger
+from addon.keys.book import KeyBook
 from addon.keys.budgets import Budget
 from addon.keys.dbledger import DatabaseLedger
 from addon.storage import db as dbmod
+from addon.workers import WORKER_ENV
 from tests.support import pgdb
 
 NOW = datetime.datetime(2026, 12, 3, 12, 0)
@@ -105,3 +109,23 @@ async def test_a_database_that_fails_is_a_state_failure(pair, tmp_path: Path) ->
     a.db = dbmod.open_url(f"sqlite:///{tmp_path / 'missing' / 'corral.db'}")  # cannot be opened
     with pytest.raises(dbledger.StateUnavailable, match="database ledger"):
         await a.ledger.admit("f", [Budget("team", "ml", 1.0, "day")], COST, NOW, "UTC")
+
+
+@pytest.mark.parametrize(("ledger", "worker", "expected"), [
+    ("auto", None, type(None)), ("auto", "2", DatabaseLedger), ("database", None, DatabaseLedger),
+    ("memory", "2", type(None))])
+def test_the_ledger_setting_and_its_automatic_choice(ledger: str, worker: str | None, expected: type,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if worker is None:
+        monkeypatch.delenv(WORKER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(WORKER_ENV, worker)
+    book = KeyBook()
+    with taddons.context(book) as tctx:
+        tctx.configure(book, corral_keys_ledger=ledger)
+        assert type(book.shared) is expected  # None: the in-process MemoryLedger
+        with pytest.raises(exceptions.OptionsError, match='needs \\[state\\] url = "redis://'):
+            tctx.configure(book, corral_keys_ledger="redis")
+        with pytest.raises(exceptions.OptionsError, match="ledger: expected"):
+            tctx.configure(book, corral_keys_ledger="sqlite")
+    book.done()
