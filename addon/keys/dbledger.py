@@ -56,14 +56,20 @@ class DatabaseLedger:
     def slot(budget: Budget, start: datetime.datetime) -> str:
         return f"{budget.id}@{start.isoformat()}"
 
+    @staticmethod
+    def _found(db: peewee.Database, slots: list[str], now: int) -> dict[str, tuple[int, int]]:
+        """{slot: (spent, reserved)} of the slots that exist."""
+        p = db.param
+        return {row[0]: (int(row[1]), int(row[2])) for row in db.execute_sql(
+            f"SELECT s.slot, s.spent_nano, (SELECT COALESCE(SUM(h.nano), 0) FROM budget_holds h "
+            f"WHERE h.slot = s.slot AND h.at >= {p}) FROM budget_slots s "
+            f"WHERE s.slot IN ({', '.join([p] * len(slots))})", (now - HOLD_TTL, *slots))}
+
     def _figures(self, db: peewee.Database, budgets: list[Budget], starts: list[datetime.datetime],
                  now: int) -> list[tuple[int, int]]:
         """(spent, reserved) of each budget's period in nano-dollars, new slots seeded. In a transaction."""
         p, slots = db.param, [self.slot(b, start) for b, start in zip(budgets, starts, strict=True)]
-        found = {row[0]: (int(row[1]), int(row[2])) for row in db.execute_sql(
-            f"SELECT s.slot, s.spent_nano, (SELECT COALESCE(SUM(h.nano), 0) FROM budget_holds h "
-            f"WHERE h.slot = s.slot AND h.at >= {p}) FROM budget_slots s "
-            f"WHERE s.slot IN ({', '.join([p] * len(slots))})", (now - HOLD_TTL, *slots))}
+        found = self._found(db, slots, now)
         for budget, start, slot in zip(budgets, starts, slots, strict=True):
             if slot not in found:
                 spent = round(self.seed(db, budget, start) * NANO)
@@ -131,7 +137,12 @@ class DatabaseLedger:
         at = int(self.wallclock())
 
         def read(db: peewee.Database) -> list[tuple[int, int]]:
-            with _locked(db):  # may seed a slot
+            slots = [self.slot(b, start) for b, (start, _) in zip(budgets, bounds, strict=True)]
+            with db.atomic():  # a reader: no write lock while every slot exists
+                found = self._found(db, slots, at)
+            if len(found) == len(set(slots)):
+                return [found[slot] for slot in slots]
+            with _locked(db):  # a slot to seed
                 return self._figures(db, budgets, [start for start, _ in bounds], at)
 
         figures = await self._run(read) if budgets else []
