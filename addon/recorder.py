@@ -89,6 +89,9 @@ def _error_text(flow: http.HTTPFlow) -> str | None:
             # The openai SDK hangs up as soon as it reads `data: [DONE]`: the stream was complete.
             return meta.get(md.RESPONSE_ERROR)
         if flow.response is not None and meta.get(md.STREAM):
+            if md.client_went_away(flow) and meta.get(md.RESPONSE_ERROR):
+                # The provider's error event came first; the client (an SDK raising it) hung up after it.
+                return f"{meta[md.RESPONSE_ERROR]} (then the client closed the stream)"
             who = "client aborted the stream" if md.client_went_away(flow) else "stream broke off"
             return f"{who}: {msg}"
         return msg

@@ -29,3 +29,22 @@ def test_text_bodies_are_stored_as_text_even_when_the_clip_splits_a_character(
 ])
 def test_bodies_that_are_not_utf8_are_stored_as_base64(raw: bytes, limit: int) -> None:
     assert _body_text(raw, limit).startswith("base64:")
+
+
+def test_a_stream_error_event_stays_the_rows_error_when_the_client_hangs_up_after_it() -> None:
+    from mitmproxy import flow as mflow
+    from mitmproxy.test import tflow
+
+    from addon import metadata as md
+    from addon.recorder import _error_text
+
+    f = tflow.tflow(resp=True)
+    f.metadata[md.STREAM] = True
+    f.error = mflow.Error("Client disconnected.")
+    assert _error_text(f) == "client aborted the stream: Client disconnected."
+    # An SDK raises the provider's error event and closes: the row keeps the provider's error.
+    f.metadata[md.RESPONSE_ERROR] = "modelStreamErrorException: The model stopped unexpectedly."
+    assert _error_text(f) == ("modelStreamErrorException: The model stopped unexpectedly. "
+                              "(then the client closed the stream)")
+    f.error = mflow.Error("Connection reset by upstream")  # the upstream broke off: that is the story
+    assert _error_text(f) == "stream broke off: Connection reset by upstream"
