@@ -39,6 +39,18 @@ def openai_chat_path(provider: Provider) -> str | None:
     return "/v1/chat/completions" if provider.format == "openai" else None
 
 
+# Providers of a translated family whose native path the family's translation cannot build: Vertex AI
+# names a project and location in every model path (and takes an OAuth token, not a key).
+UNREACHABLE = {"vertex": "its paths name a Google Cloud project and location"}
+
+
+def reachable(provider: Provider) -> bool:
+    """The unified endpoint can send a chat request to ``provider``."""
+    if provider.name in UNREACHABLE:
+        return False
+    return provider.format in TRANSLATIONS or openai_chat_path(provider) is not None
+
+
 def resolve(catalog: Catalog, requested: object, stream: bool = False) -> Target:
     if not isinstance(requested, str) or "/" not in requested:
         raise UnknownModel(f"corral: model {requested!r} must be '<provider>/<model>' (see GET /v1/models)")
@@ -48,6 +60,9 @@ def resolve(catalog: Catalog, requested: object, stream: bool = False) -> Target
         known = "" if provider is not None else f": unknown provider {name!r}"
         raise UnknownModel(f"corral: model {requested!r} cannot be routed{known}; use '<provider>/<model>' "
                            "with a provider from `corral providers`")
+    if name in UNREACHABLE:
+        raise UnknownModel(f"corral: the unified endpoint cannot reach {name} models ({UNREACHABLE[name]}); "
+                           f"use its native prefix /{provider.prefix}/")
     translation = TRANSLATIONS.get(provider.format)
     if translation is not None:
         return Target(provider, model, translation.path(model, stream), provider.format)
@@ -64,7 +79,7 @@ def models_body(catalog: Catalog, aliases: Iterable[Any] = ()) -> bytes:
     data: list[dict[str, Any]] = [{"id": g.alias, "object": "model", "created": 0, "owned_by": "corral",
                                    "targets": list(g.targets), "strategy": g.strategy} for g in aliases]
     for provider in catalog:
-        if provider.format not in TRANSLATIONS and openai_chat_path(provider) is None:
+        if not reachable(provider):
             continue
         pricing_id = provider.genai_prices_id
         for model in _priced_models(pricing_id) if pricing_id else ():

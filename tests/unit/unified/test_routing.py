@@ -27,7 +27,7 @@ def test_resolve(model: str, provider: str, native: str, path: str, translate: s
     assert (target.provider.name, target.model, target.path, target.translate) == (provider, native, path, translate)
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "nosuch/x", "anthropic/", None, "bedrock/"])
+@pytest.mark.parametrize("model", ["gpt-4o", "nosuch/x", "anthropic/", None, "bedrock/", "vertex/gemini-2.5-flash"])
 def test_unroutable(model: object) -> None:
     with pytest.raises(routing.UnknownModel):
         routing.resolve(CATALOG, model)
@@ -37,6 +37,8 @@ def test_models_body_lists_priced_models_of_reachable_providers() -> None:
     ids = [m["id"] for m in json.loads(routing.models_body(CATALOG))["data"]]
     assert "anthropic/claude-3-5-haiku-latest" in ids
     assert "bedrock/amazon.nova-micro-v1:0" in ids and "cohere/command-a" in ids
+    # Gemini's family, but Vertex AI's paths name a project and location the request cannot give.
+    assert "gemini/gemini-2.5-flash" in ids and not any(i.startswith("vertex/") for i in ids)
 
 
 def test_place_key_moves_the_client_bearer_into_the_providers_style() -> None:
