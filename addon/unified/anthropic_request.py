@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from addon.unified import chat_parts
 from addon.unified.errors import TranslationError
 
 DEFAULT_MAX_TOKENS = 4096
@@ -102,7 +103,7 @@ def _messages(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
     for i, msg in enumerate(raw):
         role = msg.get("role")
         if role in ("system", "developer"):
-            system += [{"type": "text", "text": t} for t in _texts(msg.get("content"), f"messages[{i}]")]
+            system += [{"type": "text", "text": t} for t in chat_parts.texts(msg.get("content"), f"messages[{i}]")]
             continue
         if role == "user":
             blocks = _user_blocks(msg.get("content"), f"messages[{i}]")
@@ -111,7 +112,7 @@ def _messages(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
             role = "assistant"
         elif role == "tool":
             blocks = [{"type": "tool_result", "tool_use_id": msg.get("tool_call_id"),
-                       "content": "\n".join(_texts(msg.get("content"), f"messages[{i}]"))}]
+                       "content": "\n".join(chat_parts.texts(msg.get("content"), f"messages[{i}]"))}]
             role = "user"  # Anthropic carries tool results in the user turn
         else:
             raise TranslationError(f"messages[{i}]: role {role!r} is not supported", f"messages[{i}].role")
@@ -120,19 +121,6 @@ def _messages(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
         else:
             messages.append({"role": role, "content": blocks})
     return system, messages
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    texts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise TranslationError(f"{where}: only text parts are allowed here", where)
-        texts.append(part.get("text", ""))
-    return texts
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -160,7 +148,8 @@ def _image(image: dict[str, Any]) -> dict[str, Any]:
 
 
 def _assistant_blocks(msg: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": t} for t in _texts(msg.get("content"), where) if t]
+    blocks: list[dict[str, Any]] = [
+        {"type": "text", "text": t} for t in chat_parts.texts(msg.get("content"), where) if t]
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         try:

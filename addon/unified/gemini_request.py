@@ -22,6 +22,7 @@ import mimetypes
 from typing import Any
 from urllib.parse import quote
 
+from addon.unified import chat_parts
 from addon.unified.errors import TranslationError
 
 _DROPPED = frozenset({"store", "service_tier", "metadata", "user", "stream_options"})
@@ -122,7 +123,7 @@ def _contents(raw: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]
         where = f"messages[{i}]"
         role = msg.get("role")
         if role in ("system", "developer"):
-            system += _texts(msg.get("content"), where)
+            system += chat_parts.texts(msg.get("content"), where)
             continue
         if role == "user":
             parts, role = _user_parts(msg.get("content"), where), "user"
@@ -141,19 +142,6 @@ def _contents(raw: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]
     if not contents:
         raise TranslationError("messages need at least one user or assistant message", "messages")
     return system, contents
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    texts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise TranslationError(f"{where}: only text parts are allowed here", where)
-        texts.append(part.get("text", ""))
-    return texts
 
 
 def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
@@ -201,7 +189,7 @@ def _media(url: Any, where: str) -> dict[str, Any]:
 
 
 def _model_parts(msg: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = [{"text": t} for t in _texts(msg.get("content"), where) if t]
+    parts: list[dict[str, Any]] = [{"text": t} for t in chat_parts.texts(msg.get("content"), where) if t]
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         try:
@@ -226,7 +214,7 @@ def _function_response(msg: dict[str, Any], where: str, call_names: dict[str, st
     if name is None:
         raise TranslationError(f"{where}: tool_call_id {msg.get('tool_call_id')!r} answers no earlier tool call",
                                f"{where}.tool_call_id")
-    text = "\n".join(_texts(msg.get("content"), where))
+    text = "\n".join(chat_parts.texts(msg.get("content"), where))
     try:
         parsed = json.loads(text)
     except ValueError:

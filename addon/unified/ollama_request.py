@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from addon.unified import chat_parts
 from addon.unified.errors import TranslationError
 
 _DROPPED = frozenset({"store", "service_tier", "metadata", "user", "stream_options"})
@@ -97,13 +98,13 @@ def _messages(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
         where = f"messages[{i}]"
         role = msg.get("role")
         if role in ("system", "developer"):
-            out.append({"role": "system", "content": "\n".join(_texts(msg.get("content"), where))})
+            out.append({"role": "system", "content": "\n".join(chat_parts.texts(msg.get("content"), where))})
         elif role == "user":
             out.append(_user(msg.get("content"), where))
         elif role == "assistant":
             out.append(_assistant(msg, where, call_names))
         elif role == "tool":
-            result = {"role": "tool", "content": "\n".join(_texts(msg.get("content"), where))}
+            result = {"role": "tool", "content": "\n".join(chat_parts.texts(msg.get("content"), where))}
             name = call_names.get(str(msg.get("tool_call_id")))
             if name:
                 result["tool_name"] = name
@@ -111,19 +112,6 @@ def _messages(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             raise TranslationError(f"{where}: role {role!r} is not supported", f"{where}.role")
     return out
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    texts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise TranslationError(f"{where}: only text parts are allowed here", where)
-        texts.append(part.get("text", ""))
-    return texts
 
 
 def _user(content: Any, where: str) -> dict[str, Any]:
@@ -152,7 +140,7 @@ def _user(content: Any, where: str) -> dict[str, Any]:
 
 
 def _assistant(msg: dict[str, Any], where: str, call_names: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": "assistant", "content": "".join(_texts(msg.get("content"), where))}
+    out: dict[str, Any] = {"role": "assistant", "content": "".join(chat_parts.texts(msg.get("content"), where))}
     calls = []
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
