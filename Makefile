@@ -8,8 +8,12 @@ lint: venv
 	.venv/bin/ruff check
 	.venv/bin/mypy
 
+# Four workers on two cores: an e2e test mostly waits on its gateway, SDK and mock processes. A file
+# stays on one worker (--dist loadfile), so its module-scoped gateway starts once.
+TEST_WORKERS ?= 4
+
 test: venv
-	.venv/bin/python -m pytest -q $(ARGS)
+	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # The in-process tests: no gateway process, no SDK over sockets.
 test-fast: venv

@@ -257,8 +257,14 @@ async def serve(host: str, port: int, settings: Settings, ready: asyncio.Event |
             loop.add_signal_handler(sig, stop.set)
         except (RuntimeError, ValueError):  # not the main thread (tests run it in a thread)
             pass
-    async with server:
+    try:
         await stop.wait()
+    finally:
+        # Closing the server waits for every client connection to end; a kept-alive one never
+        # would, so they are closed first (Server.close_clients is Python 3.13+).
+        server.close()
+        if hasattr(server, "close_clients"):
+            server.close_clients()
 
 
 def main() -> None:
