@@ -1,10 +1,11 @@
 """CPU cost of a gateway key check on the hot path: find the key in the request, verify it from the
 cache, then budget admission (a key, a team and a tag budget: estimate, check, reserve) and the
 settlement after the response, in process (no Redis); then the whole path as the gateway runs it
-(KeyCheck's two hooks with the credential swap, KeySpend's response hook, on a request with an SDK's
-headers), plus the database reads a running gateway repeats (the key re-verified every ``[keys]
-cache_ttl``, the budget's sum every ``spend_ttl``, on the keys thread) spread over the requests of
-the bench's rate. Budget: <= 0.1 ms CPU per request.
+(KeyCheck's two hooks with the credential swap, KeySpend's and BudgetAlerts' response hooks, on a
+request with an SDK's headers), plus the work a running gateway repeats, spread over the requests of
+the bench's rate: the budget alert check of the key (once per ``CHECK_INTERVAL`` while its flows keep
+coming) and the database reads (the key re-verified every ``[keys] cache_ttl``, the budget's sum every
+``spend_ttl``, on the keys thread). Budget: <= 0.1 ms CPU per request.
 With ``--redis URL`` the same through the shared ledger (two Lua scripts per request; the CPU is this
 process's, the time in Redis and on the socket is not CPU here). With ``--database`` the same through
 the database ledger (``[keys] ledger = "database"``, a SQLite file: two write transactions per request
@@ -24,9 +25,11 @@ import time
 
 from mitmproxy import http
 from mitmproxy.test import tflow
+from prometheus_client import CollectorRegistry
 
 from addon import metadata as md
 from addon.keys import store
+from addon.keys.alerts import CHECK_INTERVAL, BudgetAlerts
 from addon.keys.book import KeyBook
 from addon.keys.budgets import Budget
 from addon.keys.check import KeyCheck, presented_key
@@ -118,6 +121,8 @@ async def whole_path(n: int) -> None:
         cache_ttl, spend_ttl = book.cache_ttl, book.spend_ttl  # the defaults, for the reads below
         book.cache_ttl = book.spend_ttl = book.memory.ttl = 1e9  # the hooks alone first
         check, spend = KeyCheck(book, CatalogService()), KeySpend(book)
+        alerts = BudgetAlerts(book, CollectorRegistry())
+        alerts._url = url
         headers = {**SDK_HEADERS, "authorization": f"Bearer {token}"}
 
         def fresh_flow(i: int) -> http.HTTPFlow:
@@ -138,6 +143,8 @@ async def whole_path(n: int) -> None:
             flow.response = answer
             flow.metadata.update({md.COST_USD: 0.000024, md.USAGE: {"input_tokens": 92, "output_tokens": 17}})
             await spend.response(flow)
+            flow.metadata[md.RECORDED] = True
+            alerts.response(flow)
 
         await one(fresh_flow(-1))  # the first verify and spend read
         spent = 0.0
@@ -160,6 +167,12 @@ async def whole_path(n: int) -> None:
             await book.admit(settled.id, book.budgets_of(record), 0.000024)
             await book.settle(settled, 0.000024)
         rounds = 200
+        key_id = record.id
+        start = time.process_time()
+        for _ in range(rounds):
+            await alerts._pass(key_id)
+        alert_ms = (time.process_time() - start) / rounds * 1e3
+        await alerts.done()
         start = time.process_time()
         for _ in range(rounds):
             book._verified.clear()
@@ -172,9 +185,10 @@ async def whole_path(n: int) -> None:
         spend_ms = (time.process_time() - start) / rounds * 1e3
         book.done()
         database.close()
-    reads = verify_ms / (RATE * cache_ttl) + spend_ms / (RATE * spend_ttl)
-    print(f"KeyCheck + KeySpend hooks (SDK headers, credential swap, 1 budget, settlement): {hooks * 1e3:.2f} µs "
-          f"CPU per request")
+    reads = verify_ms / (RATE * cache_ttl) + spend_ms / (RATE * spend_ttl) + alert_ms / (RATE * CHECK_INTERVAL)
+    print(f"KeyCheck + KeySpend + BudgetAlerts hooks (SDK headers, credential swap, 1 budget, settlement): "
+          f"{hooks * 1e3:.2f} µs CPU per request")
+    print(f"budget alert check: {alert_ms * 1e3:.0f} µs every {CHECK_INTERVAL:g} s while the key is busy")
     print(f"database reads: key re-verified {verify_ms * 1e3:.0f} µs every {cache_ttl:g} s, budget sum "
           f"{spend_ms * 1e3:.0f} µs every {spend_ttl:g} s: {reads * 1e3:.2f} µs CPU per request at {RATE:g} req/s")
     whole = hooks + reads

@@ -1,6 +1,6 @@
 """BudgetAlerts: one event per budget, threshold and period when spend crosses ``[alerts] thresholds``.
 
-After KeySpend (which has settled the flow's cost on its budgets), each recorded flow of a gateway key
+After KeySpend (which has settled the flow's cost on its budgets), a recorded flow of a gateway key
 schedules a check of that key *off the request path*: a task of its own that reads the state of every
 budget the key counts towards (its own, its team's, its tags': ``KeyBook.states(budgets_of(record))``,
 the numbers admission uses), so no response waits for it. For every threshold the spend has reached
@@ -9,6 +9,12 @@ to ``/metrics`` (``corral_budget_alerts_total{budget,threshold}``, ``corral_budg
 and to ``[alerts] webhook`` (addon/keys/webhook.py: queued, retried, never waited for). Admission refuses
 the request that *would* cross a budget, so spend may stop short of the limit: a budget that refused a
 request (``corral.budget_refused``) counts as used up, 100 %.
+
+One check per key at a time, and at most one every ``CHECK_INTERVAL``: the first flow after a quiet
+spell is checked at once; the task then stays ``CHECK_INTERVAL`` and checks again only if more of the
+key's flows were recorded meanwhile. A busy key therefore costs each flow a dict lookup, not a task and
+a read of its budgets, and an alert goes out at most ``CHECK_INTERVAL`` after the flow that crossed it
+(at shutdown the pending checks run before the process ends).
 
 Exactly once per (budget, threshold, period): before an event goes out, a row is inserted into the
 ``budget_alerts`` table, whose unique index (budget, threshold, period_start) is the claim. A restart,
@@ -28,7 +34,7 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,11 +47,12 @@ from addon.keys import store
 from addon.keys.book import KeyBook
 from addon.keys.webhook import WebhookSender
 from addon.storage import db as dbmod
-from addon.storage.models import BudgetAlert, GatewayKey
+from addon.storage.models import BudgetAlert
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = "0.5,0.8,1.0"
+CHECK_INTERVAL = 0.5  # seconds between two checks of one key's budgets while its flows keep coming
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "total": "total"}
 
 
@@ -83,9 +90,11 @@ def _iso(value: datetime.datetime | None) -> str | None:
 
 
 class BudgetAlerts:
-    def __init__(self, book: KeyBook, registry: CollectorRegistry, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, book: KeyBook, registry: CollectorRegistry, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.book = book
         self.clock = clock
+        self.sleep = sleep
         self.webhook = WebhookSender(registry)
         self.thresholds: tuple[float, ...] = parse_thresholds(DEFAULT_THRESHOLDS)
         self.fired = Counter("corral_budget_alerts", "Budget alert events (one per budget, threshold and period)",
@@ -94,7 +103,7 @@ class BudgetAlerts:
                           "as of its last check", ["budget"], registry=registry)
         self._claimed: set[tuple[str, float, datetime.datetime]] = set()  # fired (or found fired) here
         self._records: dict[str, tuple[float, store.KeyRecord | None]] = {}  # key id -> (until, record)
-        self._again: dict[str, bool] = {}  # key id being checked -> check it once more when done
+        self._again: dict[str, bool] = {}  # key id being checked (or resting) -> flows came since its last pass
         self._used_up: set[str] = set()  # budgets that refused a request since their last check
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-alerts")
@@ -141,8 +150,14 @@ class BudgetAlerts:
         self.webhook.start()
 
     async def done(self) -> None:
+        pending = [key_id for key_id, again in self._again.items() if again]
         for task in list(self._tasks):
             task.cancel()
+        if pending:  # flows recorded during a key's rest: their check now, not never
+            try:
+                await asyncio.wait_for(asyncio.gather(*(self._pass(k) for k in pending)), 5.0)
+            except (TimeoutError, Exception):
+                logger.warning("corral: budget alert checks at shutdown did not finish", exc_info=True)
         await self.webhook.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -160,7 +175,7 @@ class BudgetAlerts:
             return
         if refused := flow.metadata.get(md.BUDGET_REFUSED):
             self._used_up.add(refused)
-        if key_id in self._again:  # a check of this key is under way: one more after it, not one per flow
+        if key_id in self._again:  # a check of this key is under way or resting: one more after it
             self._again[key_id] = True
             return
         self._again[key_id] = False
@@ -169,24 +184,36 @@ class BudgetAlerts:
         task.add_done_callback(self._tasks.discard)
 
     async def _check_key(self, key_id: str) -> None:
+        cancelled = False
         try:
             while True:
-                record = await self._record(key_id)
-                if record is not None:  # its own budget, its team's and its tags' (KeyBook.budgets_of)
-                    for state in await self.book.states(self.book.budgets_of(record)):
-                        budget = state.budget
-                        about = ({"key_prefix": record.prefix, "key_name": record.name} if budget.kind == "key"
-                                 else {budget.kind: budget.name})
-                        await self.observe(budget.id, state.spent_usd, budget.usd, budget.period, state.period_start,
-                                           state.reset_at, about, used_up=budget.id in self._used_up)
-                        self._used_up.discard(budget.id)
+                self._again[key_id] = False
+                started = self.clock()
+                await self._pass(key_id)
+                await self.sleep(max(0.0, started + CHECK_INTERVAL - self.clock()))
                 if not self._again.get(key_id):
                     break
-                self._again[key_id] = False
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except Exception:
             logger.exception("corral: budget alert check of ck-%s failed", key_id)
         finally:
-            self._again.pop(key_id, None)
+            if not cancelled or not self._again.get(key_id):  # cancelled at shutdown: done() runs a pending one
+                self._again.pop(key_id, None)
+
+    async def _pass(self, key_id: str) -> None:
+        """One check of every budget the key counts towards."""
+        record = await self._record(key_id)
+        if record is None:
+            return
+        for state in await self.book.states(self.book.budgets_of(record)):  # its own, its team's and its tags'
+            budget = state.budget
+            about = ({"key_prefix": record.prefix, "key_name": record.name} if budget.kind == "key"
+                     else {budget.kind: budget.name})
+            await self.observe(budget.id, state.spent_usd, budget.usd, budget.period, state.period_start,
+                               state.reset_at, about, used_up=budget.id in self._used_up)
+            self._used_up.discard(budget.id)
 
     # --- any budget -------------------------------------------------------------------------------
 
@@ -266,7 +293,7 @@ class BudgetAlerts:
             return cached[1]
 
         def read(db: peewee.Database) -> store.KeyRecord | None:
-            rows = list(GatewayKey.select().where(GatewayKey.id == key_id).dicts().execute(db))
+            rows = store.key_row(db, key_id)
             return store.record_of(rows[0]) if rows else None
 
         record = await self._off_loop(read)

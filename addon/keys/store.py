@@ -19,10 +19,13 @@ import json
 import re
 import secrets
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import peewee
 
+from addon.storage.compiled import CompiledSelect
 from addon.storage.models import Flow, GatewayKey, KeyAudit
 
 DB = peewee.Database | peewee.DatabaseProxy  # the CLI and the keys thread pass a database, the viewer its proxy
@@ -137,6 +140,14 @@ def _tuple(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(json.loads(text))
 
 
+_KEY_ROW = CompiledSelect(GatewayKey, lambda key_id: GatewayKey.select().where(GatewayKey.id == key_id), 1)
+
+
+def key_row(db: DB, key_id: str) -> list[dict]:
+    """The key's row (hash and salt included) as a one-item list, or an empty one: on the gateway's timers."""
+    return _KEY_ROW.rows(db, key_id)
+
+
 def record_of(row: dict) -> KeyRecord:
     return KeyRecord(
         id=row["id"], name=row["name"], providers=_tuple(row["providers"]), models=_tuple(row["models"]),
@@ -238,7 +249,7 @@ def verify(db: peewee.Database, token: str) -> KeyRecord | None:
     key_id = key_id_of(token)
     if key_id is None:
         return None
-    found = list(GatewayKey.select().where(GatewayKey.id == key_id).dicts().execute(db))
+    found = key_row(db, key_id)
     if not found or not hmac.compare_digest(key_hash(found[0]["salt"], token), found[0]["key_hash"]):
         return None
     return record_of(found[0])
@@ -276,9 +287,27 @@ def spent(db: DB, key_ids: str | list[str], since: datetime.datetime, unpriced_u
     ids = [key_ids] if isinstance(key_ids, str) else key_ids
     if not ids:
         return 0.0
-    query = Flow.select(peewee.fn.SUM(charge_sql(unpriced_usd, unpriced_per_1k))).where(
-        Flow.gateway_key.in_(ids), Flow.started_at >= since)
-    return float(query.scalar(db) or 0.0)
+    shape = (len(ids), unpriced_per_1k is None)
+    compiled = _SPENT.get(shape)
+    if compiled is None:  # one per number of keys: budgets re-read their sum on a timer
+        if len(_SPENT) > 64:
+            _SPENT.clear()
+        compiled = _SPENT[shape] = CompiledSelect(Flow, _spent_query(len(ids), unpriced_per_1k is None),
+                                                  len(ids) + (2 if unpriced_per_1k is None else 3))
+    per_1k = () if unpriced_per_1k is None else (unpriced_per_1k,)
+    return float(compiled.scalar(db, *ids, since, unpriced_usd, *per_1k) or 0.0)
+
+
+_SPENT: dict[tuple[int, bool], CompiledSelect] = {}
+
+
+def _spent_query(count: int, flat: bool) -> Callable[..., peewee.Query]:
+    def build(*args: Any) -> peewee.Query:
+        ids, since, unpriced_usd = list(args[:count]), args[count], args[count + 1]
+        per_1k = None if flat else args[count + 2]
+        return Flow.select(peewee.fn.SUM(charge_sql(unpriced_usd, per_1k))).where(
+            Flow.gateway_key.in_(ids), Flow.started_at >= since)
+    return build
 
 
 def key_ids(db: DB, kind: str, name: str) -> list[str]:

@@ -9,16 +9,18 @@ from collections.abc import Iterator
 
 import peewee
 import pytest
-from mitmproxy import exceptions
+from mitmproxy import exceptions, http
+from mitmproxy.test import tflow
 from prometheus_client import CollectorRegistry
 
+from addon import metadata as md
 from addon.keys import store
-from addon.keys.alerts import BudgetAlerts, parse_thresholds, webhook_url
+from addon.keys.alerts import CHECK_INTERVAL, BudgetAlerts, parse_thresholds, webhook_url
 from addon.keys.book import KeyBook
 from addon.keys.webhook import WebhookSender
 from addon.storage import db as dbmod
 from addon.storage.models import BudgetAlert, Flow
-from tests.support.clock import FakeClock
+from tests.support.clock import START, FakeClock
 from tests.support.gateway import free_port
 from tests.support.webhook import WebhookReceiver
 
@@ -101,7 +103,7 @@ async def test_a_key_without_budget_sends_nothing(setup) -> None:
     Flow.insert(id="f1", started_at=book.now(), mode="reverse", method="POST", path="/", gateway_key=row["id"],
                 cost_usd=100.0).execute(db)
     alerts, _ = alerts_for(book, clock)
-    await alerts._check_key(row["id"])
+    await alerts._pass(row["id"])
     assert BudgetAlert.select().count(db) == 0
     await alerts.done()
 
@@ -179,3 +181,52 @@ async def test_a_budget_that_refused_a_request_counts_as_used_up(setup) -> None:
     assert registry.get_sample_value("corral_budget_used_ratio", {"budget": "team:ml"}) == pytest.approx(0.96)
     assert await alerts.observe("team:ml", 0.96, 1.0, "day", start, end, {"team": "ml"}, used_up=True) == []
     await alerts.done()
+
+
+def key_flow(key_id: str) -> http.HTTPFlow:
+    flow = tflow.tflow(resp=True)
+    flow.metadata.update({md.GATEWAY_KEY: key_id, md.RECORDED: True})
+    return flow
+
+
+async def test_a_busy_key_is_checked_at_once_then_at_most_once_per_interval(setup) -> None:
+    book, clock, _, _ = setup
+    alerts = BudgetAlerts(book, CollectorRegistry(), clock=clock, sleep=clock.sleep)
+    passes: list[tuple[str, float]] = []
+
+    async def counted(key_id: str) -> None:
+        passes.append((key_id, clock.now - START))
+    alerts._pass = counted  # type: ignore[method-assign]
+
+    async def traffic() -> None:
+        for _ in range(50):  # a burst before the check starts: one check covers them all
+            alerts.response(key_flow("k1"))
+        alerts.error(key_flow("k2"))  # another key has its own check
+        await clock.sleep(CHECK_INTERVAL / 2)
+        alerts.response(key_flow("k1"))  # during the rest: checked when the interval is over
+        await clock.sleep(CHECK_INTERVAL * 4)  # quiet: the second pass ran, then the task ended
+        alerts.response(key_flow("k1"))  # after a quiet spell: at once again
+        await clock.sleep(CHECK_INTERVAL * 2)
+
+    await clock.run(traffic())
+    assert passes == [("k1", 0.0), ("k2", 0.0), ("k1", CHECK_INTERVAL), ("k1", CHECK_INTERVAL * 4.5)]
+    assert clock.waits.count(CHECK_INTERVAL) == 4  # k1 three times and k2 once rested, never more often
+    assert alerts._again == {} and not alerts._tasks
+    await alerts.done()
+
+
+async def test_shutdown_runs_the_check_a_resting_key_still_owes(setup) -> None:
+    book, clock, _, _ = setup
+    alerts = BudgetAlerts(book, CollectorRegistry(), clock=clock, sleep=clock.sleep)
+    passes: list[str] = []
+
+    async def counted(key_id: str) -> None:
+        passes.append(key_id)
+    alerts._pass = counted  # type: ignore[method-assign]
+    alerts.response(key_flow("k1"))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the first pass, then the task rests
+    alerts.response(key_flow("k1"))  # recorded during the rest
+    assert passes == ["k1"]
+    await alerts.done()
+    assert passes == ["k1", "k1"]
