@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import in_process
 import report
 import scenarios as scen
 import systems as sysmod
@@ -185,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1.5 if sc.kind == "open" else 0.1)
         summary = {sc: {name: scen.median_figures(v) for name, v in per.items()} for sc, per in samples.items()}
         targets = report.targets(summary, systems)
-        budgets = report.budgets(summary, systems)
+        own: dict[str, dict] = {}
+        if any(sc.kind == "paired" for sc in plan):  # the budgets' features in process, with the systems idle
+            with concurrent.futures.ThreadPoolExecutor(len(systems)) as pool:
+                list(pool.map(lambda s: s.stop(), systems))
+            print(f"bench: the budgets' features in process ({time.monotonic() - t_start:.0f} s in)", flush=True)
+            own = in_process.measure(str(sysmod.VENV / "python"))
+        budgets = report.budgets(summary, systems, own)
         lines = report.table(plan, systems, summary)
         lines += report.headline(systems, summary)
         lines += ["", "## Targets (same run)"]
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         scen.write_json(out_path, {
             "started_at": stamp, "kind": "quick" if a.quick else "default", "rounds": rounds,
             "duration_s": duration, "elapsed_s": round(elapsed, 1), "machine": info,
-            "loadavg_before": load_before, "loadavg_after": load_after, "budgets": budgets,
+            "loadavg_before": load_before, "loadavg_after": load_after, "budgets": budgets, "in_process": own,
             "systems": {s.name: {"label": s.label, "status": s.status, "note": s.note} for s in systems},
             "scenarios": {sc.name: sc.title for sc in plan},
             "summary": summary, "targets": targets, "samples": samples, "report": lines,

@@ -9,7 +9,7 @@ the client gets OpenAI chunks; any other body (JSON, errors) is translated whole
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from mitmproxy import http
 
@@ -142,11 +142,13 @@ class _Whole:
 def _wrap(inner, decoder: BoundedDecoder, feed: Callable[[bytes], bytes],
           finish: Callable[[], bytes]) -> Callable[[bytes], bytes | list[bytes]]:
     """A stream callable: the inner tees' output, decoded, through ``feed``; at the end ``finish``."""
-
     def stream(chunk: bytes) -> bytes | list[bytes]:
         native = inner(chunk) if callable(inner) else chunk
-        data = b"".join(_pieces(native))
-        out = feed(decoder.feed(data)) if data else b""
+        data = native if isinstance(native, bytes) else b"".join(native)
+        if data:
+            out = feed(decoder.feed(data))
+        else:
+            out = b""
         if chunk == b"":
             return out + finish()  # the end: whatever it is, mitmproxy then ends the body
         return [out] if out else []  # never b"" mid-stream: an empty chunk would end the body early
@@ -154,5 +156,3 @@ def _wrap(inner, decoder: BoundedDecoder, feed: Callable[[bytes], bytes],
     return stream
 
 
-def _pieces(native: bytes | Iterable[bytes]) -> Iterable[bytes]:
-    return [native] if isinstance(native, bytes) else native

@@ -17,7 +17,7 @@ import pytest
 from mitmproxy.test import taddons, tflow
 
 from addon import metadata as md
-from addon.decoding import TOO_LARGE, decode_bounded, zstd
+from addon.decoding import TOO_LARGE, BoundedDecoder, decode_bounded, zstd
 from addon.meter import Meter
 from addon.recorder import _response_body
 from addon.storage import db as dbmod, queries
@@ -226,7 +226,6 @@ def test_viewer_detail_never_returns_more_than_the_limit_per_field(tmp_path) -> 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
 def test_a_small_compressed_chunk_is_decoded_in_bounded_pieces(coding: str) -> None:
-    from addon.decoding import BoundedDecoder
 
     decoder = BoundedDecoder(coding, 32 * MiB)
     raw = bomb(coding)
@@ -263,3 +262,12 @@ async def test_a_huge_provider_error_message_is_clipped_too() -> None:
     error = flow.metadata[md.RESPONSE_ERROR]
     assert error.startswith("server_error: mmm") and error.endswith("\n[corral: clipped at 1000 characters]")
     assert len(error) < 1100
+
+
+def test_an_identity_stream_is_passed_as_it_is_and_stops_at_the_limit() -> None:
+    decoder = BoundedDecoder("", 10)
+    first = b"0123"
+    assert decoder.feed(first) is first  # within the limit: the chunk itself, no copy
+    assert decoder.feed(b"4567") == b"4567" and not decoder.too_large
+    assert decoder.feed(b"89ab") == b"89"  # the chunk that crosses the limit is clipped there
+    assert decoder.too_large and decoder.feed(b"cd") == b""
