@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             with concurrent.futures.ThreadPoolExecutor(len(systems)) as pool:
                 list(pool.map(lambda s: s.stop(), systems))
             print(f"bench: the budgets' features in process ({time.monotonic() - t_start:.0f} s in)", flush=True)
-            own = in_process.measure(str(sysmod.VENV / "python"))
+            own = in_process.measure(str(sysmod.VENV / "python"), quick=a.quick)
         budgets = report.budgets(summary, systems, own)
         lines = report.table(plan, systems, summary)
         lines += report.headline(systems, summary)

@@ -12,20 +12,24 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# budget system -> (module, the line that holds the figure)
+# budget system -> (module, the line that holds the figure, iterations in quick mode)
 SCRIPTS = {
-    "corral-keys": ("bench.keys_check", re.compile(r"^whole key path .*?: ([0-9.]+) µs CPU per request")),
-    "corral-unified": ("bench.unified_stream", re.compile(r"^unified over native, .*?: ([0-9.]+) µs CPU per request")),
+    "corral-keys": ("bench.keys_check", re.compile(r"^whole key path .*?: ([0-9.]+) µs CPU per request"), 10_000),
+    "corral-unified": ("bench.unified_stream", re.compile(r"^unified over native, .*?: ([0-9.]+) µs CPU per request"),
+                       1_000),
 }
 
 
-def measure(python: str, timeout: float = 300.0) -> dict[str, dict]:
-    """Per budget system: {"ms": figure or None, "command": how to rerun it, "output": the script's lines}."""
+def measure(python: str, quick: bool = False, timeout: float = 300.0) -> dict[str, dict]:
+    """Per budget system: {"ms": figure or None, "command": how to rerun it, "output": the script's lines}.
+    Quick mode runs fewer iterations (each script takes the least CPU per call over batches)."""
     out: dict[str, dict] = {}
-    for name, (module, pattern) in SCRIPTS.items():
-        command = f".venv/bin/python -m {module}"
+    for name, (module, pattern, quick_n) in SCRIPTS.items():
+        args = ["-n", str(quick_n)] if quick else []
+        command = " ".join([".venv/bin/python -m", module, *args])
         try:
-            run = subprocess.run([python, "-m", module], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+            run = subprocess.run([python, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=timeout)
             lines = run.stdout.strip().splitlines()
         except (OSError, subprocess.SubprocessError) as e:
             lines = [f"did not run: {e}"]

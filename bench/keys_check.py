@@ -200,5 +200,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis", help="measure the shared ledger on this Redis (its keys are left to expire)")
     parser.add_argument("--database", action="store_true", help="measure the database ledger on a SQLite file")
+    parser.add_argument("-n", type=int, default=100_000, help="requests per measurement (the whole path: half)")
     args = parser.parse_args()
-    asyncio.run(main(redis=args.redis, database=args.database))
+    asyncio.run(main(n=args.n, redis=args.redis, database=args.database))

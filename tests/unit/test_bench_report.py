@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import client  # bench/client.py
+import in_process  # bench/in_process.py
 import report  # bench/report.py
 import scenarios  # bench/scenarios.py
 import systems  # bench/systems.py
@@ -68,6 +69,26 @@ def test_the_unified_budget_is_read_from_streams_against_the_native_stream() -> 
                "budget_stream": {"corral": {"cpu_ms_per_req": 4.0}, "corral-unified": {"cpu_ms_per_req": 4.25}}}
     rows = {b["system"]: b for b in report.budgets(summary, built)}
     assert rows["corral-unified"]["status"] == "PASS" and rows["corral-unified"]["delta_ms"] == 0.25
+
+
+def test_in_process_figures_are_judged_beside_the_pair(monkeypatch) -> None:
+    # The scripts themselves, with few iterations: their last lines must still carry the figure.
+    monkeypatch.setattr(in_process, "SCRIPTS", {name: (module, pattern, 200)
+                                                 for name, (module, pattern, _) in in_process.SCRIPTS.items()})
+    own = in_process.measure(sys.executable, quick=True)
+    assert set(own) == {"corral-keys", "corral-unified"}
+    for name, got in own.items():
+        assert got["ms"] is not None and got["ms"] > 0, (name, got["output"])
+        assert got["command"].endswith("-n 200")
+    built = [_system("corral"), _system("corral-keys"), _system("corral-unified")]
+    summary = {"budget_json": {"corral": {"cpu_ms_per_req": 2.0}, "corral-keys": {"cpu_ms_per_req": 2.6}},
+               "budget_stream": {"corral": {"cpu_ms_per_req": 4.0}, "corral-unified": {"cpu_ms_per_req": 4.1}}}
+    rows = {b["system"]: b for b in report.budgets(summary, built, {"corral-keys": {"ms": 0.09, "command": "k"},
+                                                                     "corral-unified": {"ms": 0.4, "command": "u"}})}
+    assert rows["corral-keys"]["status"] == "MISS" and rows["corral-keys"]["in_process_status"] == "PASS"
+    assert rows["corral-unified"]["status"] == "PASS" and rows["corral-unified"]["in_process_status"] == "MISS"
+    lines = "\n".join(report.budget_lines(rows.values()))
+    assert "in process (k): PASS 90.0 µs" in lines and "in process (u): MISS 400.0 µs" in lines
 
 
 def test_connection_setup_targets_cover_json_and_streams() -> None:
