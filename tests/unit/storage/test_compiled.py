@@ -56,3 +56,24 @@ def test_an_argument_peewee_would_change_is_refused(database: peewee.Database) -
     containing = CompiledSelect(Flow, lambda part: Flow.select().where(Flow.path.contains(part)), 1)
     with pytest.raises(ValueError, match="unchanged"):
         containing.rows(database, "chat")  # the parameter is "%<marker>%", not the marker
+
+
+def test_budget_sums_equal_peewees_own_query(database: peewee.Database) -> None:
+    day = datetime.datetime(2026, 12, 3)
+    rows = [("a", "k1", day - datetime.timedelta(seconds=1), 1.0, None, None),  # before the period
+            ("b", "k1", day, 0.25, None, None), ("c", "k2", day + datetime.timedelta(hours=1), None, 100, 900),
+            ("d", "k3", day + datetime.timedelta(hours=2), 7.0, None, None)]  # another key
+    for flow_id, key, at, cost, tokens_in, tokens_out in rows:
+        Flow.insert(id=flow_id, started_at=at, mode="reverse", method="POST", path="/", gateway_key=key, status=200,
+                    cost_usd=cost, input_tokens=tokens_in, output_tokens=tokens_out,
+                    unpriced=cost is None).execute(database)
+
+    def peewees(ids: list[str], per_1k: float | None) -> float:
+        query = Flow.select(peewee.fn.SUM(store.charge_sql(0.5, per_1k))).where(
+            Flow.gateway_key.in_(ids), Flow.started_at >= day)
+        return float(query.scalar(database) or 0.0)
+
+    for ids in (["k1"], ["k1", "k2"], ["k2", "k1", "k3"], ["nobody"]):
+        for per_1k in (None, 0.002):
+            assert store.spent(database, ids, day, 0.5, per_1k) == pytest.approx(peewees(ids, per_1k)), (ids, per_1k)
+    assert store.spent(database, ["k1", "k2"], day, 0.5, 0.002) == pytest.approx(0.25 + 1000 * 0.002 / 1000)
