@@ -15,7 +15,7 @@ import httpx._transports.default
 import pytest
 
 from tests.support import corpus, pgdb
-from tests.support.gateway import Gateway, free_port, new_tag
+from tests.support.gateway import Gateway, free_port, new_tag, refused_port
 from tests.support.mock_upstream import MockUpstream
 from tests.support.viewer import ViewerGateway, viewer_gateway
 from tests.support.waiting import until
@@ -74,7 +74,7 @@ def gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     viewer_port = free_port()
     config = {
         "viewer": {"listen": f"127.0.0.1:{viewer_port}"},
-        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens there
+        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{refused_port()}"},  # refuses all
         "retries.providers.deadend": {"backoff": 0.01, "backoff_max": 0.02},
     }
     gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("gateway"))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.support.gateway import Gateway, free_port, new_tag
+from tests.support.gateway import Gateway, new_tag, refused_port
 from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.otlp_collector import OTLPCollector, split, traceparent
 from tests.support.waiting import until
@@ -39,7 +39,7 @@ def traced(mock: MockUpstream, collector: OTLPCollector, tmp_path_factory: pytes
         "limits": [{"name": "groq-1rpm", "requests_per_minute": 1, "provider": "groq", "per": "credential"},
                    {"name": "together-1rps", "requests_per_second": 1, "provider": "together", "per": "credential",
                     "behaviour": "queue"}],
-        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens
+        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{refused_port()}"},  # nothing listens
         "retries.providers.deadend": {"backoff": 0.01, "backoff_max": 0.02},
     }
     gw = Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("telemetry"))

@@ -16,7 +16,7 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 
 from tests.support import corpus
 from tests.support.cli import corral
-from tests.support.gateway import Gateway, free_port
+from tests.support.gateway import Gateway, refused_port
 from tests.support.mock_upstream import MockUpstream, Reply
 from tests.support.reliability import reliability
 
@@ -48,7 +48,7 @@ def groups_gateway(mock: MockUpstream, tmp_path_factory: pytest.TempPathFactory)
         "retries": {"attempts": 1},  # one attempt per target: the record shows exactly the fallback
         # A group's attempts follow its first target's policy: mistral's gives up on a silent upstream soon.
         "retries.providers.mistral": {"ttfb_timeout": 1},
-        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{free_port()}"},  # nothing listens
+        "providers.deadend": {"custom": True, "upstream": f"http://127.0.0.1:{refused_port()}"},  # nothing listens
     }
     with Gateway(mock.url, config=config, workdir=tmp_path_factory.mktemp("groups")) as gw:
         yield gw

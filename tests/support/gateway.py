@@ -39,6 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_REFUSING: list[socket.socket] = []  # kept open until the test process ends
+
+
+def refused_port() -> int:
+    """A loopback port that refuses every connection for the rest of the test run: bound by this process
+    and never listened on. A port ``free_port()`` found free may be taken a moment later by another
+    worker's gateway or mock (``make test`` runs several at once); this one cannot be."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return sock.getsockname()[1]
+
+
 def wait_listening(port: int, timeout: float = 20.0) -> None:
     """Until something accepts on loopback ``port`` (a gateway's viewer binds its port after the proxy's)."""
     deadline = time.monotonic() + timeout

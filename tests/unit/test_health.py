@@ -15,7 +15,7 @@ from addon.health import Health
 from addon.services import SharedState
 from addon.storage import db as dbmod
 from addon.storage.models import database_proxy
-from tests.support.gateway import free_port
+from tests.support.gateway import refused_port
 
 
 def probe(endpoint: str, peer: str = "127.0.0.1") -> tflow.HTTPFlow:
@@ -55,7 +55,7 @@ async def test_not_ready_when_the_database_is_read_only(record: Path) -> None:
 
 async def test_not_ready_when_redis_does_not_answer(record: Path) -> None:
     shared = SharedState()
-    shared.url = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
+    shared.url = f"redis://127.0.0.1:{refused_port()}"  # nothing listens there
     health = Health(shared)
     with taddons.context(health):
         flow = probe("/ready")

@@ -21,7 +21,7 @@ from addon.keys.webhook import WebhookSender
 from addon.storage import db as dbmod
 from addon.storage.models import BudgetAlert, Flow
 from tests.support.clock import START, FakeClock
-from tests.support.gateway import free_port
+from tests.support.gateway import refused_port
 from tests.support.webhook import WebhookReceiver
 
 TO_MIDNIGHT = 6400.0  # the fake clock's epoch is 22:13:20 UTC
@@ -112,7 +112,7 @@ async def test_webhook_down_is_retried_with_backoff_then_counted_failed() -> Non
     registry = CollectorRegistry()
     clock = FakeClock()
     sender = WebhookSender(registry, sleep=clock.sleep)
-    sender.url, sender.attempts = f"http://127.0.0.1:{free_port()}/hook", 4  # nothing listens there
+    sender.url, sender.attempts = f"http://127.0.0.1:{refused_port()}/hook", 4  # nothing listens there
     sender.start()
     assert sender.submit({"budget": "key:ck-1", "threshold": 0.5})
     await clock.run(sender.queue.join())

@@ -199,13 +199,13 @@ async def test_the_estimate_is_the_input_and_max_tokens_then_the_last_exact_char
 async def test_redis_down_counts_in_process_or_refuses(on_failure: str) -> None:
     from addon.services import SharedState
     from addon.state import StateUnavailable
-    from tests.support.gateway import free_port
+    from tests.support.gateway import refused_port
 
     shared = SharedState()
     shared.on_failure = on_failure
     book = KeyBook(shared_state=shared, clock=FakeClock(), wallclock=FakeClock())
     book.memory = memory()
-    book.shared = ledger.RedisLedger(f"redis://127.0.0.1:{free_port()}", book.memory.reader)  # nothing listens
+    book.shared = ledger.RedisLedger(f"redis://127.0.0.1:{refused_port()}", book.memory.reader)  # nothing listens
     if on_failure == "closed":
         with pytest.raises(StateUnavailable):
             await book.admit("f1", [TEAM], 0.04)
