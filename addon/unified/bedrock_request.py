@@ -26,7 +26,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from addon.unified import openai_params as p
+from addon.unified import chat_parts, openai_params as p
 from addon.unified.errors import TranslationError
 
 PROVIDER = "Bedrock"
@@ -107,18 +107,18 @@ def _messages(raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
         where = f"messages[{i}]"
         role = msg.get("role")
         if role in ("system", "developer"):
-            system += [{"text": t} for t in p.texts(msg.get("content"), where) if t]
+            system += [{"text": t} for t in chat_parts.texts(msg.get("content"), where) if t]
             continue
         if role == "user":
             blocks = _user_blocks(msg.get("content"), where)
         elif role == "assistant":
-            blocks = [{"text": t} for t in p.texts(msg.get("content"), where) if t]
+            blocks = [{"text": t} for t in chat_parts.texts(msg.get("content"), where) if t]
             for call in msg.get("tool_calls") or []:
                 use = {"toolUseId": call.get("id"), "name": (call.get("function") or {}).get("name"),
                        "input": p.arguments(call, where)}
                 blocks.append({"toolUse": use})
         elif role == "tool":
-            text = "\n".join(p.texts(msg.get("content"), where))
+            text = "\n".join(chat_parts.texts(msg.get("content"), where))
             blocks = [{"toolResult": {"toolUseId": msg.get("tool_call_id"), "content": [{"text": text}]}}]
             role = "user"  # Converse carries tool results in the user turn
         else:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from addon.unified import openai_params as p
+from addon.unified import chat_parts, openai_params as p
 from addon.unified.errors import TranslationError
 
 PROVIDER = "Cohere"
@@ -70,12 +70,12 @@ def to_cohere(body: dict[str, Any], model: str) -> dict[str, Any]:
 def _message(msg: dict[str, Any], where: str) -> dict[str, Any]:
     role = msg.get("role")
     if role in ("system", "developer"):
-        return {"role": "system", "content": "\n".join(p.texts(msg.get("content"), where))}
+        return {"role": "system", "content": "\n".join(chat_parts.texts(msg.get("content"), where))}
     if role == "user":
         return {"role": "user", "content": _user_content(msg.get("content"), where)}
     if role == "assistant":
         out: dict[str, Any] = {"role": "assistant"}
-        text = "".join(p.texts(msg.get("content"), where))
+        text = "".join(chat_parts.texts(msg.get("content"), where))
         if text:
             out["content"] = text
         calls = []
@@ -89,7 +89,7 @@ def _message(msg: dict[str, Any], where: str) -> dict[str, Any]:
         return out
     if role == "tool":
         return {"role": "tool", "tool_call_id": msg.get("tool_call_id"),
-                "content": "\n".join(p.texts(msg.get("content"), where))}
+                "content": "\n".join(chat_parts.texts(msg.get("content"), where))}
     raise TranslationError(f"{where}: role {role!r} is not supported", f"{where}.role")
 
 

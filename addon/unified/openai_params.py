@@ -26,20 +26,6 @@ def refuse_unknown(body: dict[str, Any], handled: Iterable[str], dropped: Iterab
         raise TranslationError("messages must be a non-empty list", "messages")
 
 
-def texts(content: Any, where: str) -> list[str]:
-    """The texts of a string content or of a list of text parts (system, developer, tool messages)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    out = []
-    for part in content:
-        if part.get("type") != "text":
-            raise TranslationError(f"{where}: only text parts are allowed here", where)
-        out.append(part.get("text", ""))
-    return out
-
-
 def data_url(url: str, where: str, provider: str) -> tuple[str, str]:
     """(media type, base64 data) of a ``data:<type>;base64,<data>`` URL; any other URL is refused, since
     ``provider`` takes image bytes only."""
